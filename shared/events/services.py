@@ -1,0 +1,68 @@
+"""Events on fornax.services. Secrets (passwords, tokens, webhook secrets) are never in events."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .envelope import Event, Payload
+
+RepoStatus = Literal["accepted", "healthy", "missing", "unknownvcs"]
+
+
+class Repository(Payload):
+    url: str
+    vcs: str = "git"
+    username: str | None = None
+
+
+class ServiceCreatedPayload(Payload):
+    user_id: str
+    name: str
+    description: str = ""
+    repository: Repository
+    config_file: str | None = None
+    deploy_targets: list[dict[str, str]] = Field(default_factory=list)
+    secret_names: list[str] = Field(default_factory=list)
+
+
+class ServiceCreated(Event):
+    TOPIC = "services"
+    type: Literal["ServiceCreated"] = "ServiceCreated"
+    payload: ServiceCreatedPayload
+
+
+class RepositoryCheckedPayload(Payload):
+    status: RepoStatus
+    message: str = ""
+
+
+class RepositoryChecked(Event):
+    TOPIC = "services"
+    type: Literal["RepositoryChecked"] = "RepositoryChecked"
+    payload: RepositoryCheckedPayload
+
+
+class ServiceUpdatedPayload(Payload):
+    user_id: str
+    description: str | None = None
+    repository: Repository | None = None
+    config_file: str | None = None
+    deploy_targets: list[dict[str, str]] | None = None
+
+
+class ServiceUpdated(Event):
+    TOPIC = "services"
+    type: Literal["ServiceUpdated"] = "ServiceUpdated"
+    payload: ServiceUpdatedPayload
+
+
+class ServiceDeletedPayload(Payload):
+    user_id: str
+
+
+class ServiceDeleted(Event):
+    TOPIC = "services"
+    type: Literal["ServiceDeleted"] = "ServiceDeleted"
+    payload: ServiceDeletedPayload

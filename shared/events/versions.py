@@ -1,0 +1,141 @@
+"""Events on fornax.versions: one aggregate per version, keyed by version id."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from .envelope import Event, Payload
+
+Operation = Literal["integration", "publish", "deploy"]
+StageName = Literal["clone", "integration", "pre_build", "build", "push", "tag", "post_build", "deploy"]
+StageStatus = Literal["success", "failed", "skipped", "cancelled"]
+
+
+class VersionRequestedPayload(Payload):
+    service_id: str
+    user_id: str
+    name: str
+    description: str = ""
+    commit: str | None = None
+    branch: str | None = None
+    trigger: Literal["api", "webhook"] = "api"
+    operations: list[Operation] | None = None
+    delivery_id: str | None = None
+
+
+class VersionRequested(Event):
+    TOPIC = "versions"
+    type: Literal["VersionRequested"] = "VersionRequested"
+    payload: VersionRequestedPayload
+
+
+class VersionQueuedPayload(Payload):
+    reason: str
+
+
+class VersionQueued(Event):
+    """The version waits (e.g. for the user's resource quota)."""
+
+    TOPIC = "versions"
+    type: Literal["VersionQueued"] = "VersionQueued"
+    payload: VersionQueuedPayload
+
+
+class SourceFetchedPayload(Payload):
+    commit: str
+    host: str
+    branch: str | None = None
+
+
+class SourceFetched(Event):
+    TOPIC = "versions"
+    type: Literal["SourceFetched"] = "SourceFetched"
+    payload: SourceFetchedPayload
+
+
+class StageStartedPayload(Payload):
+    stage: StageName
+
+
+class StageStarted(Event):
+    TOPIC = "versions"
+    type: Literal["StageStarted"] = "StageStarted"
+    payload: StageStartedPayload
+
+
+class StageFinishedPayload(Payload):
+    stage: StageName
+    status: StageStatus
+    error: str | None = None
+
+
+class StageFinished(Event):
+    TOPIC = "versions"
+    type: Literal["StageFinished"] = "StageFinished"
+    payload: StageFinishedPayload
+
+
+class ImageBuiltPayload(Payload):
+    image: str
+    image_id: str
+    host: str
+
+
+class ImageBuilt(Event):
+    TOPIC = "versions"
+    type: Literal["ImageBuilt"] = "ImageBuilt"
+    payload: ImageBuiltPayload
+
+
+class ImagePushedPayload(Payload):
+    image: str
+    digest: str
+
+
+class ImagePushed(Event):
+    TOPIC = "versions"
+    type: Literal["ImagePushed"] = "ImagePushed"
+    payload: ImagePushedPayload
+
+
+class VersionTaggedPayload(Payload):
+    tag: str
+    commit: str
+
+
+class VersionTagged(Event):
+    TOPIC = "versions"
+    type: Literal["VersionTagged"] = "VersionTagged"
+    payload: VersionTaggedPayload
+
+
+class VersionSucceededPayload(Payload):
+    image: str | None = None
+    digest: str | None = None
+
+
+class VersionSucceeded(Event):
+    TOPIC = "versions"
+    type: Literal["VersionSucceeded"] = "VersionSucceeded"
+    payload: VersionSucceededPayload
+
+
+class VersionFailedPayload(Payload):
+    reason: str
+    stage: str | None = None
+
+
+class VersionFailed(Event):
+    TOPIC = "versions"
+    type: Literal["VersionFailed"] = "VersionFailed"
+    payload: VersionFailedPayload
+
+
+class VersionCancelledPayload(Payload):
+    reason: str = "cancelled by user"
+
+
+class VersionCancelled(Event):
+    TOPIC = "versions"
+    type: Literal["VersionCancelled"] = "VersionCancelled"
+    payload: VersionCancelledPayload

@@ -1,0 +1,67 @@
+"""Faust plumbing shared by every worker: one app factory, topics by short name, a ready marker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from .events import Event, EventDecodeError, decode
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
+    """A Faust app whose consumer group is `fornax-<name>`; topics must already exist (bootstrap)."""
+    app = faust.App(
+        f"{settings.topic_prefix}-{name}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=2,
+        broker_commit_every=1,
+        broker_commit_interval=0.5,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        store="memory://",
+        **options,
+    )
+    ready = Path(settings.data_dir) / "ready" / name
+
+    @app.on_partitions_assigned.connect
+    async def _mark_ready(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        # Tests and `make up` wait for this file: the worker has joined its group.
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.touch()
+
+    return app
+
+
+def topic(app: faust.App, settings: Settings, short: str) -> Any:
+    return app.topic(settings.topic(short), value_type=bytes, key_type=bytes, partitions=settings.topic_partitions)
+
+
+def decoded(raw: bytes) -> Event | None:
+    """Decode one record; a malformed one is logged and skipped (never crashes the worker)."""
+    try:
+        return decode(raw)
+    except EventDecodeError as exc:
+        log.warning("skipping malformed event: %s", exc)
+        return None
+
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+def run_worker(app: faust.App, loglevel: str = "info") -> None:
+    """Run a Faust worker in the foreground until SIGTERM."""
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()

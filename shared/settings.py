@@ -1,0 +1,154 @@
+"""One settings tree for every Fornax process: FORNAX_* env vars, the original names as aliases."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _alias(name: str, *originals: str) -> AliasChoices:
+    return AliasChoices(f"FORNAX_{name.upper()}", name, *originals)
+
+
+class KubernetesCluster(BaseModel):
+    """A Kubernetes deploy target; credentials stay on the server."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    api_url: str | None = None
+    token: SecretStr | None = None
+    ca_file: str | None = None
+    verify_ssl: bool = True
+
+
+class DockerTarget(BaseModel):
+    """A plain Docker host deploy target."""
+
+    base_url: str = "unix:///var/run/docker.sock"
+    ports: dict[str, int] = Field(default_factory=dict)  # "8080/tcp" -> host port
+    environment: dict[str, str] = Field(default_factory=dict)
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional settings file named by FORNAX_SETTINGS_FILE."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("FORNAX_SETTINGS_FILE")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"settings file {path}: top level must be a mapping")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+
+    # Kafka
+    kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=_alias("kafka_bootstrap", "KAFKA_SERVER_IP"))
+    topic_prefix: str = Field("fornax", validation_alias=_alias("topic_prefix"))
+    topic_partitions: int = Field(4, ge=1, validation_alias=_alias("topic_partitions"))
+    # MongoDB
+    mongo_url: str = Field("mongodb://127.0.0.1:27017", validation_alias=_alias("mongo_url", "MONGO_DB_IP"))
+    mongo_db: str = Field("fornax", validation_alias=_alias("mongo_db"))
+    # Docker hosts for builds (a pool; builds go to the least loaded)
+    docker_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["unix:///var/run/docker.sock"],
+        validation_alias=_alias("docker_hosts", "DOCKER_HOST"),
+    )
+    docker_cert_path: str | None = Field(None, validation_alias=_alias("docker_cert_path", "DOCKER_CERT_PATH"))
+    # Registry
+    registry_location: str = Field("127.0.0.1:5000", validation_alias=_alias("registry_location", "REGISTRY_LOCATION"))
+    registry_username: str = Field("admin", validation_alias=_alias("registry_username", "REGISTRY_USERNAME"))
+    registry_password: SecretStr = Field(
+        SecretStr("admin_password"), validation_alias=_alias("registry_password", "REGISTRY_PASSWORD")
+    )
+    enable_caicloud_auth: bool = Field(False, validation_alias=_alias("enable_caicloud_auth", "ENABLE_CAICLOUD_AUTH"))
+    # Resources (MiB and CPU shares)
+    memory_for_container: int = Field(128, ge=4, validation_alias=_alias("memory_for_container", "MEMORYFORCONTAINER"))
+    cpu_for_container: int = Field(128, ge=2, validation_alias=_alias("cpu_for_container", "CPUFORCONTAINER"))
+    memory_for_user: int = Field(1024, ge=4, validation_alias=_alias("memory_for_user", "MEMORYFORUSER"))
+    cpu_for_user: int = Field(1024, ge=2, validation_alias=_alias("cpu_for_user", "CPUFORUSER"))
+    stage_timeout: float = Field(1800.0, gt=0, validation_alias=_alias("stage_timeout"))
+    version_timeout: float = Field(3600.0, gt=0, validation_alias=_alias("version_timeout"))
+    # Processes
+    gateway_host: str = Field("127.0.0.1", validation_alias=_alias("gateway_host"))
+    gateway_port: int = Field(7099, validation_alias=_alias("gateway_port"))
+    logstream_host: str = Field("127.0.0.1", validation_alias=_alias("logstream_host"))
+    logstream_port: int = Field(8000, validation_alias=_alias("logstream_port"))
+    data_dir: Path = Field(Path(".fornax"), validation_alias=_alias("data_dir"))
+    workspace_root: Path | None = Field(None, validation_alias=_alias("workspace_root"))
+    max_body_bytes: int = Field(5 * 1024 * 1024, validation_alias=_alias("max_body_bytes"))
+    idle_timeout: float = Field(120.0, gt=0, validation_alias=_alias("idle_timeout"))
+    # Deploy targets, configured on the server only
+    kubernetes_clusters: dict[str, KubernetesCluster] = Field(
+        default_factory=dict, validation_alias=_alias("kubernetes_clusters")
+    )
+    docker_targets: dict[str, DockerTarget] = Field(
+        default_factory=lambda: {"local": DockerTarget()}, validation_alias=_alias("docker_targets")
+    )
+    deploy_timeout: float = Field(120.0, gt=0, validation_alias=_alias("deploy_timeout"))
+
+    @field_validator("mongo_url", mode="before")
+    @classmethod
+    def _mongo_ip(cls, v: Any) -> Any:
+        # The original MONGO_DB_IP was a bare host[:port].
+        if isinstance(v, str) and v and "://" not in v:
+            return f"mongodb://{v if ':' in v else v + ':27017'}"
+        return v
+
+    @field_validator("kafka_bootstrap", mode="before")
+    @classmethod
+    def _kafka_ip(cls, v: Any) -> Any:
+        if isinstance(v, str) and v and ":" not in v:
+            return f"{v}:9092"
+        return v
+
+    @field_validator("docker_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return json.loads(v)
+            return [h.strip() for h in v.split(",") if h.strip()]
+        return v
+
+    @property
+    def workspaces(self) -> Path:
+        return (self.workspace_root or self.data_dir / "workspaces").resolve()
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a short name such as 'versions'."""
+        return f"{self.topic_prefix}.{name}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+
+TOPICS = ("webhooks", "services", "versions", "deploys", "logs")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,70 @@
+"""The Mongo read-model store: one client, named collections, their indexes.
+
+Collections (projections are written only by the projector from events; the rest say who writes them):
+- services     {_id, user_id, name, description, repository{url,vcs,username}, config_file,
+                deploy_targets, status (accepted|healthy|missing|unknownvcs), status_message,
+                deleted, created_at, updated_at}                                   (projector)
+- versions     {_id, service_id, user_id, name, description, commit, branch, trigger, operations,
+                status (pending|queued|running|success|failed|cancelled), queued_reason,
+                stages {<stage>: {status, start, end, error}}, image, image_id, digest, host, tag,
+                error, delivery_id, created_at, started_at, finished_at}           (projector)
+- deployments  {_id: deployment_id, service_id, user_id, version_id, target, namespace,
+                application, image, digest, kind, status, reason, actor, requested_at,
+                started_at, finished_at, duration}                                 (projector)
+- targets      {_id: "<service_id>/<target>", service_id, target, pinned, pin_reason,
+                current_deployment_id, current_version_id, current_digest}         (projector)
+- events       the durable archive of every non-log event, _id = event_id        (projector)
+- logs         {_id: "<version_id>:<seq:012d>", version_id, seq, stage, stream, text, ts}
+                                                                  (log archiver in logstream)
+- users        {_id: user name, token_hash, created_at}                 (`fornax user create`)
+- secrets      {_id: service_id, webhook_secret, repo_password, repo_token, values{name: value}}
+                (gateway, before it emits ServiceCreated/Updated; secrets never go into events)
+- reservations {_id: "service:<user>/<name>" | "version:<service_id>/<name>" |
+                "delivery:<provider>/<id>", ref}       (unique-name guards, written before emitting)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymongo
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from .settings import Settings
+
+PROJECTIONS = ("services", "versions", "deployments", "targets")
+
+
+class Store:
+    """Holds the Mongo client; nothing connects until first use."""
+
+    def __init__(self, settings: Settings, timeout_ms: int = 3000) -> None:
+        self.settings = settings
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            settings.mongo_url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            tz_aware=True,
+        )
+        self.db: Database[dict[str, Any]] = self.client[settings.mongo_db]
+
+    def __getattr__(self, name: str) -> Collection[dict[str, Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.db[name]
+
+    def ensure_indexes(self) -> None:
+        db = self.db
+        db.services.create_index([("user_id", 1), ("name", 1)])
+        db.services.create_index([("repository.url", 1)])
+        db.versions.create_index([("service_id", 1), ("created_at", -1)])
+        db.versions.create_index([("user_id", 1)])
+        db.versions.create_index([("status", 1)])
+        db.deployments.create_index([("service_id", 1), ("requested_at", -1)])
+        db.events.create_index([("aggregate_id", 1), ("occurred_at", 1)])
+        db.logs.create_index([("version_id", 1), ("seq", 1)], unique=True)
+        db.users.create_index([("token_hash", 1)], unique=True)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,65 @@
+"""Shared fixtures: one real local stack per test session (free ports, a temp dir), torn down by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local.stack import Stack, free_port
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """Tansu, nx-27017, docker-registry (and dockerd if none answers) on free ports."""
+    base = Path(tempfile.mkdtemp(prefix="fornax-test-"))
+    st = Stack(
+        base=base,
+        kafka_port=free_port(),
+        mongo_port=free_port(),
+        registry_port=free_port(),
+        gateway_port=free_port(),
+        logstream_port=free_port(),
+        extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")},
+    )
+    saved = dict(os.environ)
+    try:
+        st.start_infra()
+        os.environ.update(st.env())
+        from shared.settings import get_settings
+
+        get_settings.cache_clear()
+        yield st
+    finally:
+        st.stop_all()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack):
+    from shared.settings import Settings
+
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def store(settings):
+    from shared.store import Store
+
+    s = Store(settings)
+    s.ensure_indexes()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(stack: Stack) -> str:
+    from infra.local.images import ensure_busybox_image
+
+    return ensure_busybox_image()

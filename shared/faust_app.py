@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
         store="memory://",
         **options,
     )
-    ready = Path(settings.data_dir) / "ready" / name
+    ready = Path(settings.data_dir) / "ready" / (os.environ.get("FORNAX_INSTANCE") or name)
 
     @app.on_partitions_assigned.connect
     async def _mark_ready(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001

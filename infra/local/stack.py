@@ -267,7 +267,7 @@ class Stack:
                       wait: bool = True) -> subprocess.Popen:
         """Start one Fornax service (optionally a second instance under another name)."""
         label = instance or name
-        extra = {**self.env(), **(env or {})}
+        extra = {**self.env(), "FORNAX_INSTANCE": label, **(env or {})}
         proc, log = self._spawn(label, [sys.executable, "-m", SERVICE_MODULES[name]], env=extra)
         if wait:
             port = {"gateway": int(extra.get("FORNAX_GATEWAY_PORT", self.gateway_port)),
@@ -282,7 +282,7 @@ class Stack:
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
         (self.base / "ready").mkdir(parents=True, exist_ok=True)
         for name in names:
-            self.start_service(name, wait=False)
+            self.start_service(name, wait=False)  # all at once: Faust start-up dominates
         for name in names:
             proc = self.procs[name]
             log = self.log_dir / f"{name}.log"

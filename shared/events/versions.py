@@ -109,9 +109,20 @@ class VersionTagged(Event):
     payload: VersionTaggedPayload
 
 
+class DeploySpec(Payload):
+    """One automatic deploy from the config file's `deploy` section."""
+
+    application: str
+    cluster: str
+    partition: str | None = None
+
+
 class VersionSucceededPayload(Payload):
     image: str | None = None
     digest: str | None = None
+    # The deploys to run now: the config's `deploy` section when the version's operations include
+    # deploy (the builder decides; the deployer just runs them).
+    deploy: list[DeploySpec] = []
 
 
 class VersionSucceeded(Event):

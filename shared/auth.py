@@ -1,0 +1,50 @@
+"""API tokens: created once, stored only as a hash, looked up by hash (gateway, logstream, CLI)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+
+class UserExists(ValueError):
+    pass
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "fx_" + secrets.token_urlsafe(32)
+
+
+def create_user(store: Any, name: str) -> str:
+    """Create user `name` and return its token (shown once; only the hash is stored)."""
+    token = new_token()
+    try:
+        store.users.insert_one({"_id": name, "token_hash": hash_token(token), "created_at": datetime.now(UTC)})
+    except DuplicateKeyError as exc:
+        raise UserExists(f"user {name!r} already exists") from exc
+    return token
+
+
+def user_for_token(store: Any, token: str | None) -> str | None:
+    """The user id owning `token`, or None."""
+    if not token:
+        return None
+    doc = store.users.find_one({"token_hash": hash_token(token)}, {"_id": 1})
+    return str(doc["_id"]) if doc else None
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (or a bare token)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if value and scheme.lower() in ("bearer", "token"):
+        return value.strip()
+    return None if value else scheme

@@ -1,0 +1,28 @@
+"""`python -m services.gateway`: the gateway HTTP server."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from shared.settings import get_settings
+
+from .app import create_app
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The gateway application: REST API, webhooks, health and docs, assembled from `routes/*`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
+
+from shared.bus import BusUnavailable, EventBus
+from shared.settings import Settings, get_settings
+from shared.store import Store
+
+from .errors import EXCEPTION_HANDLERS
+from .routes import deploys, health, logs, services, versions, webhooks
+
+log = logging.getLogger("fornax.gateway")
+
+ROUTE_MODULES = (health, services, versions, webhooks, deploys, logs)
+
+
+def all_routes() -> list[BaseRoute]:
+    return [route for module in ROUTE_MODULES for route in module.routes]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the gateway; connections are made in the lifespan, never at import."""
+    cfg = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = cfg
+        app.state.store = Store(cfg)
+        app.state.bus = EventBus(cfg, timeout=5.0)
+        try:
+            await run_in_threadpool(app.state.store.ensure_indexes)
+        except Exception as exc:  # noqa: BLE001 - start anyway; /readyz reports the store
+            log.warning("could not ensure Mongo indexes at start-up: %s", exc)
+        try:
+            await app.state.bus.start()
+        except BusUnavailable as exc:  # publish() retries; /readyz reports the broker
+            log.warning("event broker not reachable at start-up: %s", exc)
+        try:
+            yield
+        finally:
+            await app.state.bus.stop()
+            app.state.store.close()
+
+    app = Starlette(routes=all_routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.settings = cfg
+    return app

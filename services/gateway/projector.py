@@ -1,0 +1,117 @@
+"""The projector worker (its own process): folds every event into the Mongo read models, and runs the
+trigger agent that turns pushes into version requests.
+
+    python -m services.gateway.projector          # the worker
+    fornax projections rebuild                    # drop the read models, fold the archive again
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pymongo.errors import AutoReconnect, ConnectionFailure
+
+from shared.bus import EventBus
+from shared.events import Event, decode
+from shared.faust_app import decoded, make_app, run_worker
+from shared.projections import apply, rebuild
+from shared.settings import Settings, get_settings
+from shared.store import Store
+
+from .trigger import mark_emitted, plan_version
+
+log = logging.getLogger(__name__)
+
+
+def _with_retry(fn: Any, *args: Any) -> Any:
+    """Retry while Mongo is unreachable (events must not be skipped because Mongo blinked)."""
+    delay = 0.5
+    while True:
+        try:
+            return fn(*args)
+        except (AutoReconnect, ConnectionFailure) as exc:
+            log.warning("Mongo unavailable (%s); retrying in %.1fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def project_batch(store: Store, records: list[tuple[Event, dict[str, Any]]]) -> None:
+    for event, position in records:
+        try:
+            _with_retry(apply, store, event, position)
+        except (AutoReconnect, ConnectionFailure):
+            raise
+        except Exception:  # noqa: BLE001 - one bad event must not stop the projector
+            log.exception("could not project %s %s", event.type, event.event_id)
+
+
+async def trigger(store: Store, bus: EventBus, push: Event) -> None:
+    """Plan, publish, then mark: a crash in between re-publishes the same version id (harmless)."""
+    version = await asyncio.to_thread(_with_retry, plan_version, store, push)
+    if version is None:
+        return
+    await bus.publish(version)
+    await asyncio.to_thread(_with_retry, mark_emitted, store, push)
+
+
+def build_app(settings: Settings) -> Any:
+    app = make_app("projector", settings)
+    store = Store(settings)
+    bus = EventBus(settings)
+    topics = app.topic(
+        *(settings.topic(t) for t in ("services", "versions", "deploys", "webhooks")),
+        value_type=bytes,
+        key_type=bytes,
+    )
+    webhooks = app.topic(settings.topic("webhooks"), value_type=bytes, key_type=bytes)
+
+    @app.task
+    async def _indexes() -> None:
+        await asyncio.to_thread(_with_retry, store.ensure_indexes)
+
+    @app.agent(topics)
+    async def project(stream: Any) -> None:
+        async for batch in stream.take_events(200, within=0.05):
+            records = []
+            for ev in batch:
+                event = decoded(ev.value)
+                if event is not None:
+                    msg = ev.message
+                    records.append((event, {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}))
+            if records:
+                await asyncio.to_thread(project_batch, store, records)
+
+    @app.agent(webhooks)
+    async def trigger_versions(stream: Any) -> None:
+        async for raw in stream:
+            event = decoded(raw)
+            if event is not None and event.type == "PushReceived":
+                try:
+                    await trigger(store, bus, event)
+                except Exception:  # noqa: BLE001
+                    log.exception("trigger failed for delivery %s", event.payload.delivery_id)
+
+    return app
+
+
+def projections_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fornax projections")
+    parser.add_argument("command", choices=["rebuild"])
+    parser.parse_args(argv)
+    store = Store(get_settings())
+    count = rebuild(store, decode)
+    print(f"rebuilt services, versions, deployments, targets from {count} archived events")
+    return 0
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    run_worker(build_app(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -50,6 +50,7 @@ class ServiceUpdatedPayload(Payload):
     repository: Repository | None = None
     config_file: str | None = None
     deploy_targets: list[dict[str, str]] | None = None
+    secret_names: list[str] | None = None  # set when the service's secrets were replaced (names only)
 
 
 class ServiceUpdated(Event):

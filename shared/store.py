@@ -21,6 +21,10 @@ Collections (projections are written only by the projector from events; the rest
                 (gateway, before it emits ServiceCreated/Updated; secrets never go into events)
 - reservations {_id: "service:<user>/<name>" | "version:<service_id>/<name>" |
                 "delivery:<provider>/<id>", ref}       (unique-name guards, written before emitting)
+
+Times in read models are ISO-8601 UTC strings (`datetime.isoformat()` of an aware UTC datetime):
+nx-27017 stores a datetime written by `$set` on an existing document as a naive string, so keep one
+type everywhere; ISO strings sort correctly on both nx-27017 and MongoDB.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class Store:
     def __getattr__(self, name: str) -> Collection[dict[str, Any]]:
         if name.startswith("_"):
             raise AttributeError(name)
+        return self.db[name]
+
+    def __getitem__(self, name: str) -> Collection[dict[str, Any]]:
         return self.db[name]
 
     def ensure_indexes(self) -> None:

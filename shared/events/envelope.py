@@ -14,7 +14,9 @@ def new_id() -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    # Millisecond precision, as BSON dates have: an archived event folds to the same read model.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class Payload(BaseModel):

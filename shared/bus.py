@@ -92,3 +92,15 @@ class EventBus:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
+
+
+def topics_main(argv: list[str]) -> int:
+    """`fornax topics create`: create every topic with its partition count (idempotent)."""
+    from .settings import get_settings
+
+    if argv[:1] != ["create"]:
+        print("usage: fornax topics create")
+        return 2
+    created = asyncio.run(bootstrap_topics(get_settings()))
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0

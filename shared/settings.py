@@ -34,6 +34,8 @@ class DockerTarget(BaseModel):
     base_url: str = "unix:///var/run/docker.sock"
     ports: dict[str, int] = Field(default_factory=dict)  # "8080/tcp" -> host port
     environment: dict[str, str] = Field(default_factory=dict)
+    # How long a new container must keep running (no restart) before it counts as deployed.
+    settle_seconds: float = Field(0.5, ge=0)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -91,6 +93,8 @@ class Settings(BaseSettings):
     workspace_root: Path | None = Field(None, validation_alias=_alias("workspace_root"))
     max_body_bytes: int = Field(5 * 1024 * 1024, validation_alias=_alias("max_body_bytes"))
     idle_timeout: float = Field(120.0, gt=0, validation_alias=_alias("idle_timeout"))
+    # Lines buffered per log subscriber before it counts as too slow and is closed (it resumes with since).
+    logstream_queue_lines: int = Field(10000, ge=10, validation_alias=_alias("logstream_queue_lines"))
     # Deploy targets, configured on the server only
     kubernetes_clusters: dict[str, KubernetesCluster] = Field(
         default_factory=dict, validation_alias=_alias("kubernetes_clusters")

@@ -18,6 +18,9 @@ class DeployRequestedPayload(Payload):
     namespace: str | None = None
     application: str | None = None
     kind: DeployKind = "deploy"
+    # Known at request time for automatic deploys (from VersionSucceeded); else read from `versions`.
+    image: str | None = None
+    digest: str | None = None
 
 
 class DeployRequested(Event):

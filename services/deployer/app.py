@@ -1,0 +1,53 @@
+"""The deployer worker: thin Faust agents over `Deployer` (fornax.deploys and fornax.versions)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from shared.bus import EventBus
+from shared.events import VersionSucceeded
+from shared.faust_app import decoded, make_app, topic
+from shared.settings import Settings
+from shared.store import Store
+
+from .handlers import Deployer
+from .state import MongoState
+from .targets.registry import build_targets
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:
+    """Adapters from settings; nothing connects until first use."""
+    store = Store(settings)
+    bus = EventBus(settings)
+    deployer = Deployer(MongoState(store), build_targets(settings), bus.publish, timeout=settings.deploy_timeout)
+    return deployer, bus, store
+
+
+def build_app(settings: Settings) -> faust.App:
+    app = make_app("deployer", settings)
+    deployer, bus, _store = bootstrap(settings)
+
+    @app.agent(topic(app, settings, "deploys"))
+    async def deploys(stream: Any) -> None:
+        async for raw in stream:
+            event = decoded(raw)
+            if event is not None:
+                await deployer.on_deploy_event(event)
+
+    @app.agent(topic(app, settings, "versions"))
+    async def versions(stream: Any) -> None:
+        async for raw in stream:
+            event = decoded(raw)
+            if isinstance(event, VersionSucceeded):
+                await deployer.on_version_succeeded(event)
+
+    @app.on_shutdown.connect  # type: ignore[misc]
+    async def _close(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        await bus.stop()
+
+    return app

@@ -1,0 +1,275 @@
+"""Deploy handlers: plain async functions of a `Deployer`, called by the thin Faust agents.
+
+Flow per request: resolve the exact image (version's digest, or for a rollback the earlier
+deployment's digest) -> DeployStarted -> target adapter -> DeploySucceeded | DeployFailed.
+- One runner per (service, target): deploys to one target never overlap; a request still waiting
+  when a newer one arrives is skipped as superseded.
+- Automatic deploys (config `deploy` section) skip a pinned target; a rollback pins its target; an
+  explicit deploy (or POST .../unpin) unpins it.
+- Idempotent: a request whose deployment already finished, or is queued/running here, is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.events import (
+    DeployFailed,
+    DeployRequested,
+    DeploySkipped,
+    DeployStarted,
+    DeploySucceeded,
+    Event,
+    RollbackRequested,
+    TargetPinChanged,
+)
+from shared.events.deploys import (
+    DeployFailedPayload,
+    DeployRequestedPayload,
+    DeploySkippedPayload,
+    DeployStartedPayload,
+    DeploySucceededPayload,
+    TargetPinChangedPayload,
+)
+
+from .state import MemoryState
+from .targets import DeployRequest, DeployResult, Target
+
+log = logging.getLogger(__name__)
+Publish = Callable[..., Awaitable[None]]
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: Event | None = None
+    runner: asyncio.Task[None] | None = None
+
+
+class Resolution(Exception):
+    """The request cannot be carried out; the message is the DeployFailed reason."""
+
+
+def auto_deployment_id(version_id: str, cluster: str, partition: str | None, application: str) -> str:
+    """Stable id: a redelivered VersionSucceeded asks for the same deployment again (then ignored)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"fornax-auto:{version_id}:{cluster}:{partition}:{application}").hex
+
+
+class Deployer:
+    def __init__(self, state: MemoryState, targets: dict[str, Target], publish: Publish,
+                 timeout: float = 120.0, projection_wait: float = 30.0) -> None:
+        self.state = state
+        self.targets = targets
+        self._publish = publish
+        self.timeout = timeout
+        self.projection_wait = projection_wait
+        self.slots: dict[tuple[str, str], _Slot] = {}
+        self.active: set[str] = set()
+
+    async def emit(self, *events: Event) -> None:
+        await self._publish(*events)
+        for e in events:
+            self.state.fold(e)
+
+    # -- entry points ------------------------------------------------------------------------------
+    async def on_deploy_event(self, event: Event) -> None:
+        """Everything on fornax.deploys: requests are queued, facts are folded."""
+        if isinstance(event, DeployRequested):
+            await self.request_deploy(event)
+        elif isinstance(event, RollbackRequested):
+            await self.request_rollback(event)
+        else:
+            self.state.fold(event)
+
+    async def on_version_succeeded(self, event: Event) -> None:
+        """A version with deploy specs: one automatic DeployRequested per spec, on fornax.deploys."""
+        p: Any = event.payload
+        if not p.deploy:
+            return
+        version = await self._wait_for(lambda: self.state.version(event.aggregate_id), "service_id")
+        if version is None:
+            log.error("VersionSucceeded for unknown version %s: automatic deploys dropped", event.aggregate_id)
+            return
+        for spec in p.deploy:
+            payload = DeployRequestedPayload(
+                deployment_id=auto_deployment_id(event.aggregate_id, spec.cluster, spec.partition,
+                                                 spec.application),
+                service_id=version["service_id"], user_id=version.get("user_id") or event.actor or "",
+                version_id=event.aggregate_id, target=spec.cluster, namespace=spec.partition,
+                application=spec.application, kind="auto",
+                image=p.image or version.get("image"), digest=p.digest or version.get("digest"),
+            )
+            await self._publish(DeployRequested.make(version["service_id"], payload, cause=event,
+                                                     actor=version.get("user_id") or event.actor))
+
+    async def request_deploy(self, event: DeployRequested) -> None:
+        p = event.payload
+        if await self._seen(p.deployment_id):
+            return
+        if p.target not in self.targets:
+            await self._fail(event, p.service_id, f"unknown target {p.target!r}: not configured on the server")
+            return
+        if p.kind == "auto" and await self.state.pinned(p.service_id, p.target):
+            await self.emit(DeploySkipped.make(p.service_id, DeploySkippedPayload(
+                deployment_id=p.deployment_id, service_id=p.service_id, version_id=p.version_id, target=p.target,
+                reason=f"target {p.target!r} is pinned after a rollback; deploy explicitly or unpin it",
+            ), cause=event))
+            return
+        if p.kind == "deploy" and await self.state.pinned(p.service_id, p.target):
+            await self.emit(TargetPinChanged.make(p.service_id, TargetPinChangedPayload(
+                service_id=p.service_id, target=p.target, pinned=False,
+                reason=f"explicit deploy {p.deployment_id}"), cause=event))
+        await self._enqueue((p.service_id, p.target), event)
+
+    async def request_rollback(self, event: RollbackRequested) -> None:
+        p = event.payload
+        if await self._seen(p.deployment_id):
+            return
+        target = p.target
+        if target is None:
+            done = await self.state.successes(p.service_id)
+            if not done:
+                await self._fail(event, p.service_id, "nothing to roll back: the service has no successful deployment")
+                return
+            target = str(done[0]["target"])
+        if target not in self.targets:
+            await self._fail(event, p.service_id, f"unknown target {target!r}: not configured on the server")
+            return
+        await self.emit(TargetPinChanged.make(p.service_id, TargetPinChangedPayload(
+            service_id=p.service_id, target=target, pinned=True,
+            reason=f"rolled back by deployment {p.deployment_id}"), cause=event))
+        await self._enqueue((p.service_id, target), event, target)
+
+    # -- queueing ----------------------------------------------------------------------------------
+    async def _seen(self, deployment_id: str) -> bool:
+        return deployment_id in self.active or await self.state.finished(deployment_id)
+
+    async def _enqueue(self, key: tuple[str, str], event: Event, target: str | None = None) -> None:
+        slot = self.slots.setdefault(key, _Slot())
+        older = slot.pending
+        slot.pending = event if target is None else _with_target(event, target)
+        self.active.add(event.payload.deployment_id)
+        if older is not None:
+            self.active.discard(older.payload.deployment_id)
+            op: Any = older.payload
+            await self.emit(DeploySkipped.make(op.service_id, DeploySkippedPayload(
+                deployment_id=op.deployment_id, service_id=op.service_id,
+                version_id=getattr(op, "version_id", None) or getattr(op, "to_version_id", None) or "",
+                target=key[1], reason=f"superseded by deployment {event.payload.deployment_id}",
+            ), cause=older))
+        if slot.runner is None or slot.runner.done():
+            slot.runner = asyncio.create_task(self._drain(key, slot))
+
+    async def _drain(self, key: tuple[str, str], slot: _Slot) -> None:
+        async with slot.lock:
+            while slot.pending is not None:
+                event, slot.pending = slot.pending, None
+                try:
+                    await self.run(event, key[1])
+                except Exception:  # noqa: BLE001 - one failed deploy must not stop the target's queue
+                    log.exception("deploy %s failed unexpectedly", event.payload.deployment_id)
+                finally:
+                    self.active.discard(event.payload.deployment_id)
+
+    async def idle(self) -> None:
+        """Wait until every queued deploy finished (tests, shutdown)."""
+        while any(s.runner and not s.runner.done() for s in self.slots.values()):
+            await asyncio.gather(*(s.runner for s in self.slots.values() if s.runner), return_exceptions=True)
+
+    # -- one deploy --------------------------------------------------------------------------------
+    async def run(self, event: Event, target_name: str) -> None:
+        p: Any = event.payload
+        try:
+            req, kind = await self._resolve(event, target_name)
+        except Resolution as exc:
+            await self._fail(event, p.service_id, str(exc))
+            return
+        await self.emit(DeployStarted.make(p.service_id, DeployStartedPayload(
+            deployment_id=req.deployment_id, service_id=req.service_id, version_id=req.version_id,
+            target=target_name, namespace=req.namespace, application=req.application, image=req.image,
+            digest=req.digest, kind=kind), cause=event))
+        target = self.targets[target_name]
+        try:
+            result = await asyncio.wait_for(target.deploy(req), req.timeout + 30)
+        except TimeoutError:
+            result = DeployResult.failure(f"timeout: target {target_name!r} did not answer within {req.timeout:g}s")
+        except Exception as exc:  # noqa: BLE001 - an adapter bug becomes a failed deploy, not a stuck one
+            log.exception("target %s raised", target_name)
+            result = DeployResult.failure(f"internal error in the {target_name!r} adapter: {type(exc).__name__}")
+        if result.ok:
+            await self.emit(DeploySucceeded.make(p.service_id, DeploySucceededPayload(
+                deployment_id=req.deployment_id, service_id=req.service_id, detail=result.detail), cause=event))
+        else:
+            await self._fail(event, p.service_id, result.reason)
+
+    async def _resolve(self, event: Event, target_name: str) -> tuple[DeployRequest, str]:
+        p: Any = event.payload
+        service = await self._wait_for(lambda: self.state.service(p.service_id), "name")
+        if service is None:
+            raise Resolution(f"service {p.service_id} not found")
+        if isinstance(event, RollbackRequested):
+            version_id, image, digest, namespace, application = await self._rollback_source(event, target_name)
+            kind = "rollback"
+        else:
+            version_id, namespace, application, kind = p.version_id, p.namespace, p.application, p.kind
+            image, digest = p.image, p.digest
+            if not image or not digest:
+                version = await self._version(p.service_id, version_id)
+                image, digest = version.get("image"), version.get("digest")
+        if not image:
+            raise Resolution(f"version {version_id} has no pushed image to deploy")
+        return DeployRequest(
+            deployment_id=p.deployment_id, service_id=p.service_id, service_name=str(service["name"]),
+            version_id=version_id, application=application or str(service["name"]), image=image, digest=digest,
+            namespace=namespace, timeout=self.timeout,
+        ), kind
+
+    async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, str, str, Any, Any]:
+        p = event.payload
+        done = await self.state.successes(p.service_id, target)
+        current = done[0] if done else {}
+        if p.to_version_id:
+            version = await self._version(p.service_id, p.to_version_id)
+            return (p.to_version_id, version.get("image"), version.get("digest"), current.get("namespace"),
+                    current.get("application"))
+        earlier = next((d for d in done[1:] if d.get("digest") != current.get("digest")), None)
+        if earlier is None:
+            raise Resolution(f"nothing to roll back to: no earlier successful deployment on target {target!r}")
+        return (earlier["version_id"], earlier["image"], earlier["digest"], earlier.get("namespace"),
+                earlier.get("application"))
+
+    async def _version(self, service_id: str, version_id: str) -> dict[str, Any]:
+        version = await self._wait_for(lambda: self.state.version(version_id), "status",
+                                       until=lambda v: v.get("status") in ("success", "failed", "cancelled"))
+        if version is None or version.get("service_id") != service_id:
+            raise Resolution(f"version {version_id} not found for service {service_id}")
+        if version.get("status") != "success":
+            raise Resolution(f"version {version.get('name', version_id)} is {version.get('status')}, not success")
+        return version
+
+    async def _wait_for(self, fetch: Callable[[], Awaitable[dict[str, Any] | None]], key: str,
+                        until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
+        """A read-model doc, waiting briefly for the projector to catch up with the event we react to."""
+        deadline = asyncio.get_running_loop().time() + self.projection_wait
+        doc = None
+        while True:
+            doc = await fetch()
+            if doc is not None and doc.get(key) is not None and (until is None or until(doc)):
+                return doc
+            if asyncio.get_running_loop().time() > deadline:
+                return doc
+            await asyncio.sleep(0.2)
+
+    async def _fail(self, cause: Event, service_id: str, reason: str) -> None:
+        await self.emit(DeployFailed.make(service_id, DeployFailedPayload(
+            deployment_id=cause.payload.deployment_id, service_id=service_id, reason=reason), cause=cause))
+
+
+def _with_target(event: Event, target: str) -> Event:
+    """A rollback request whose target was resolved (history's latest) before queueing."""
+    return event.model_copy(update={"payload": event.payload.model_copy(update={"target": target})})

@@ -1,0 +1,112 @@
+"""What the deployer knows: versions and services (read models), deployments, pins.
+
+Facts this process emitted or consumed on fornax.deploys are folded into memory at once, so a pin or
+a finished deployment counts immediately, before the projector catches up; the Mongo read models
+(`deployments`, `targets`, `versions`, `services`) supply everything older (e.g. after a restart).
+`MemoryState` alone is the fake used by handler tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.events import Event
+from shared.store import Store
+
+TERMINAL = ("success", "failed", "skipped")
+
+
+class MemoryState:
+    def __init__(self) -> None:
+        self.versions: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.pins: dict[tuple[str, str], bool] = {}
+
+    # -- folding ---------------------------------------------------------------------------------
+    def fold(self, event: Event) -> None:
+        p: Any = event.payload
+        if event.type == "TargetPinChanged":
+            self.pins[(p.service_id, p.target)] = p.pinned
+            return
+        if not hasattr(p, "deployment_id"):
+            return
+        doc = self.deployments.setdefault(p.deployment_id, {"_id": p.deployment_id, "status": "requested"})
+        if event.type == "DeployStarted":
+            doc.update(service_id=p.service_id, version_id=p.version_id, target=p.target, image=p.image,
+                       digest=p.digest, namespace=p.namespace, application=p.application, kind=p.kind)
+            if doc["status"] not in TERMINAL:
+                doc["status"] = "running"
+        elif event.type in ("DeploySucceeded", "DeployFailed", "DeploySkipped") and doc["status"] not in TERMINAL:
+            doc["service_id"] = p.service_id
+            doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(event.type, "skipped")
+            doc["finished_at"] = event.occurred_at
+
+    # -- queries (async: the Mongo subclass reads in a thread) -------------------------------------
+    async def version(self, version_id: str) -> dict[str, Any] | None:
+        return self.versions.get(version_id)
+
+    async def service(self, service_id: str) -> dict[str, Any] | None:
+        return self.services.get(service_id)
+
+    async def finished(self, deployment_id: str) -> bool:
+        return self.deployments.get(deployment_id, {}).get("status") in TERMINAL
+
+    async def pinned(self, service_id: str, target: str) -> bool:
+        return self.pins.get((service_id, target), False)
+
+    async def successes(self, service_id: str, target: str | None = None) -> list[dict[str, Any]]:
+        """Successful deployments of the service (on `target`), newest first."""
+        return _newest_first(self._memory_successes(service_id, target))
+
+    def _memory_successes(self, service_id: str, target: str | None) -> list[dict[str, Any]]:
+        return [d for d in self.deployments.values()
+                if d.get("service_id") == service_id and d.get("status") == "success" and d.get("digest")
+                and (target is None or d.get("target") == target)]
+
+
+class MongoState(MemoryState):
+    """Memory first, then the projector's read models."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    async def version(self, version_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.store.versions.find_one, {"_id": version_id})
+
+    async def service(self, service_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.store.services.find_one, {"_id": service_id})
+
+    async def finished(self, deployment_id: str) -> bool:
+        if await super().finished(deployment_id):
+            return True
+        doc = await asyncio.to_thread(self.store.deployments.find_one, {"_id": deployment_id}, {"status": 1})
+        return bool(doc and doc.get("status") in TERMINAL)
+
+    async def pinned(self, service_id: str, target: str) -> bool:
+        if (service_id, target) in self.pins:
+            return self.pins[(service_id, target)]
+        doc = await asyncio.to_thread(self.store.targets.find_one, {"_id": f"{service_id}/{target}"})
+        return bool(doc and doc.get("pinned"))
+
+    async def successes(self, service_id: str, target: str | None = None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"service_id": service_id, "status": "success"}
+        if target is not None:
+            query["target"] = target
+        docs = await asyncio.to_thread(lambda: list(self.store.deployments.find(query).limit(200)))
+        merged = {d["_id"]: d for d in docs if d.get("digest")}
+        merged.update({d["_id"]: d for d in self._memory_successes(service_id, target)})
+        return _newest_first(list(merged.values()))
+
+
+def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    epoch = datetime.min.replace(tzinfo=UTC)
+
+    def when(d: dict[str, Any]) -> datetime:
+        t = d.get("finished_at") or epoch
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    return sorted(docs, key=when, reverse=True)

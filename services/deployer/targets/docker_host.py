@@ -1,0 +1,202 @@
+"""Docker-host target: run the version's image as container `fornax-<service>-<application>`.
+
+The new container starts next to the old one (under a temporary name), must reach `running` (and
+`healthy` when the image has a HEALTHCHECK) and stay up for `settle_seconds`; only then is the old one
+removed and the new one renamed. On failure the new one is removed and the old one keeps running.
+With fixed host ports the old container has to be stopped first (the port is taken); it is started
+again when the new one fails.
+
+Labels are `fornax.deploy.*`, not `fornax.version`: a deployed app must outlive the build reapers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from shared.settings import DockerTarget, Settings
+
+from . import DeployRequest, DeployResult
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+LABEL_SERVICE = "fornax.deploy.service"
+LABEL_APPLICATION = "fornax.deploy.application"
+LABEL_TARGET = "fornax.deploy.target"
+LABEL_VERSION = "fornax.deploy.version"
+LABEL_DEPLOYMENT = "fornax.deploy.deployment"
+LABEL_DIGEST = "fornax.deploy.digest"
+
+
+def container_name(service_name: str, application: str) -> str:
+    return _UNSAFE.sub("-", f"fornax-{service_name}-{application}").strip("-.")
+
+
+class DockerHostTarget:
+    """A Docker engine (local or remote) as a single-machine deploy target."""
+
+    kind = "docker"
+
+    def __init__(self, name: str, config: DockerTarget, settings: Settings) -> None:
+        self.name = name
+        self.config = config
+        self.registry = settings.registry_location
+        self._auth = {"username": settings.registry_username,
+                      "password": settings.registry_password.get_secret_value()}
+
+    async def deploy(self, request: DeployRequest) -> DeployResult:
+        return await asyncio.to_thread(self._deploy, request)
+
+    # -- blocking part -------------------------------------------------------------------------
+    def _client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.config.base_url, timeout=60)
+
+    def _deploy(self, req: DeployRequest) -> DeployResult:
+        deadline = time.monotonic() + req.timeout
+        try:
+            client = self._client()
+            client.ping()
+        except DockerException as exc:
+            return DeployResult.failure(f"docker host {self.name!r} unreachable: {type(exc).__name__}")
+        try:
+            return self._run(client, req, deadline)
+        except (APIError, DockerException) as exc:
+            return DeployResult.failure(f"docker host {self.name!r}: {_explain(exc)}")
+        finally:
+            client.close()
+
+    def _image(self, client: docker.DockerClient, req: DeployRequest) -> Any:
+        """The exact image: already on this engine (by digest), else pulled from the registry."""
+        ref = req.reference
+        try:
+            return client.images.get(ref)
+        except ImageNotFound:
+            pass
+        auth = self._auth if req.repository.split("/", 1)[0] == self.registry else None
+        try:
+            return client.images.pull(ref, auth_config=auth)
+        except (APIError, ImageNotFound) as exc:
+            raise _PullError(f"image pull error for {ref}: {_explain(exc)}") from None
+
+    def _run(self, client: docker.DockerClient, req: DeployRequest, deadline: float) -> DeployResult:
+        try:
+            image = self._image(client, req)
+        except _PullError as exc:
+            return DeployResult.failure(str(exc))
+        name = container_name(req.service_name, req.application)
+        labels = {
+            LABEL_SERVICE: req.service_id, LABEL_APPLICATION: req.application, LABEL_TARGET: self.name,
+            LABEL_VERSION: req.version_id, LABEL_DEPLOYMENT: req.deployment_id, LABEL_DIGEST: req.digest or "",
+            **req.labels,
+        }
+        ports = self._ports(image)
+        fixed = any(host is not None for _, host in ports.values())
+        old = _get(client, name)
+        if old is not None and old.labels.get(LABEL_SERVICE) != req.service_id:
+            return DeployResult.failure(f"container name {name} is taken by a container of another owner")
+        stopped_old = False
+        if old is not None and fixed and old.status == "running":
+            old.stop(timeout=10)
+            stopped_old = True
+        new = client.containers.run(
+            image.id,
+            name=f"{name}-{req.deployment_id[:12]}",
+            detach=True,
+            labels=labels,
+            environment=dict(self.config.environment),
+            ports=ports,
+            restart_policy={"Name": "unless-stopped"},
+        )
+        healthcheck = bool((image.attrs.get("Config") or {}).get("Healthcheck", {}).get("Test"))
+        problem = _wait_ready(new, healthcheck, self.config.settle_seconds, deadline)
+        if problem:
+            _remove(new)
+            if stopped_old and old is not None:
+                old.start()
+            return DeployResult.failure(problem)
+        self._remove_previous(client, req, keep=new.id)
+        new.rename(name)
+        new.reload()
+        return DeployResult.success(_describe(name, new))
+
+    def _ports(self, image: Any) -> dict[str, Any]:
+        """Configured host ports; any other EXPOSE'd port on a random 127.0.0.1 port."""
+        exposed = (image.attrs.get("Config") or {}).get("ExposedPorts") or {}
+        ports: dict[str, Any] = {p: ("127.0.0.1", None) for p in exposed}
+        for port, host in self.config.ports.items():
+            ports[port if "/" in port else f"{port}/tcp"] = ("127.0.0.1", host)
+        return {p: (ip, host) for p, (ip, host) in ports.items()}
+
+    def _remove_previous(self, client: docker.DockerClient, req: DeployRequest, keep: str) -> None:
+        filters = {"label": [f"{LABEL_SERVICE}={req.service_id}", f"{LABEL_APPLICATION}={req.application}",
+                             f"{LABEL_TARGET}={self.name}"]}
+        for c in client.containers.list(all=True, filters=filters):
+            if c.id != keep:
+                _remove(c)
+        stale = _get(client, container_name(req.service_name, req.application))
+        if stale is not None and stale.id != keep:
+            _remove(stale)
+
+
+class _PullError(Exception):
+    pass
+
+
+def _get(client: docker.DockerClient, name: str) -> Any:
+    try:
+        return client.containers.get(name)
+    except NotFound:
+        return None
+
+
+def _remove(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+
+
+def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: float) -> str:
+    """'' once the container runs (healthy, if checked) for `settle` seconds; else why not."""
+    running_since: float | None = None
+    while True:
+        container.reload()
+        state = container.attrs.get("State") or {}
+        status = state.get("Status")
+        if status in ("exited", "dead") or state.get("Restarting") or container.attrs.get("RestartCount"):
+            return f"container exited with code {state.get('ExitCode')}{_tail(container)}"
+        if status == "running":
+            running_since = running_since or time.monotonic()
+            health = (state.get("Health") or {}).get("Status")
+            if healthcheck and health == "unhealthy":
+                return f"container is unhealthy{_tail(container)}"
+            if (not healthcheck or health == "healthy") and time.monotonic() - running_since >= settle:
+                return ""
+        if time.monotonic() > deadline:
+            what = "healthy" if healthcheck else "running"
+            return f"timeout: container not {what} within the deploy timeout"
+        time.sleep(0.05)
+
+
+def _tail(container: Any) -> str:
+    try:
+        text = container.logs(tail=5).decode(errors="replace").strip()
+    except DockerException:
+        return ""
+    return f"; last output: {text[-400:]}" if text else ""
+
+
+def _describe(name: str, container: Any) -> str:
+    bound = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    maps = [f"{port} -> {b['HostIp']}:{b['HostPort']}" for port, binds in sorted(bound.items()) for b in binds or []]
+    return f"container {name} running" + (f"; ports {', '.join(maps)}" if maps else "")
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -267,6 +267,9 @@ class Stack:
                       wait: bool = True) -> subprocess.Popen:
         """Start one Fornax service (optionally a second instance under another name)."""
         label = instance or name
+        running = self.procs.get(label)
+        if running is not None and running.poll() is None:
+            return running  # already up (e.g. started by an earlier test module): share it
         extra = {**self.env(), "FORNAX_INSTANCE": label, **(env or {})}
         proc, log = self._spawn(label, [sys.executable, "-m", SERVICE_MODULES[name]], env=extra)
         if wait:

@@ -15,6 +15,7 @@ from shared.settings import Settings, get_settings
 from shared.store import Store
 
 from .errors import EXCEPTION_HANDLERS
+from .repo_index import RepoIndex
 from .routes import deploys, health, logs, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.settings = cfg
         app.state.store = Store(cfg)
         app.state.bus = EventBus(cfg, timeout=5.0)
+        app.state.repo_index = RepoIndex(app.state.store)
         try:
             await run_in_threadpool(app.state.store.ensure_indexes)
         except Exception as exc:  # noqa: BLE001 - start anyway; /readyz reports the store

@@ -1,7 +1,245 @@
-"""services routes."""
+"""Services: create (202 + ServiceCreated), list, read, update (ServiceUpdated), delete (ServiceDeleted)."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import re
+import secrets as pysecrets
+import uuid
+from typing import Any
 
-routes: list[BaseRoute] = []
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pymongo.errors import DuplicateKeyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from shared.events import Repository, ServiceCreated, ServiceDeleted, ServiceUpdated
+from shared.events.services import ServiceCreatedPayload, ServiceDeletedPayload, ServiceUpdatedPayload
+
+from ..auth import authorize
+from ..body import read_json
+from ..errors import ApiError
+from ..io import db_call, publish, store_of
+from ..ownership import owned_service
+from ..render import paging, service_json
+
+SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+DeployTargets = list[dict[str, str]]
+
+
+class RepositoryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=2000)
+    vcs: str = Field("git", min_length=1, max_length=32)
+    username: str | None = Field(None, max_length=200)
+    password: str | None = Field(None, max_length=4000)
+    token: str | None = Field(None, max_length=4000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v.strip()):
+            raise ValueError("must be a repository URL without spaces")
+        return v.strip()
+
+
+class RepositoryPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(None, min_length=1, max_length=2000)
+    vcs: str | None = Field(None, min_length=1, max_length=32)
+    username: str | None = Field(None, max_length=200)
+    password: str | None = Field(None, max_length=4000)
+    token: str | None = Field(None, max_length=4000)
+
+
+def _check_secrets(v: dict[str, str] | None) -> dict[str, str] | None:
+    for name in v or {}:
+        if not SECRET_NAME.match(name):
+            raise ValueError(f"invalid secret name {name[:50]!r}")
+    return v
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config_file: str | None = Field(None, min_length=1, max_length=500)
+    webhook_secret: str | None = Field(None, min_length=8, max_length=500)
+    secrets: dict[str, str] | None = None
+    deploy_targets: DeployTargets | None = None
+    # Credentials may also be given at the top level (as in the original API).
+    username: str | None = Field(None, max_length=200)
+    password: str | None = Field(None, max_length=4000)
+    token: str | None = Field(None, max_length=4000)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_secrets(v)
+
+
+class ServiceIn(_Common):
+    name: str = Field(max_length=63)
+    description: str = Field("", max_length=4000)
+    repository: RepositoryIn
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SERVICE_NAME.match(v):
+            raise ValueError("must be a DNS label: lower-case letters, digits and '-', at most 63 characters")
+        return v
+
+
+class ServicePatch(_Common):
+    description: str | None = Field(None, max_length=4000)
+    repository: RepositoryPatch | None = None
+
+
+def _secrets_doc(service_id: str, body: ServiceIn, webhook_secret: str) -> dict[str, Any]:
+    return {
+        "_id": service_id,
+        "webhook_secret": webhook_secret,
+        "repo_password": body.repository.password or body.password,
+        "repo_token": body.repository.token or body.token,
+        "values": dict(body.secrets or {}),
+    }
+
+
+async def create_service(request: Request) -> Response:
+    user_id = await authorize(request, request.path_params["user_id"])
+    body = await read_json(request, ServiceIn)
+    store = store_of(request)
+    service_id = uuid.uuid4().hex
+    webhook_secret = body.webhook_secret or pysecrets.token_hex(20)
+    reservation = f"service:{user_id}/{body.name}"
+    try:
+        await db_call(store.reservations.insert_one, {"_id": reservation, "ref": service_id})
+    except DuplicateKeyError:
+        raise ApiError(409, "service_exists", f"a service named {body.name!r} already exists", "name") from None
+    try:
+        await db_call(store.secrets.insert_one, _secrets_doc(service_id, body, webhook_secret))
+        event = ServiceCreated.make(
+            service_id,
+            ServiceCreatedPayload(
+                user_id=user_id,
+                name=body.name,
+                description=body.description,
+                repository=Repository(url=body.repository.url, vcs=body.repository.vcs,
+                                      username=body.repository.username or body.username),
+                config_file=body.config_file,
+                deploy_targets=body.deploy_targets or [],
+                secret_names=sorted(body.secrets or {}),
+            ),
+            actor=user_id,
+        )
+        await publish(request, event)
+    except BaseException:
+        await _undo(store, reservation, service_id)
+        raise
+    return JSONResponse({"service_id": service_id, "webhook_secret": webhook_secret}, status_code=202)
+
+
+async def _undo(store: Any, reservation: str, service_id: str) -> None:
+    """Remove what a failed create wrote, so nothing is left half-written."""
+    for coll, query in ((store.secrets, {"_id": service_id}),
+                        (store.reservations, {"_id": reservation, "ref": service_id})):
+        try:
+            await db_call(coll.delete_one, query)
+        except Exception:  # noqa: BLE001,S110 - best effort: the store itself may be what failed
+            pass
+
+
+async def list_services(request: Request) -> Response:
+    user_id = await authorize(request, request.path_params["user_id"])
+    limit, offset = paging(request, default=100, maximum=500)
+    store = store_of(request)
+    query = {"user_id": user_id, "deleted": {"$ne": True}}
+
+    def read() -> tuple[list[dict[str, Any]], int]:
+        docs = list(store.services.find(query).sort([("created_at", 1), ("_id", 1)]).skip(offset).limit(limit))
+        return docs, store.services.count_documents(query)
+
+    docs, total = await db_call(read)
+    return JSONResponse({"services": [service_json(d) for d in docs], "total": total, "limit": limit,
+                         "offset": offset})
+
+
+async def get_service(request: Request) -> Response:
+    user_id = await authorize(request, request.path_params["user_id"])
+    doc = await owned_service(request, user_id, request.path_params["service_id"])
+    return JSONResponse(service_json(doc))
+
+
+async def update_service(request: Request) -> Response:
+    user_id = await authorize(request, request.path_params["user_id"])
+    service_id = request.path_params["service_id"]
+    doc = await owned_service(request, user_id, service_id)
+    body = await read_json(request, ServicePatch)
+    store = store_of(request)
+    repo: Repository | None = None
+    patch = body.repository
+    current = doc.get("repository") or {}
+    new_username = (patch.username if patch else None) or body.username
+    if (patch and (patch.url or patch.vcs or patch.username)) or body.username:
+        repo = Repository(
+            url=(patch.url if patch and patch.url else current.get("url", "")),
+            vcs=(patch.vcs if patch and patch.vcs else current.get("vcs", "git")),
+            username=new_username or current.get("username"),
+        )
+    changes: dict[str, Any] = {}
+    if body.webhook_secret is not None:
+        changes["webhook_secret"] = body.webhook_secret
+    if (patch and patch.password) or body.password:
+        changes["repo_password"] = (patch.password if patch else None) or body.password
+    if (patch and patch.token) or body.token:
+        changes["repo_token"] = (patch.token if patch else None) or body.token
+    if body.secrets is not None:
+        changes["values"] = dict(body.secrets)
+    old = await db_call(store.secrets.find_one, {"_id": service_id}) if changes else None
+    if changes:
+        await db_call(store.secrets.update_one, {"_id": service_id}, {"$set": changes}, upsert=True)
+    event = ServiceUpdated.make(
+        service_id,
+        ServiceUpdatedPayload(
+            user_id=user_id,
+            description=body.description,
+            repository=repo,
+            config_file=body.config_file,
+            deploy_targets=body.deploy_targets,
+            secret_names=sorted(body.secrets) if body.secrets is not None else None,
+        ),
+        actor=user_id,
+    )
+    try:
+        await publish(request, event)
+    except BaseException:
+        if changes:
+            try:
+                if old is None:
+                    await db_call(store.secrets.delete_one, {"_id": service_id})
+                else:
+                    await db_call(store.secrets.replace_one, {"_id": service_id}, old)
+            except Exception:  # noqa: BLE001,S110 - best effort
+                pass
+        raise
+    return JSONResponse({"service_id": service_id}, status_code=202)
+
+
+async def delete_service(request: Request) -> Response:
+    user_id = await authorize(request, request.path_params["user_id"])
+    service_id = request.path_params["service_id"]
+    doc = await owned_service(request, user_id, service_id)
+    await publish(request, ServiceDeleted.make(service_id, ServiceDeletedPayload(user_id=user_id), actor=user_id))
+    store = store_of(request)
+    await db_call(store.reservations.delete_one, {"_id": f"service:{user_id}/{doc.get('name')}", "ref": service_id})
+    await db_call(store.secrets.delete_one, {"_id": service_id})
+    return JSONResponse({"service_id": service_id}, status_code=202)
+
+
+routes: list[BaseRoute] = [
+    Route("/api/v1/{user_id}/services", create_service, methods=["POST"]),
+    Route("/api/v1/{user_id}/services", list_services, methods=["GET"]),
+    Route("/api/v1/{user_id}/services/{service_id}", get_service, methods=["GET"]),
+    Route("/api/v1/{user_id}/services/{service_id}", update_service, methods=["PUT"]),
+    Route("/api/v1/{user_id}/services/{service_id}", delete_service, methods=["DELETE"]),
+]

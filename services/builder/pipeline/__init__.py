@@ -24,4 +24,48 @@ CONTRACT between the builder agents (services/builder/*.py) and this package —
     StageFailed("timed out") / StageFailed("cancelled"). Removes its own containers when done.
 - cleanup_version(docker, version_id) -> None    removes every container and network labelled
     fornax.version=<version_id> (safe to call many times, and when nothing exists).
+
+Additions (issue 4):
+- StageFailed.kind: "failed" | "timed_out" | "cancelled"; StageFailed.exit_code (int | None).
+  Messages: "<stage>: command `<cmd>` exited with code N; last lines:\n...", "<stage> timed out
+  after Ns", "cancelled".
+- StageContext.deadline: float | None = None — a time.monotonic() value (version start +
+  settings.version_timeout); a stage gets min(its own timeout, what is left). memory_mb/cpu_shares
+  may be None: then config.container_limits(settings) applies.
+- PipelineConfig.timeout(stage, default) -> float   `timeout:` of integration|pre_build|build|
+  post_build in the file, else `default` (settings.stage_timeout) — use it for the build stage too.
+- PipelineConfig.container_limits(settings) -> (memory MiB, cpu shares) per container: settings
+  memory_for_container/cpu_for_container, raised by the file's top-level
+  `resources: {memory: <MiB>, cpu: <shares>}`.
+- PipelineConfig.demand(settings) -> (memory MiB, cpu shares) to reserve for the whole version:
+  container_limits × the most containers it runs at once (1 + number of integration services).
+- PipelineConfig.source -> "fornax.yml" | "caicloud.yml" | <configured name> | None (default config).
+- PipelineConfig.build.context: optional `build: {context: <dir>}` overriding the build context.
+- Quota (services.builder.pipeline.quota, re-exported here):
+    async reserve(store, user_id, version_id, memory_mb, cpu) -> bool   True = reserved (or already
+        was), False = must wait (emit VersionQueued(reason) and retry); raises QuotaExceeded at once
+        when the demand exceeds settings.memory_for_user/cpu_for_user (fail the version with str(exc)).
+    async release(store, user_id, version_id) -> bool   idempotent; call when the version ends.
+    async acquire(store, user_id, version_id, memory_mb, cpu, *, on_wait=None, cancelled=None,
+        poll=0.5, deadline=None) -> bool   the retry loop: awaits on_wait(reason) once when it first
+        has to wait; False if cancelled/deadline first; QuotaExceeded as above.
+  Atomic across builder processes (one find_one_and_update with a guarded filter and $inc on
+  `store.quotas`); reservations of versions already ended are reclaimed when someone must wait.
+- Paths: `dockerfile_path`/`context` relative to the repository root (or absolute under
+  /workspace); `outputs` are container paths: relative (to /workspace) or under /workspace stay where
+  they are; any other absolute path is copied to <workspace>/<basename>.
+- Every step container gets env CI=true, FORNAX_NETWORK, FORNAX_WORKSPACE=/workspace,
+  FORNAX_VERSION, FORNAX_STAGE, STEP_NAME=<stage> (the file's `environment` overrides them).
 """
+
+from .config import CONFIG_FILES, ConfigError, PipelineConfig, load_config, parse_config
+from .errors import StageFailed
+from .network import cleanup_version, network_name
+from .quota import QuotaExceeded, acquire, release, reserve
+from .runner import CONTAINER_STAGES, StageContext, run_stage
+
+__all__ = [
+    "CONFIG_FILES", "CONTAINER_STAGES", "ConfigError", "PipelineConfig", "QuotaExceeded", "StageContext",
+    "StageFailed", "acquire", "cleanup_version", "load_config", "network_name", "parse_config", "release",
+    "reserve", "run_stage",
+]

@@ -1,0 +1,321 @@
+"""The config file (fornax.yml / caicloud.yml): pydantic models, loading with key-and-line errors.
+
+Schema (DESIGN §4) plus two documented additions:
+- `timeout: <seconds>` on integration, pre_build, build and post_build overrides settings.stage_timeout
+  for that stage (it can only be shorter than settings.version_timeout in effect).
+- top-level `resources: {memory: <MiB>, cpu: <shares>}` asks for more than the per-container defaults
+  (settings.memory_for_container / cpu_for_container); smaller values are raised to the defaults.
+  The version's whole demand (see `PipelineConfig.demand`) must fit the user's quota.
+- `build.context: <dir>` overrides the build context (default: the Dockerfile's directory).
+
+Paths: `build.dockerfile_path` / `build.context` are inside the repository (relative to its root, or
+absolute under the container path /workspace); anything that leaves the workspace is refused.
+`outputs` are container paths (relative ones are relative to /workspace, the working directory); see
+runner.copy_outputs for where each lands.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from shared.events.versions import DeploySpec
+
+from ._yaml import Path_, YamlSyntaxError, dotted, line_of, load_with_lines
+
+CONFIG_FILES = ("fornax.yml", "caicloud.yml")
+WORKSPACE_MOUNT = "/workspace"  # where the repository is bind-mounted in every step container
+STAGE_ORDER = ("integration", "pre_build", "build", "push", "tag", "post_build", "deploy")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """The config file is invalid; the message names the file, the line and the key path."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        super().__init__(message)
+        self.file, self.line, self.key = file, line, key
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _environment(value: Any) -> dict[str, str]:
+    """`[KEY=value, ...]` or `{KEY: value}` → dict; scalar map values become strings."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not _ENV_KEY.match(str(k)):
+                raise ValueError(f"invalid variable name {k!r}")
+            if isinstance(v, dict | list):
+                raise ValueError(f"value of {k} must be a scalar")
+            out[str(k)] = "" if v is None else ("true" if v is True else "false" if v is False else str(v))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValueError(f"items must be KEY=value strings, got {item!r}")
+            k, _, v = item.partition("=")
+            if not _ENV_KEY.match(k):
+                raise ValueError(f"invalid variable name {k!r}")
+            out[k] = v
+        return out
+    raise ValueError("must be a list of KEY=value or a mapping")
+
+
+def _inside(path: str, what: str) -> str:
+    """Normalise a repository path; refuse anything that leaves the workspace."""
+    if not path.strip():
+        raise ValueError(f"{what} must not be empty")
+    norm = posixpath.normpath(path)
+    if norm.startswith("/"):
+        if norm == WORKSPACE_MOUNT or norm.startswith(WORKSPACE_MOUNT + "/"):
+            norm = posixpath.relpath(norm, WORKSPACE_MOUNT)
+        else:
+            raise ValueError(f"{path!r} escapes the workspace (absolute paths must be under {WORKSPACE_MOUNT})")
+    if norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{path!r} escapes the workspace")
+    return norm
+
+
+class Step(_Strict):
+    image: str = Field(min_length=1)
+    environment: dict[str, str] = Field(default_factory=dict)
+    commands: list[str] = Field(min_length=1)
+    timeout: float | None = Field(None, gt=0)
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> dict[str, str]:
+        return _environment(v)
+
+    @field_validator("commands")
+    @classmethod
+    def _non_blank(cls, v: list[str]) -> list[str]:
+        for i, cmd in enumerate(v):
+            if not cmd.strip():
+                raise ValueError(f"command {i} is empty")
+        return v
+
+
+class ServiceSpec(_Strict):
+    """A service container of the integration stage, reachable by its name."""
+
+    image: str = Field(min_length=1)
+    environment: dict[str, str] = Field(default_factory=dict)
+    commands: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> dict[str, str]:
+        return _environment(v)
+
+
+class Integration(Step):
+    services: dict[str, ServiceSpec] = Field(default_factory=dict)
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name in v:
+                if not _SERVICE_NAME.match(str(name)):
+                    raise ValueError(f"service name {name!r} must be a DNS label (a-z, 0-9, -, _)")
+        return {} if v is None else v
+
+
+class PreBuild(Step):
+    outputs: list[str] = Field(default_factory=list)
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, v: list[str]) -> list[str]:
+        out = []
+        for path in v:
+            if not path.strip():
+                raise ValueError("an output path must not be empty")
+            norm = posixpath.normpath(path)
+            if not norm.startswith("/"):
+                norm = _inside(norm, "output")
+            if norm in ("/", "."):
+                raise ValueError(f"{path!r} names a whole file system or the workspace itself")
+            out.append(norm)
+        return out
+
+
+class PostBuild(Step):
+    pass
+
+
+class Build(_Strict):
+    dockerfile_path: str = "Dockerfile"
+    context: str | None = None
+    timeout: float | None = Field(None, gt=0)
+
+    @field_validator("dockerfile_path")
+    @classmethod
+    def _dockerfile(cls, v: str) -> str:
+        return _inside(v, "dockerfile_path")
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, v: str | None) -> str | None:
+        return None if v is None else _inside(v, "context")
+
+
+class Resources(_Strict):
+    memory: int | None = Field(None, gt=0, description="MiB per container")
+    cpu: int | None = Field(None, gt=0, description="CPU shares per container")
+
+
+class _Deploy(_Strict):
+    cluster: str = Field(min_length=1)
+    partition: str | None = None
+
+
+def _one_app(item: dict[str, _Deploy]) -> dict[str, _Deploy]:
+    if len(item) != 1:
+        raise ValueError("each deploy item maps exactly one application name to {cluster, partition}")
+    return item
+
+
+class PipelineConfig(_Strict):
+    integration: Integration | None = None
+    pre_build: PreBuild | None = None
+    build: Build = Field(default_factory=Build)
+    post_build: PostBuild | None = None
+    deploy_items: list[Annotated[dict[str, _Deploy], AfterValidator(_one_app)]] = Field(
+        default_factory=list, alias="deploy")
+    resources: Resources = Field(default_factory=Resources)
+    _source: str | None = PrivateAttr(None)  # the file it was read from (None: the default config)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    @field_validator("deploy_items", mode="before")
+    @classmethod
+    def _no_deploys(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @property
+    def deploy(self) -> list[DeploySpec]:
+        """The `deploy` section as DeploySpec items, in file order."""
+        return [DeploySpec(application=app, cluster=d.cluster, partition=d.partition)
+                for item in self.deploy_items for app, d in item.items()]
+
+    # -- what to run -----------------------------------------------------------------------------
+    def stages(self, operations: list[str] | None = None) -> list[str]:
+        """Ordered stage names for the version's operations (None: all the config defines + publish)."""
+        ops = set(operations) if operations is not None else {"integration", "publish", "deploy"}
+        wanted: list[str] = []
+        if "integration" in ops and self.integration is not None:
+            wanted.append("integration")
+        if "publish" in ops:
+            if self.pre_build is not None:
+                wanted.append("pre_build")
+            wanted += ["build", "push", "tag"]
+            if self.post_build is not None:
+                wanted.append("post_build")
+        if "deploy" in ops and (operations is not None or self.deploy):
+            wanted.append("deploy")
+        return wanted
+
+    def step(self, stage: str) -> Step | None:
+        """The container step of a stage (integration, pre_build, post_build), if configured."""
+        return {"integration": self.integration, "pre_build": self.pre_build,
+                "post_build": self.post_build}.get(stage)
+
+    def dockerfile(self, workspace: Path) -> tuple[Path, Path]:
+        """(Dockerfile, build context dir), both checked to stay inside the workspace (symlinks too)."""
+        root = Path(workspace).resolve()
+        dockerfile = (root / self.build.dockerfile_path).resolve()
+        context = (root / self.build.context).resolve() if self.build.context else dockerfile.parent
+        for what, p in (("build.dockerfile_path", dockerfile), ("build.context", context)):
+            if p != root and root not in p.parents:
+                raise ConfigError(f"{self.source or 'config'}: {what}: {p} escapes the workspace",
+                                  file=self.source, key=what)
+        return dockerfile, context
+
+    def timeout(self, stage: str, default: float) -> float:
+        """The stage's own `timeout:` or the settings default."""
+        spec = self.build if stage == "build" else self.step(stage)
+        own = getattr(spec, "timeout", None) if spec is not None else None
+        return float(own) if own else default
+
+    def container_limits(self, settings: Any) -> tuple[int, int]:
+        """(memory MiB, CPU shares) for every container of this version."""
+        mem = max(settings.memory_for_container, self.resources.memory or 0)
+        cpu = max(settings.cpu_for_container, self.resources.cpu or 0)
+        return mem, cpu
+
+    def demand(self, settings: Any) -> tuple[int, int]:
+        """What the version reserves from its user's quota: per-container limits times the most
+        containers it runs at once (the integration stage: its services plus the CI container)."""
+        mem, cpu = self.container_limits(settings)
+        most = 1 + (len(self.integration.services) if self.integration is not None else 0)
+        return mem * most, cpu * most
+
+
+def _msg(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "field required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "too_short":
+        return "must not be empty"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+def parse_config(text: str, name: str = "fornax.yml") -> PipelineConfig:
+    """Parse config text; ConfigError('<name> line N: <key.path>: <problem>') on any problem."""
+    try:
+        data, lines = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError(f"{name} line {exc.line}: {exc.message}", file=name, line=exc.line) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name} line 1: the top level must be a mapping of stages", file=name, line=1)
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        # Report one problem: an unknown key first (usually a typo that also explains a "missing"
+        # one), else the first by line.
+        errors = [(tuple(err["loc"]), err) for err in exc.errors()]
+        loc, err = min(errors, key=lambda e: (e[1]["type"] != "extra_forbidden", line_of(lines, e[0])))
+        line = line_of(lines, loc)
+        key = dotted(loc)
+        raise ConfigError(f"{name} line {line}: {key}: {_msg(err)}", file=name, line=line, key=key) from None
+    config._source = name
+    return config
+
+
+def load_config(workspace: Path, configured_name: str | None = None) -> PipelineConfig:
+    """Read `configured_name`, else fornax.yml, else caicloud.yml; none of them → the default config."""
+    root = Path(workspace).resolve()
+    names = list(dict.fromkeys([n for n in (configured_name, *CONFIG_FILES) if n]))
+    for name in names:
+        path = (root / name).resolve()
+        if root not in path.parents:
+            raise ConfigError(f"{name} line 1: the config file escapes the workspace", file=name, line=1)
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{name} line 1: the file is not UTF-8 text", file=name, line=1) from None
+            return parse_config(text, name)
+    return PipelineConfig()

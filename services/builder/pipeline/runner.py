@@ -1,0 +1,233 @@
+"""run_stage: one container stage (integration, pre_build, post_build) of one version.
+
+Lifecycle: the version network (created if missing) → service containers (integration only, each
+with its name as network alias, started first) → the step container running a generated `sh -e`
+script in /workspace (the bind-mounted repository) → outputs copied back (pre_build) → every
+container of the stage removed, whatever happened. The network stays for the next stage;
+cleanup_version removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import posixpath
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+
+from . import containers as C
+from .config import WORKSPACE_MOUNT, PipelineConfig, PreBuild, Step
+from .errors import StageFailed
+from .network import ensure_network, labels, network_name
+
+CONTAINER_STAGES = ("integration", "pre_build", "post_build")
+
+
+@dataclass
+class StageContext:
+    """Everything a stage needs; `deadline` (time.monotonic() value) carries the version timeout."""
+
+    docker: docker.DockerClient
+    version_id: str
+    user_id: str
+    workspace: Path
+    log: Any  # shared.logwriter.LogWriter (anything with `async write(stage, text, stream)`)
+    settings: Any  # shared.settings.Settings
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    memory_mb: int | None = None  # None: config.container_limits(settings)
+    cpu_shares: int | None = None
+    deadline: float | None = None
+
+
+async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> None:
+    """Run one container stage; StageFailed on failure, timeout ("timed out") or cancel ("cancelled")."""
+    if stage not in CONTAINER_STAGES:
+        raise ValueError(f"run_stage runs {CONTAINER_STAGES}, not {stage!r}")
+    step = config.step(stage)
+    if step is None:
+        return
+    timeout = config.timeout(stage, ctx.settings.stage_timeout)
+    if ctx.deadline is not None:
+        timeout = min(timeout, ctx.deadline - time.monotonic())
+    if ctx.cancelled.is_set():
+        raise StageFailed("cancelled", kind="cancelled")
+    if timeout <= 0:
+        raise StageFailed(f"{stage} timed out (the version ran out of time)", kind="timed_out")
+    run = _StageRun(ctx, config, stage, step)
+    work = asyncio.create_task(run.execute())
+    cancel = asyncio.create_task(ctx.cancelled.wait())
+    try:
+        done, _ = await asyncio.wait({work, cancel}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            work.result()
+            return
+        if cancel in done:
+            await ctx.log.write(stage, "cancelled: stopping containers", "system")
+            failure = StageFailed("cancelled", kind="cancelled")
+        else:
+            await ctx.log.write(stage, f"timed out after {timeout:.0f}s: stopping containers", "system")
+            failure = StageFailed(f"{stage} timed out after {timeout:.0f}s", kind="timed_out")
+        await run.remove_all(graceful=True)  # SIGTERM, SIGKILL later; ends the work task's waits
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        raise failure
+    finally:
+        cancel.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+        await asyncio.shield(run.remove_all())
+
+
+class _StageRun:
+    def __init__(self, ctx: StageContext, config: PipelineConfig, stage: str, step: Step) -> None:
+        self.ctx, self.config, self.stage, self.step = ctx, config, stage, step
+        mem, cpu = config.container_limits(ctx.settings)
+        self.memory_mb = ctx.memory_mb or mem
+        self.cpu_shares = ctx.cpu_shares or cpu
+        self.created: list[Any] = []
+        self.pumps: list[asyncio.Task[None]] = []
+        self.network = network_name(ctx.version_id)
+
+    # -- the stage ---------------------------------------------------------------------------------
+    async def execute(self) -> None:
+        ctx, stage = self.ctx, self.stage
+        await C.blocking(ensure_network, ctx.docker, ctx.version_id)
+        services = getattr(self.step, "services", {}) or {}
+        for name, spec in services.items():
+            await ctx.log.write(stage, f"starting service {name} ({spec.image})", "system")
+            container = await self._start(
+                f"svc-{name}", spec.image, spec.environment,
+                service_script=spec.commands, alias=name, role="service",
+            )
+            self.pumps.append(asyncio.create_task(C.pump_lines(container, self._service_line(name))))
+        container = await self._start(stage, self.step.image, self.step.environment,
+                                      script=C.step_script(self.step.commands), role="step")
+        tail = C.Tail()
+        current: list[int] = [-1]
+
+        async def on_line(line: str) -> None:
+            if line.startswith(C.MARK):
+                idx = int(line[len(C.MARK):] or -1)
+                current[0] = idx
+                await ctx.log.write(stage, f"$ {self.step.commands[idx]}")
+                return
+            tail.add(line)
+            await ctx.log.write(stage, line)
+
+        pump = asyncio.create_task(C.pump_lines(container, on_line))
+        result = await C.blocking(container.wait)
+        await pump
+        code = int(result.get("StatusCode", -1))
+        if code != 0:
+            raise StageFailed(await self._failure(container, code, current[0], tail), exit_code=code)
+        if isinstance(self.step, PreBuild):
+            for path in self.step.outputs:
+                await self._copy_output(container, path)
+
+    async def _failure(self, container: Any, code: int, idx: int, tail: C.Tail) -> str:
+        cmd = self.step.commands[idx] if 0 <= idx < len(self.step.commands) else None
+        oom = False
+        try:
+            await C.blocking(container.reload)
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        except (NotFound, APIError):
+            pass
+        what = f"command `{cmd}`" if cmd is not None else "the step"
+        why = f"was killed: out of memory (limit {self.memory_mb} MiB)" if oom else f"exited with code {code}"
+        msg = f"{self.stage}: {what} {why}"
+        return msg + (f"; last lines:\n{tail.text()}" if tail.lines else "")
+
+    def _service_line(self, name: str):
+        async def on_line(line: str) -> None:
+            await self.ctx.log.write(self.stage, f"[{name}] {line}")
+        return on_line
+
+    async def _start(self, suffix: str, image: str, env: dict[str, str], *, role: str,
+                     script: str | None = None, service_script: list[str] | None = None,
+                     alias: str | None = None) -> Any:
+        ctx = self.ctx
+        await C.blocking(C.ensure_image, ctx.docker, image, ctx.settings.registry_location)
+        environment = {
+            "CI": "true",
+            "FORNAX_NETWORK": self.network,
+            "FORNAX_WORKSPACE": WORKSPACE_MOUNT,
+            "FORNAX_VERSION": ctx.version_id,
+            "FORNAX_STAGE": self.stage,
+            "STEP_NAME": self.stage,
+            **env,
+        }
+        kwargs: dict[str, Any] = dict(
+            image=image,
+            environment=environment,
+            labels=labels(ctx.version_id, stage=self.stage, role=role, user=ctx.user_id),
+            mem_limit=f"{self.memory_mb}m",
+            memswap_limit=f"{self.memory_mb}m",
+            cpu_shares=self.cpu_shares,
+            init=True,  # PID 1 forwards SIGTERM, so a graceful stop works for sh scripts
+            network=self.network,
+            detach=True,
+        )
+        if script is not None:
+            kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script], working_dir=WORKSPACE_MOUNT,
+                          volumes={str(Path(ctx.workspace).resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}})
+        elif service_script:
+            kwargs.update(entrypoint=["/bin/sh", "-c"], command=[C.service_script(service_script)])
+        if alias is not None:
+            kwargs["networking_config"] = {self.network: ctx.docker.api.create_endpoint_config(aliases=[alias])}
+        name = f"fornax-{ctx.version_id}-{suffix}"
+
+        def create_and_start() -> Any:
+            container = C.create(ctx.docker, name, **kwargs)
+            self.created.append(container)
+            container.start()
+            return container
+
+        try:
+            return await C.blocking(create_and_start)
+        except APIError as exc:
+            raise StageFailed(f"{self.stage}: could not start {role} container: {exc.explanation or exc}")
+
+    async def _copy_output(self, container: Any, path: str) -> None:
+        """Copy one pre_build output into the workspace.
+
+        Rule: a relative path, or an absolute one under /workspace, is already in the workspace (the
+        bind mount) and stays where it is; any other absolute path is copied to the workspace root
+        under its basename (`/root/newfile` → `<workspace>/newfile`, a directory with its content).
+        """
+        workspace = Path(self.ctx.workspace).resolve()
+        if not path.startswith("/") or path == WORKSPACE_MOUNT or path.startswith(WORKSPACE_MOUNT + "/"):
+            rel = posixpath.relpath(path, WORKSPACE_MOUNT) if path.startswith("/") else path
+            if not (workspace / rel).exists():
+                raise StageFailed(f"{self.stage}: output {path} was not produced")
+            return
+        try:
+            stream, _ = await C.blocking(container.get_archive, path)
+            data = await C.blocking(lambda: b"".join(stream))
+        except NotFound:
+            raise StageFailed(f"{self.stage}: output {path} was not found in the container") from None
+
+        def extract() -> None:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                tar.extractall(workspace, filter="data")  # refuses absolute, `..` and outside links
+
+        try:
+            await C.blocking(extract)
+        except tarfile.TarError as exc:
+            raise StageFailed(f"{self.stage}: output {path} could not be copied: {exc}") from None
+        await self.ctx.log.write(self.stage, f"copied output {path} → {posixpath.basename(path)}", "system")
+
+    async def remove_all(self, graceful: bool = False) -> None:
+        """Remove every container of this stage (after a graceful stop if asked); idempotent."""
+        doomed, self.created = self.created, []
+        await asyncio.gather(*(C.blocking(C.stop_and_remove, c, graceful) for c in doomed),
+                             return_exceptions=True)
+        for task in self.pumps:
+            task.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)

@@ -99,6 +99,11 @@ class Step(_Strict):
     def _env(cls, v: Any) -> dict[str, str]:
         return _environment(v)
 
+    @field_validator("commands", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
     @field_validator("commands")
     @classmethod
     def _non_blank(cls, v: list[str]) -> list[str]:

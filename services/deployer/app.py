@@ -46,8 +46,4 @@ def build_app(settings: Settings) -> faust.App:
             if isinstance(event, VersionSucceeded):
                 await deployer.on_version_succeeded(event)
 
-    @app.on_shutdown.connect  # type: ignore[misc]
-    async def _close(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
-        await bus.stop()
-
     return app

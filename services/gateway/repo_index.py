@@ -1,9 +1,9 @@
 """Which services a webhook's repository URLs belong to, with their webhook secrets.
 
 The webhook hot path must not hit Mongo on every delivery: a snapshot of every live service's
-normalized repository URL (and secret) is kept for `ttl` seconds. A URL missing from the snapshot is
-looked up directly (so a just-created service is found at once), and a secret that fails to verify is
-re-read before giving up (so a rotated secret works at once).
+normalized repository URL (and secret) is kept for `ttl` seconds. A URL missing from the snapshot makes
+a new scan that starts after the request arrived (so a just-created service is found at once), and a
+secret that fails to verify is re-read before giving up (so a rotated secret works at once).
 """
 
 from __future__ import annotations
@@ -25,26 +25,18 @@ class HookTarget:
     secret: str | None
 
 
-def _variants(urls: tuple[str, ...]) -> list[str]:
-    out: list[str] = []
-    for url in urls:
-        for base in {url.strip(), normalize_url(url)}:
-            for v in (base, base + ".git", base + "/", base + ".git/"):
-                if v not in out:
-                    out.append(v)
-    return out
-
-
 class RepoIndex:
     def __init__(self, store: Any, ttl: float = 2.0) -> None:
         self.store = store
         self.ttl = ttl
         self._built = -1e9
+        self._started = -1e9
         self._by_url: dict[str, list[HookTarget]] = {}
         self._lock = asyncio.Lock()
 
     def _read(self, query: dict[str, Any]) -> list[HookTarget]:
-        services = list(self.store.services.find(query, {"repository.url": 1, "user_id": 1}))
+        # (project the whole sub-document: nx-27017 returns dotted projections as flat keys)
+        services = list(self.store.services.find(query, {"repository": 1, "user_id": 1}))
         ids = [s["_id"] for s in services]
         secrets = {d["_id"]: d.get("webhook_secret") for d in
                    self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})} if ids else {}
@@ -55,29 +47,38 @@ class RepoIndex:
             if (s.get("repository") or {}).get("url")
         ]
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, unless_started_after: float | None = None) -> None:
         async with self._lock:
-            if time.monotonic() - self._built < self.ttl:
+            if unless_started_after is not None:
+                if self._started >= unless_started_after:
+                    return  # a scan that began after the caller arrived already ran: it saw everything
+            elif time.monotonic() - self._built < self.ttl:
                 return  # another request refreshed it meanwhile
+            started = time.monotonic()
             targets = await db_call(self._read, {"deleted": {"$ne": True}})
             by_url: dict[str, list[HookTarget]] = {}
             for t in targets:
                 by_url.setdefault(normalize_url(t.repo_url), []).append(t)
-            self._by_url, self._built = by_url, time.monotonic()
+            self._by_url, self._built, self._started = by_url, time.monotonic(), started
 
-    async def lookup(self, urls: tuple[str, ...]) -> list[HookTarget]:
-        """The live services whose repository URL matches one of `urls` (normalized)."""
-        if time.monotonic() - self._built >= self.ttl:
-            await self._refresh()
+    def _match(self, urls: tuple[str, ...]) -> list[HookTarget]:
         found: dict[str, HookTarget] = {}
         for url in urls:
             for t in self._by_url.get(normalize_url(url), ()):
                 found.setdefault(t.service_id, t)
-        if not found:
-            direct = await db_call(self._read, {"repository.url": {"$in": _variants(urls)},
-                                                "deleted": {"$ne": True}})
-            found = {t.service_id: t for t in direct}
         return list(found.values())
+
+    async def lookup(self, urls: tuple[str, ...]) -> list[HookTarget]:
+        """The live services whose repository URL matches one of `urls` (normalized)."""
+        arrived = time.monotonic()
+        if arrived - self._built >= self.ttl:
+            await self._refresh()
+        found = self._match(urls)
+        if not found:
+            # Maybe a service newer than the snapshot: rescan (concurrent misses share one scan).
+            await self._refresh(unless_started_after=arrived)
+            found = self._match(urls)
+        return found
 
     async def fresh_secrets(self, targets: list[HookTarget]) -> list[HookTarget]:
         """The same targets with their secrets re-read from the store (bypassing the snapshot)."""

@@ -47,6 +47,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _scalar_text(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v) if isinstance(v, int | float) else v
+
+
 def _environment(value: Any) -> dict[str, str]:
     """`[KEY=value, ...]` or `{KEY: value}` → dict; scalar map values become strings."""
     if value is None:
@@ -58,7 +64,7 @@ def _environment(value: Any) -> dict[str, str]:
                 raise ValueError(f"invalid variable name {k!r}")
             if isinstance(v, dict | list):
                 raise ValueError(f"value of {k} must be a scalar")
-            out[str(k)] = "" if v is None else ("true" if v is True else "false" if v is False else str(v))
+            out[str(k)] = "" if v is None else str(_scalar_text(v))
         return out
     if isinstance(value, list):
         out = {}
@@ -102,6 +108,9 @@ class Step(_Strict):
     @field_validator("commands", mode="before")
     @classmethod
     def _null_is_empty(cls, v: Any) -> Any:
+        # `- true` or `- 42` are commands too; a mapping (`- echo: x`, a YAML gotcha) stays an error.
+        if isinstance(v, list):
+            return [_scalar_text(c) for c in v]
         return [] if v is None else v
 
     @field_validator("commands")
@@ -119,6 +128,11 @@ class ServiceSpec(_Strict):
     image: str = Field(min_length=1)
     environment: dict[str, str] = Field(default_factory=dict)
     commands: list[str] | None = Field(None, min_length=1)
+
+    @field_validator("commands", mode="before")
+    @classmethod
+    def _texts(cls, v: Any) -> Any:
+        return [_scalar_text(c) for c in v] if isinstance(v, list) else v
 
     @field_validator("environment", mode="before")
     @classmethod

@@ -74,7 +74,7 @@ def _reserve(store: Any, user_id: str, version_id: str, memory_mb: int, cpu: int
 
 def _release(store: Any, user_id: str, version_id: str) -> bool:
     key = _key(version_id)
-    doc = store.quotas.find_one({"_id": user_id}, {f"versions.{key}": 1})
+    doc = store.quotas.find_one({"_id": user_id})  # no dotted projection: nx-27017 flattens it
     entry = ((doc or {}).get("versions") or {}).get(key)
     if not entry:
         return False

@@ -143,6 +143,18 @@ integration:
     assert ctx.log.texts()[:3] == ["$ echo first", "first", "$ echo about to fail; exit 3"]
 
 
+async def test_output_without_trailing_newline_and_live_order(versions, busybox_image):
+    config = parse_config(f"""
+post_build:
+  image: {busybox_image}
+  commands: ["printf no-newline", "echo next >&2", "echo last"]
+""")
+    ctx = versions.context()
+    await run_stage(ctx, config, "post_build")
+    assert ctx.log.texts() == ["$ printf no-newline", "no-newline", "$ echo next >&2", "next", "$ echo last",
+                               "last"]
+
+
 async def test_sh_e_semantics_stop_at_a_failing_pipeline_element(versions, busybox_image):
     config = parse_config(f"""
 post_build:

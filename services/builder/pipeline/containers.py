@@ -21,7 +21,7 @@ STOP_GRACE = 3  # seconds between SIGTERM and SIGKILL
 
 def step_script(commands: list[str]) -> str:
     """One `sh -e` script: a marker line before each command so the log can echo `$ cmd`."""
-    lines = ["set -e"]
+    lines = ["exec 2>&1", "set -e"]  # one pipe: output keeps its order in the log
     for i, cmd in enumerate(commands):
         lines.append(f"printf '%s\\n' {shlex.quote(MARK + str(i))}")
         lines.append(cmd)

@@ -113,10 +113,13 @@ class _StageRun:
         current: list[int] = [-1]
 
         async def on_line(line: str) -> None:
-            if line.startswith(C.MARK):
-                idx = int(line[len(C.MARK):] or -1)
-                current[0] = idx
-                await ctx.log.write(stage, f"$ {self.step.commands[idx]}")
+            before, mark, rest = line.partition(C.MARK)
+            if mark and rest.isdigit() and int(rest) < len(self.step.commands):
+                if before:  # the previous command's output ended without a newline
+                    tail.add(before)
+                    await ctx.log.write(stage, before)
+                current[0] = int(rest)
+                await ctx.log.write(stage, f"$ {self.step.commands[current[0]]}")
                 return
             tail.add(line)
             await ctx.log.write(stage, line)

@@ -18,6 +18,26 @@ from .state import MongoState
 from .targets.registry import build_targets
 
 log = logging.getLogger(__name__)
+FETCH_MAX_WAIT_MS = 100
+
+
+def _short_fetch_wait() -> None:
+    """Faust hard-codes fetch_max_wait_ms=1500, and a broker that does not answer a long-poll early
+    (Tansu) then adds ~0.75 s per hop on average; a deploy crosses two hops. 100 ms here."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls = driver.AIOKafkaConsumerThread
+    if getattr(cls, "_fornax_short_wait", False):
+        return
+    original = cls._create_worker_consumer
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    cls._create_worker_consumer = create
+    cls._fornax_short_wait = True
 
 
 def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:
@@ -29,6 +49,7 @@ def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:
 
 
 def build_app(settings: Settings) -> faust.App:
+    _short_fetch_wait()
     app = make_app("deployer", settings)
     deployer, bus, _store = bootstrap(settings)
 

@@ -27,6 +27,7 @@ from shared.events import (
     Event,
     RollbackRequested,
     TargetPinChanged,
+    utcnow,
 )
 from shared.events.deploys import (
     DeployFailedPayload,
@@ -109,6 +110,8 @@ class Deployer:
 
     async def request_deploy(self, event: DeployRequested) -> None:
         p = event.payload
+        log.info("deploy %s requested: %s of version %s to %s (%.3fs after the request)", p.deployment_id, p.kind,
+                 p.version_id, p.target, (utcnow() - event.occurred_at).total_seconds())
         if await self._seen(p.deployment_id):
             return
         if p.target not in self.targets:
@@ -193,6 +196,7 @@ class Deployer:
             deployment_id=req.deployment_id, service_id=req.service_id, version_id=req.version_id,
             target=target_name, namespace=req.namespace, application=req.application, image=req.image,
             digest=req.digest, kind=kind), cause=event))
+        log.info("deploy %s started: %s on %s", req.deployment_id, req.reference, target_name)
         target = self.targets[target_name]
         try:
             result = await asyncio.wait_for(target.deploy(req), req.timeout + 30)
@@ -201,6 +205,8 @@ class Deployer:
         except Exception as exc:  # noqa: BLE001 - an adapter bug becomes a failed deploy, not a stuck one
             log.exception("target %s raised", target_name)
             result = DeployResult.failure(f"internal error in the {target_name!r} adapter: {type(exc).__name__}")
+        log.info("deploy %s %s: %s", req.deployment_id, "succeeded" if result.ok else "failed",
+                 result.detail or result.reason)
         if result.ok:
             await self.emit(DeploySucceeded.make(p.service_id, DeploySucceededPayload(
                 deployment_id=req.deployment_id, service_id=req.service_id, detail=result.detail), cause=event))

@@ -65,7 +65,7 @@ pre_build:
 
 async def read_log_lines(settings, version_id: str, want: int) -> list[dict]:
     consumer = AIOKafkaConsumer(settings.topic("logs"), bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=f"pt-{uuid.uuid4().hex}")
+                                auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     lines: list[dict] = []
     try:

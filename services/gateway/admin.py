@@ -20,15 +20,20 @@ def user_main(argv: list[str] | None = None) -> int:
     create.add_argument("name", help="the user id used in API paths, e.g. alice")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not USER_NAME.match(args.name):
-        print(f"fornax user: invalid user name {args.name!r}: use lower-case letters, digits, '-' and '_'",
-              file=sys.stderr)
+        print(
+            f"fornax user: invalid user name {args.name!r}: use lower-case letters, digits, '-' and '_'",
+            file=sys.stderr,
+        )
         return 1
     store = Store(get_settings())
     try:
         store.ensure_indexes()
         token = create_user(store, args.name)
     except UserExists:
-        print(f"fornax user: user {args.name!r} already exists (its token cannot be shown again)", file=sys.stderr)
+        print(
+            f"fornax user: user {args.name!r} already exists (its token cannot be shown again)",
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
         print(f"fornax user: cannot reach MongoDB at {store.settings.mongo_url}: {exc}", file=sys.stderr)

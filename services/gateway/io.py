@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,25 @@ from .errors import ApiError
 
 T = TypeVar("T")
 
+# After a dependency failed, fail fast for a moment instead of making every request wait out the full
+# timeout (and pile up threads) while it is down; the first call after the window tries again.
+FAIL_FAST_SECONDS = 1.0
+
+
+class _Breaker:
+    def __init__(self) -> None:
+        self.open_until = 0.0
+
+    def is_open(self) -> bool:
+        return time.monotonic() < self.open_until
+
+    def trip(self) -> None:
+        self.open_until = time.monotonic() + FAIL_FAST_SECONDS
+
+
+_mongo = _Breaker()
+_broker = _Breaker()
+
 
 def store_of(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
@@ -28,28 +48,38 @@ def bus_of(request: Request) -> EventBus:
 
 def store_unavailable(exc: BaseException | None = None) -> ApiError:
     detail = f" ({type(exc).__name__})" if exc else ""
-    return ApiError(503, "store_unavailable", f"the read-model store (MongoDB) is unavailable{detail}; retry later")
+    return ApiError(
+        503, "store_unavailable", f"the read-model store (MongoDB) is unavailable{detail}; retry later"
+    )
 
 
 async def db_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking pymongo call in the thread pool; a lost database becomes a 503 ApiError.
 
     DuplicateKeyError (and other OperationFailures) are passed through for the caller to map."""
+    if _mongo.is_open():
+        raise store_unavailable()
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except OperationFailure:
         raise
     except (ConnectionFailure, PyMongoError) as exc:
+        _mongo.trip()
         raise store_unavailable(exc) from exc
 
 
 async def publish(request: Request, *events: Event) -> None:
     """Publish and wait for the broker's acknowledgement; a 503 ApiError when it did not come."""
+    if _broker.is_open():
+        raise bus_unavailable()
     try:
         await bus_of(request).publish(*events)
     except BusUnavailable as exc:
-        raise ApiError(
-            503,
-            "event_bus_unavailable",
-            "the event broker is unavailable: nothing was recorded, retry later",
-        ) from exc
+        _broker.trip()
+        raise bus_unavailable() from exc
+
+
+def bus_unavailable() -> ApiError:
+    return ApiError(
+        503, "event_bus_unavailable", "the event broker is unavailable: nothing was recorded, retry later"
+    )

@@ -14,8 +14,15 @@ def _json(schema: dict[str, Any] | str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _op(summary: str, ok: tuple[int, str, dict[str, Any] | str], *errors: int, body: str | None = None,
-        params: list[dict[str, Any]] | None = None, auth: bool = True, tag: str = "") -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: tuple[int, str, dict[str, Any] | str],
+    *errors: int,
+    body: str | None = None,
+    params: list[dict[str, Any]] | None = None,
+    auth: bool = True,
+    tag: str = "",
+) -> dict[str, Any]:
     status, desc, schema = ok
     op: dict[str, Any] = {
         "summary": summary,
@@ -51,103 +58,264 @@ PAGING = [
 ACCEPTED = {"type": "object", "properties": {"accepted": {"type": "boolean"}}}
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                       "field": {"type": "string", "description": "the offending body field or parameter"}}}}},
-    "Repository": {"type": "object", "required": ["url"], "properties": {
-        "url": {"type": "string"}, "vcs": {"type": "string", "description": "git or svn", "default": "git"},
-        "username": {"type": "string"}, "password": {"type": "string", "writeOnly": True},
-        "token": {"type": "string", "writeOnly": True}}},
-    "ServiceCreate": {"type": "object", "required": ["name", "repository"], "properties": {
-        "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
-        "description": {"type": "string"},
-        "repository": {"$ref": "#/components/schemas/Repository"},
-        "config_file": {"type": "string", "description": "default fornax.yml (caicloud.yml is also read)"},
-        "webhook_secret": {"type": "string", "writeOnly": True, "description": "generated when omitted"},
-        "secrets": {"type": "object", "additionalProperties": {"type": "string"}, "writeOnly": True,
-                    "description": "values available to builds, masked in logs"},
-        "deploy_targets": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "string"}}},
-    }},
-    "ServiceUpdate": {"type": "object", "description": "any subset of ServiceCreate except name", "properties": {
-        "description": {"type": "string"}, "repository": {"$ref": "#/components/schemas/Repository"},
-        "config_file": {"type": "string"}, "webhook_secret": {"type": "string", "writeOnly": True},
-        "secrets": {"type": "object", "additionalProperties": {"type": "string"}, "writeOnly": True},
-        "deploy_targets": {"type": "array", "items": {"type": "object"}}}},
-    "ServiceCreated": {"type": "object", "properties": {"service_id": {"type": "string"},
-                                                        "webhook_secret": {"type": "string"}}},
-    "Service": {"type": "object", "properties": {
-        "service_id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
-        "repository": {"type": "object", "properties": {"url": {"type": "string"}, "vcs": {"type": "string"},
-                                                         "username": {"type": "string"}}},
-        "config_file": {"type": "string"}, "deploy_targets": {"type": "array", "items": {"type": "object"}},
-        "status": {"type": "string", "enum": ["accepted", "healthy", "missing", "unknownvcs"]},
-        "status_message": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"}}},
-    "ServiceList": {"type": "object", "properties": {
-        "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
-        "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
-    "VersionCreate": {"type": "object", "required": ["service_id", "name"], "properties": {
-        "service_id": {"type": "string"},
-        "name": {"type": "string", "maxLength": 128, "description": "a valid git tag name, unique per service"},
-        "description": {"type": "string"},
-        "operations": {"type": "array", "items": {"type": "string", "enum": ["integration", "publish", "deploy"]}},
-        "commit": {"type": "string", "description": "commit sha or svn revision; default: the branch head"}}},
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "description": "the offending body field or parameter"},
+                },
+            }
+        },
+    },
+    "Repository": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string"},
+            "vcs": {"type": "string", "description": "git or svn", "default": "git"},
+            "username": {"type": "string"},
+            "password": {"type": "string", "writeOnly": True},
+            "token": {"type": "string", "writeOnly": True},
+        },
+    },
+    "ServiceCreate": {
+        "type": "object",
+        "required": ["name", "repository"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
+            "description": {"type": "string"},
+            "repository": {"$ref": "#/components/schemas/Repository"},
+            "config_file": {
+                "type": "string",
+                "description": "default fornax.yml (caicloud.yml is also read)",
+            },
+            "webhook_secret": {"type": "string", "writeOnly": True, "description": "generated when omitted"},
+            "secrets": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "writeOnly": True,
+                "description": "values available to builds, masked in logs",
+            },
+            "deploy_targets": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    },
+    "ServiceUpdate": {
+        "type": "object",
+        "description": "any subset of ServiceCreate except name",
+        "properties": {
+            "description": {"type": "string"},
+            "repository": {"$ref": "#/components/schemas/Repository"},
+            "config_file": {"type": "string"},
+            "webhook_secret": {"type": "string", "writeOnly": True},
+            "secrets": {"type": "object", "additionalProperties": {"type": "string"}, "writeOnly": True},
+            "deploy_targets": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "ServiceCreated": {
+        "type": "object",
+        "properties": {"service_id": {"type": "string"}, "webhook_secret": {"type": "string"}},
+    },
+    "Service": {
+        "type": "object",
+        "properties": {
+            "service_id": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "repository": {
+                "type": "object",
+                "properties": {
+                    "url": {"type": "string"},
+                    "vcs": {"type": "string"},
+                    "username": {"type": "string"},
+                },
+            },
+            "config_file": {"type": "string"},
+            "deploy_targets": {"type": "array", "items": {"type": "object"}},
+            "status": {"type": "string", "enum": ["accepted", "healthy", "missing", "unknownvcs"]},
+            "status_message": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ServiceList": {
+        "type": "object",
+        "properties": {
+            "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    },
+    "VersionCreate": {
+        "type": "object",
+        "required": ["service_id", "name"],
+        "properties": {
+            "service_id": {"type": "string"},
+            "name": {
+                "type": "string",
+                "maxLength": 128,
+                "description": "a valid git tag name, unique per service",
+            },
+            "description": {"type": "string"},
+            "operations": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["integration", "publish", "deploy"]},
+            },
+            "commit": {
+                "type": "string",
+                "description": "commit sha or svn revision; default: the branch head",
+            },
+        },
+    },
     "VersionCreated": {"type": "object", "properties": {"version_id": {"type": "string"}}},
-    "Stage": {"type": "object", "properties": {
-        "name": {"type": "string", "enum": ["clone", "integration", "pre_build", "build", "push", "tag",
-                                            "post_build", "deploy"]},
-        "status": {"type": "string"}, "start": {"type": "string"}, "end": {"type": "string"},
-        "error": {"type": "string"}}},
-    "Version": {"type": "object", "properties": {
-        "version_id": {"type": "string"}, "service_id": {"type": "string"}, "name": {"type": "string"},
-        "description": {"type": "string"}, "commit": {"type": "string"}, "branch": {"type": "string"},
-        "trigger": {"type": "string", "enum": ["api", "webhook"]},
-        "operations": {"type": "array", "items": {"type": "string"}},
-        "status": {"type": "string", "enum": ["pending", "queued", "running", "success", "failed", "cancelled"]},
-        "stages": {"type": "array", "items": {"$ref": "#/components/schemas/Stage"},
-                   "description": "in pipeline order"},
-        "image": {"type": "string"}, "digest": {"type": "string"}, "error": {"type": "string"},
-        "created_at": {"type": "string"}, "started_at": {"type": "string"}, "finished_at": {"type": "string"}}},
-    "VersionList": {"type": "object", "properties": {
-        "versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}},
-        "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
-    "DeployRequest": {"type": "object", "required": ["version_id"], "properties": {
-        "version_id": {"type": "string"}, "target": {"type": "string"}, "namespace": {"type": "string"},
-        "application": {"type": "string"}}},
-    "RollbackRequest": {"type": "object", "properties": {
-        "to_version_id": {"type": "string", "description": "default: the previous successful deploy"},
-        "target": {"type": "string"}}},
-    "Deployment": {"type": "object", "properties": {
-        "deployment_id": {"type": "string"}, "version_id": {"type": "string"}, "target": {"type": "string"},
-        "image": {"type": "string"}, "digest": {"type": "string"}, "kind": {"type": "string"},
-        "status": {"type": "string"}, "reason": {"type": "string"}, "requested_at": {"type": "string"},
-        "finished_at": {"type": "string"}}},
-    "LogLine": {"type": "object", "properties": {
-        "seq": {"type": "integer"}, "stage": {"type": "string"}, "stream": {"type": "string"},
-        "text": {"type": "string"}, "ts": {"type": "number"}}},
+    "Stage": {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "enum": ["clone", "integration", "pre_build", "build", "push", "tag", "post_build", "deploy"],
+            },
+            "status": {"type": "string"},
+            "start": {"type": "string"},
+            "end": {"type": "string"},
+            "error": {"type": "string"},
+        },
+    },
+    "Version": {
+        "type": "object",
+        "properties": {
+            "version_id": {"type": "string"},
+            "service_id": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "commit": {"type": "string"},
+            "branch": {"type": "string"},
+            "trigger": {"type": "string", "enum": ["api", "webhook"]},
+            "operations": {"type": "array", "items": {"type": "string"}},
+            "status": {
+                "type": "string",
+                "enum": ["pending", "queued", "running", "success", "failed", "cancelled"],
+            },
+            "stages": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Stage"},
+                "description": "in pipeline order",
+            },
+            "image": {"type": "string"},
+            "digest": {"type": "string"},
+            "error": {"type": "string"},
+            "created_at": {"type": "string"},
+            "started_at": {"type": "string"},
+            "finished_at": {"type": "string"},
+        },
+    },
+    "VersionList": {
+        "type": "object",
+        "properties": {
+            "versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}},
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    },
+    "DeployRequest": {
+        "type": "object",
+        "required": ["version_id"],
+        "properties": {
+            "version_id": {"type": "string"},
+            "target": {"type": "string"},
+            "namespace": {"type": "string"},
+            "application": {"type": "string"},
+        },
+    },
+    "RollbackRequest": {
+        "type": "object",
+        "properties": {
+            "to_version_id": {"type": "string", "description": "default: the previous successful deploy"},
+            "target": {"type": "string"},
+        },
+    },
+    "Deployment": {
+        "type": "object",
+        "properties": {
+            "deployment_id": {"type": "string"},
+            "version_id": {"type": "string"},
+            "target": {"type": "string"},
+            "image": {"type": "string"},
+            "digest": {"type": "string"},
+            "kind": {"type": "string"},
+            "status": {"type": "string"},
+            "reason": {"type": "string"},
+            "requested_at": {"type": "string"},
+            "finished_at": {"type": "string"},
+        },
+    },
+    "LogLine": {
+        "type": "object",
+        "properties": {
+            "seq": {"type": "integer"},
+            "stage": {"type": "string"},
+            "stream": {"type": "string"},
+            "text": {"type": "string"},
+            "ts": {"type": "number"},
+        },
+    },
 }
 
 WEBHOOK_HEADERS = {
-    "github": [("X-GitHub-Event", "push (ping and others are ignored)"),
-               ("X-Hub-Signature-256", "sha256=HMAC-SHA256(webhook secret, raw body)"),
-               ("X-GitHub-Delivery", "delivery id; a repeated delivery makes one version")],
-    "gitlab": [("X-Gitlab-Event", "Push Hook or Tag Push Hook (others are ignored)"),
-               ("X-Gitlab-Token", "the service's webhook secret"),
-               ("X-Gitlab-Event-UUID", "delivery id; a repeated delivery makes one version")],
+    "github": [
+        ("X-GitHub-Event", "push (ping and others are ignored)"),
+        ("X-Hub-Signature-256", "sha256=HMAC-SHA256(webhook secret, raw body)"),
+        ("X-GitHub-Delivery", "delivery id; a repeated delivery makes one version"),
+    ],
+    "gitlab": [
+        ("X-Gitlab-Event", "Push Hook or Tag Push Hook (others are ignored)"),
+        ("X-Gitlab-Token", "the service's webhook secret"),
+        ("X-Gitlab-Event-UUID", "delivery id; a repeated delivery makes one version"),
+    ],
 }
 
 
 def _webhook(provider: str) -> dict[str, Any]:
-    op = _op(f"{provider.capitalize()} push webhook: one PushReceived per matching service",
-             (202, "accepted after the broker acknowledged",
-              {"type": "object", "properties": {"delivery_id": {"type": "string"}, "services": {"type": "integer"}}}),
-             400, 401, 404, 413, 503, auth=False, tag="webhooks")
-    op["responses"]["200"] = {"description": "ignored event (ping, non-push)",
-                              **_json({"type": "object", "properties": {"ignored": {"type": "string"}}})}
-    op["parameters"] = [{"name": h, "in": "header", "required": False, "description": d,
-                         "schema": {"type": "string"}} for h, d in WEBHOOK_HEADERS[provider]]
-    op["requestBody"] = {"required": True, **_json({"type": "object", "description": "the provider's push payload"})}
+    op = _op(
+        f"{provider.capitalize()} push webhook: one PushReceived per matching service",
+        (
+            202,
+            "accepted after the broker acknowledged",
+            {
+                "type": "object",
+                "properties": {"delivery_id": {"type": "string"}, "services": {"type": "integer"}},
+            },
+        ),
+        400,
+        401,
+        404,
+        413,
+        503,
+        auth=False,
+        tag="webhooks",
+    )
+    op["responses"]["200"] = {
+        "description": "ignored event (ping, non-push)",
+        **_json({"type": "object", "properties": {"ignored": {"type": "string"}}}),
+    }
+    op["parameters"] = [
+        {"name": h, "in": "header", "required": False, "description": d, "schema": {"type": "string"}}
+        for h, d in WEBHOOK_HEADERS[provider]
+    ]
+    op["requestBody"] = {
+        "required": True,
+        **_json({"type": "object", "description": "the provider's push payload"}),
+    }
     return op
 
 
@@ -157,74 +325,218 @@ def document() -> dict[str, Any]:
     p = "/api/v1/{user_id}"
     paths: dict[str, Any] = {
         f"{p}/services": {
-            "post": _op("Create a service (202; ServiceCreated emitted)", (202, "accepted", "ServiceCreated"),
-                        400, 401, 403, 409, 413, 422, 503, body="ServiceCreate", params=[USER], tag="services"),
-            "get": _op("List the user's services", (200, "the services", "ServiceList"), 401, 403, 503,
-                       params=[USER, _query("limit", "page size"), _query("offset", "items to skip")],
-                       tag="services"),
+            "post": _op(
+                "Create a service (202; ServiceCreated emitted)",
+                (202, "accepted", "ServiceCreated"),
+                400,
+                401,
+                403,
+                409,
+                413,
+                422,
+                503,
+                body="ServiceCreate",
+                params=[USER],
+                tag="services",
+            ),
+            "get": _op(
+                "List the user's services",
+                (200, "the services", "ServiceList"),
+                401,
+                403,
+                503,
+                params=[USER, _query("limit", "page size"), _query("offset", "items to skip")],
+                tag="services",
+            ),
         },
         f"{p}/services/{{service_id}}": {
-            "get": _op("Read a service", (200, "the service", "Service"), 401, 403, 404, 503,
-                       params=[USER, SERVICE], tag="services"),
-            "put": _op("Update a service (202; ServiceUpdated emitted)", (202, "accepted", ACCEPTED), 400, 401,
-                       403, 404, 413, 422, 503, body="ServiceUpdate", params=[USER, SERVICE], tag="services"),
-            "delete": _op("Delete a service (202; ServiceDeleted emitted; frees the name)",
-                          (202, "accepted", ACCEPTED), 401, 403, 404, 503, params=[USER, SERVICE], tag="services"),
+            "get": _op(
+                "Read a service",
+                (200, "the service", "Service"),
+                401,
+                403,
+                404,
+                503,
+                params=[USER, SERVICE],
+                tag="services",
+            ),
+            "put": _op(
+                "Update a service (202; ServiceUpdated emitted)",
+                (202, "accepted", ACCEPTED),
+                400,
+                401,
+                403,
+                404,
+                413,
+                422,
+                503,
+                body="ServiceUpdate",
+                params=[USER, SERVICE],
+                tag="services",
+            ),
+            "delete": _op(
+                "Delete a service (202; ServiceDeleted emitted; frees the name)",
+                (202, "accepted", ACCEPTED),
+                401,
+                403,
+                404,
+                503,
+                params=[USER, SERVICE],
+                tag="services",
+            ),
         },
         f"{p}/services/{{service_id}}/versions": {
-            "get": _op("A service's versions, newest first, paginated (with total)",
-                       (200, "a page of versions", "VersionList"), 401, 403, 404, 422, 503,
-                       params=[USER, SERVICE, *PAGING], tag="versions"),
+            "get": _op(
+                "A service's versions, newest first, paginated (with total)",
+                (200, "a page of versions", "VersionList"),
+                401,
+                403,
+                404,
+                422,
+                503,
+                params=[USER, SERVICE, *PAGING],
+                tag="versions",
+            ),
         },
         f"{p}/versions": {
-            "post": _op("Create a version (202; VersionRequested emitted)", (202, "accepted", "VersionCreated"),
-                        400, 401, 403, 404, 409, 413, 422, 503, body="VersionCreate", params=[USER],
-                        tag="versions"),
+            "post": _op(
+                "Create a version (202; VersionRequested emitted)",
+                (202, "accepted", "VersionCreated"),
+                400,
+                401,
+                403,
+                404,
+                409,
+                413,
+                422,
+                503,
+                body="VersionCreate",
+                params=[USER],
+                tag="versions",
+            ),
         },
         f"{p}/versions/{{version_id}}": {
-            "get": _op("Read a version with its stages", (200, "the version", "Version"), 401, 403, 404, 503,
-                       params=[USER, VERSION], tag="versions"),
+            "get": _op(
+                "Read a version with its stages",
+                (200, "the version", "Version"),
+                401,
+                403,
+                404,
+                503,
+                params=[USER, VERSION],
+                tag="versions",
+            ),
         },
         f"{p}/versions/{{version_id}}/cancel": {
-            "post": _op("Cancel a pending, queued or running version", (202, "cancellation requested", ACCEPTED),
-                        401, 403, 404, 409, 503, params=[USER, VERSION], tag="versions"),
+            "post": _op(
+                "Cancel a pending, queued or running version",
+                (202, "cancellation requested", ACCEPTED),
+                401,
+                403,
+                404,
+                409,
+                503,
+                params=[USER, VERSION],
+                tag="versions",
+            ),
         },
         f"{p}/versions/{{version_id}}/logs": {
-            "get": _op("The version's whole log; ?follow=true streams until the version ends",
-                       (200, "log lines", {"type": "array", "items": {"$ref": "#/components/schemas/LogLine"}}),
-                       401, 403, 404, 503,
-                       params=[USER, VERSION, _query("follow", "stream until the version ends", "boolean")],
-                       tag="logs"),
+            "get": _op(
+                "The version's whole log; ?follow=true streams until the version ends",
+                (200, "log lines", {"type": "array", "items": {"$ref": "#/components/schemas/LogLine"}}),
+                401,
+                403,
+                404,
+                503,
+                params=[USER, VERSION, _query("follow", "stream until the version ends", "boolean")],
+                tag="logs",
+            ),
         },
         f"{p}/services/{{service_id}}/deploy": {
-            "post": _op("Deploy a version to a target", (202, "accepted",
-                        {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
-                        400, 401, 403, 404, 409, 422, 503, body="DeployRequest", params=[USER, SERVICE],
-                        tag="deploys"),
+            "post": _op(
+                "Deploy a version to a target",
+                (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
+                400,
+                401,
+                403,
+                404,
+                409,
+                422,
+                503,
+                body="DeployRequest",
+                params=[USER, SERVICE],
+                tag="deploys",
+            ),
         },
         f"{p}/services/{{service_id}}/rollback": {
-            "post": _op("Roll back: redeploy an earlier version's exact image digest", (202, "accepted",
-                        {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
-                        400, 401, 403, 404, 409, 422, 503, body="RollbackRequest", params=[USER, SERVICE],
-                        tag="deploys"),
+            "post": _op(
+                "Roll back: redeploy an earlier version's exact image digest",
+                (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
+                400,
+                401,
+                403,
+                404,
+                409,
+                422,
+                503,
+                body="RollbackRequest",
+                params=[USER, SERVICE],
+                tag="deploys",
+            ),
         },
         f"{p}/services/{{service_id}}/deployments": {
-            "get": _op("Deploy history, newest first", (200, "deployments",
-                       {"type": "object", "properties": {"deployments": {
-                           "type": "array", "items": {"$ref": "#/components/schemas/Deployment"}}}}),
-                       401, 403, 404, 503, params=[USER, SERVICE, *PAGING[:2]], tag="deploys"),
+            "get": _op(
+                "Deploy history, newest first",
+                (
+                    200,
+                    "deployments",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "deployments": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Deployment"},
+                            }
+                        },
+                    },
+                ),
+                401,
+                403,
+                404,
+                503,
+                params=[USER, SERVICE, *PAGING[:2]],
+                tag="deploys",
+            ),
         },
         "/webhooks/github": {"post": _webhook("github")},
         "/webhooks/gitlab": {"post": _webhook("gitlab")},
-        "/healthz": {"get": _op("Liveness: the process answers", (200, "alive", ACCEPTED), auth=False,
-                                tag="operations")},
-        "/readyz": {"get": _op("Readiness: MongoDB and the event broker reachable", (200, "ready", ACCEPTED), 503,
-                               auth=False, tag="operations")},
-        "/openapi.json": {"get": _op("This document", (200, "OpenAPI 3 document", {"type": "object"}),
-                                     auth=False, tag="operations")},
-        "/apidocs": {"get": {"summary": "Human-readable API documentation (HTML)", "tags": ["operations"],
-                             "security": [], "responses": {"200": {"description": "HTML page",
-                                                                   "content": {"text/html": {}}}}}},
+        "/healthz": {
+            "get": _op(
+                "Liveness: the process answers", (200, "alive", ACCEPTED), auth=False, tag="operations"
+            )
+        },
+        "/readyz": {
+            "get": _op(
+                "Readiness: MongoDB and the event broker reachable",
+                (200, "ready", ACCEPTED),
+                503,
+                auth=False,
+                tag="operations",
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "This document", (200, "OpenAPI 3 document", {"type": "object"}), auth=False, tag="operations"
+            )
+        },
+        "/apidocs": {
+            "get": {
+                "summary": "Human-readable API documentation (HTML)",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}},
+            }
+        },
     }
     return {
         "openapi": "3.0.3",
@@ -232,17 +544,22 @@ def document() -> dict[str, Any]:
             "title": "Fornax gateway",
             "version": "1.0.0",
             "description": "REST API and webhooks of Fornax, the event-sourced CI/CD system. Writes answer "
-                           "202 once the event is durably on the broker; read models follow shortly after, "
-                           "so a read right after a write may briefly answer 404. Errors are "
-                           '{"error": {"code", "message", "field"?}}.',
+            "202 once the event is durably on the broker; read models follow shortly after, "
+            "so a read right after a write may briefly answer 404. Errors are "
+            '{"error": {"code", "message", "field"?}}.',
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "operations")],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "token printed by `fornax user create NAME`"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "token printed by `fornax user create NAME`",
+                }
+            },
             "schemas": SCHEMAS,
             "responses": {"Error": {"description": "error", **_json("Error")}},
         },

@@ -11,12 +11,42 @@ from .errors import ApiError
 
 STAGE_ORDER = ("clone", "integration", "pre_build", "build", "push", "tag", "post_build", "deploy")
 
-_SERVICE_FIELDS = ("name", "description", "user_id", "repository", "config_file", "deploy_targets",
-                   "secret_names", "status", "status_message", "created_at", "updated_at")
+_SERVICE_FIELDS = (
+    "name",
+    "description",
+    "user_id",
+    "repository",
+    "config_file",
+    "deploy_targets",
+    "secret_names",
+    "status",
+    "status_message",
+    "created_at",
+    "updated_at",
+)
 _REPO_FIELDS = ("url", "vcs", "username")
-_VERSION_FIELDS = ("service_id", "user_id", "name", "description", "commit", "branch", "trigger",
-                   "operations", "status", "queued_reason", "image", "image_id", "digest", "host", "tag",
-                   "error", "delivery_id", "created_at", "started_at", "finished_at")
+_VERSION_FIELDS = (
+    "service_id",
+    "user_id",
+    "name",
+    "description",
+    "commit",
+    "branch",
+    "trigger",
+    "operations",
+    "status",
+    "queued_reason",
+    "image",
+    "image_id",
+    "digest",
+    "host",
+    "tag",
+    "error",
+    "delivery_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
 
 
 def jsonable(value: Any) -> Any:
@@ -48,8 +78,15 @@ def stages_list(stages: Any) -> list[dict[str, Any]]:
     out = []
     for name in names:
         st = stages[name] if isinstance(stages[name], dict) else {}
-        out.append({"name": name, "status": st.get("status"), "start": st.get("start"), "end": st.get("end"),
-                    "error": st.get("error")})
+        out.append(
+            {
+                "name": name,
+                "status": st.get("status"),
+                "start": st.get("start"),
+                "end": st.get("end"),
+                "error": st.get("error"),
+            }
+        )
     return out
 
 

@@ -38,11 +38,21 @@ class RepoIndex:
         # (project the whole sub-document: nx-27017 returns dotted projections as flat keys)
         services = list(self.store.services.find(query, {"repository": 1, "user_id": 1}))
         ids = [s["_id"] for s in services]
-        secrets = {d["_id"]: d.get("webhook_secret") for d in
-                   self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})} if ids else {}
+        secrets = (
+            {
+                d["_id"]: d.get("webhook_secret")
+                for d in self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})
+            }
+            if ids
+            else {}
+        )
         return [
-            HookTarget(s["_id"], str(s.get("user_id", "")), str((s.get("repository") or {}).get("url", "")),
-                       secrets.get(s["_id"]))
+            HookTarget(
+                s["_id"],
+                str(s.get("user_id", "")),
+                str((s.get("repository") or {}).get("url", "")),
+                secrets.get(s["_id"]),
+            )
             for s in services
             if (s.get("repository") or {}).get("url")
         ]
@@ -85,8 +95,10 @@ class RepoIndex:
         ids = [t.service_id for t in targets]
 
         def read() -> dict[str, Any]:
-            return {d["_id"]: d.get("webhook_secret")
-                    for d in self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})}
+            return {
+                d["_id"]: d.get("webhook_secret")
+                for d in self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})
+            }
 
         secrets = await db_call(read)
         return [HookTarget(t.service_id, t.user_id, t.repo_url, secrets.get(t.service_id)) for t in targets]

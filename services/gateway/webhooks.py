@@ -17,8 +17,19 @@ from urllib.parse import parse_qs
 
 ZERO_SHA = "0" * 40
 _MAX_TEXT = 4000
-_URL_KEYS = ("clone_url", "html_url", "ssh_url", "git_url", "svn_url", "url", "git_http_url",
-             "git_ssh_url", "http_url", "web_url", "homepage")
+_URL_KEYS = (
+    "clone_url",
+    "html_url",
+    "ssh_url",
+    "git_url",
+    "svn_url",
+    "url",
+    "git_http_url",
+    "git_ssh_url",
+    "http_url",
+    "web_url",
+    "homepage",
+)
 
 
 class WebhookError(ValueError):
@@ -145,7 +156,9 @@ def parse_github(headers: Mapping[str, str], body: bytes) -> Result:
     after = _sha(data.get("after"))
     deleted = data.get("deleted") is True or after == ZERO_SHA
     head = _dict(data.get("head_commit"))
-    pusher = _text(_dict(data.get("pusher")).get("name"), 200) or _text(_dict(data.get("sender")).get("login"), 200)
+    pusher = _text(_dict(data.get("pusher")).get("name"), 200) or _text(
+        _dict(data.get("sender")).get("login"), 200
+    )
     return Push(
         provider="github",
         repo_urls=urls,

@@ -32,7 +32,9 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_error(resp: httpx.Response, status: int, code: str | None = None, field: str | None = None) -> dict:
+def assert_error(
+    resp: httpx.Response, status: int, code: str | None = None, field: str | None = None
+) -> dict:
     assert resp.status_code == status, (resp.status_code, resp.text)
     err = resp.json()["error"]
     assert isinstance(err["code"], str) and isinstance(err["message"], str) and err["message"]
@@ -44,11 +46,20 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None, fie
 
 
 def recorded(name: str) -> tuple[dict[str, str], dict[str, Any]]:
-    return json.loads((FIXTURES / f"{name}.headers.json").read_text()), json.loads((FIXTURES / f"{name}.json").read_text())
+    return json.loads((FIXTURES / f"{name}.headers.json").read_text()), json.loads(
+        (FIXTURES / f"{name}.json").read_text()
+    )
 
 
-def github_push(repo_url: str, secret: str, *, ref: str = "refs/heads/main", after: str | None = None,
-                delivery: str | None = None, sign_with: str | None = None) -> tuple[dict[str, str], bytes]:
+def github_push(
+    repo_url: str,
+    secret: str,
+    *,
+    ref: str = "refs/heads/main",
+    after: str | None = None,
+    delivery: str | None = None,
+    sign_with: str | None = None,
+) -> tuple[dict[str, str], bytes]:
     """A recorded GitHub push re-pointed at `repo_url`, signed with `secret`."""
     headers, data = recorded("github_push")
     data["ref"] = ref
@@ -65,24 +76,35 @@ def github_push(repo_url: str, secret: str, *, ref: str = "refs/heads/main", aft
     return headers, body
 
 
-def gitlab_push(repo_url: str, token: str, *, ref: str = "refs/heads/master",
-                delivery: str | None = None) -> tuple[dict[str, str], bytes]:
+def gitlab_push(
+    repo_url: str, token: str, *, ref: str = "refs/heads/master", delivery: str | None = None
+) -> tuple[dict[str, str], bytes]:
     headers, data = recorded("gitlab_push")
     data["ref"] = ref
-    data["project"] = {"name": "x", "git_http_url": repo_url, "web_url": "https://example.invalid/" + uuid.uuid4().hex}
+    data["project"] = {
+        "name": "x",
+        "git_http_url": repo_url,
+        "web_url": "https://example.invalid/" + uuid.uuid4().hex,
+    }
     data["repository"] = {"name": "x", "git_http_url": repo_url}
     body = json.dumps(data).encode()
     headers = {**headers, "X-Gitlab-Token": token, "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4())}
     return headers, body
 
 
-def consume_until(bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], count: int = 1,
-                  timeout: float = 30.0) -> list[dict[str, Any]]:
+def consume_until(
+    bootstrap: str, topic: str, match: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Read `topic` from the beginning until `count` events match (or the deadline passes)."""
 
     async def run() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
         await consumer.start()
         found: list[dict[str, Any]] = []
         try:

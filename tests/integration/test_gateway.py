@@ -41,13 +41,20 @@ def bob(store):
 
 
 def create_service(api, user, token, **extra):
-    body = {"name": "svc-" + uuid.uuid4().hex[:8],
-            "repository": {"url": f"https://git.example.test/{user}/{uuid.uuid4().hex}.git", "vcs": "git"}, **extra}
+    body = {
+        "name": "svc-" + uuid.uuid4().hex[:8],
+        "repository": {"url": f"https://git.example.test/{user}/{uuid.uuid4().hex}.git", "vcs": "git"},
+        **extra,
+    }
     resp = api.post(f"/api/v1/{user}/services", json=body, headers=auth(token))
     assert resp.status_code == 202, resp.text
     out = resp.json()
-    wait_until(lambda: api.get(f"/api/v1/{user}/services/{out['service_id']}", headers=auth(token)).status_code == 200,
-               what="the service projection")
+    wait_until(
+        lambda: (
+            api.get(f"/api/v1/{user}/services/{out['service_id']}", headers=auth(token)).status_code == 200
+        ),
+        what="the service projection",
+    )
     return out["service_id"], out["webhook_secret"], body
 
 
@@ -58,6 +65,7 @@ def service(api, alice):
 
 # -- health and docs -----------------------------------------------------------------------------------
 
+
 def test_health_ready_and_docs(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     wait_until(lambda: api.get("/readyz").status_code == 200, what="readyz")
@@ -65,15 +73,22 @@ def test_health_ready_and_docs(api):
     assert doc["openapi"].startswith("3.")
     paths = doc["paths"]
     for path, method in [
-        ("/api/v1/{user_id}/services", "post"), ("/api/v1/{user_id}/services", "get"),
-        ("/api/v1/{user_id}/services/{service_id}", "put"), ("/api/v1/{user_id}/services/{service_id}", "delete"),
-        ("/api/v1/{user_id}/services/{service_id}/versions", "get"), ("/api/v1/{user_id}/versions", "post"),
-        ("/api/v1/{user_id}/versions/{version_id}", "get"), ("/api/v1/{user_id}/versions/{version_id}/cancel", "post"),
+        ("/api/v1/{user_id}/services", "post"),
+        ("/api/v1/{user_id}/services", "get"),
+        ("/api/v1/{user_id}/services/{service_id}", "put"),
+        ("/api/v1/{user_id}/services/{service_id}", "delete"),
+        ("/api/v1/{user_id}/services/{service_id}/versions", "get"),
+        ("/api/v1/{user_id}/versions", "post"),
+        ("/api/v1/{user_id}/versions/{version_id}", "get"),
+        ("/api/v1/{user_id}/versions/{version_id}/cancel", "post"),
         ("/api/v1/{user_id}/versions/{version_id}/logs", "get"),
         ("/api/v1/{user_id}/services/{service_id}/deploy", "post"),
         ("/api/v1/{user_id}/services/{service_id}/rollback", "post"),
         ("/api/v1/{user_id}/services/{service_id}/deployments", "get"),
-        ("/webhooks/github", "post"), ("/webhooks/gitlab", "post"), ("/healthz", "get"), ("/readyz", "get"),
+        ("/webhooks/github", "post"),
+        ("/webhooks/gitlab", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
     ]:
         assert method in paths[path], (path, method)
     page = api.get("/apidocs")
@@ -90,6 +105,7 @@ def test_error_shape_for_unknown_route_and_method(api):
 
 # -- authentication ------------------------------------------------------------------------------------
 
+
 def test_token_required_and_checked(api, alice, bob):
     user, token = alice
     assert_error(api.get(f"/api/v1/{user}/services"), 401, "unauthorized")
@@ -100,12 +116,23 @@ def test_token_required_and_checked(api, alice, bob):
 
 # -- services ------------------------------------------------------------------------------------------
 
+
 def test_create_read_list_service_without_secrets(api, alice):
     user, token = alice
-    sid, secret, body = create_service(api, user, token, description="d1", webhook_secret="given-secret-123",
-                                       secrets={"API_KEY": "sup3r-secret-value"},
-                                       repository={"url": "https://git.example.test/a/b.git", "vcs": "git",
-                                                   "username": "bot", "password": "hunter2-password"})
+    sid, secret, body = create_service(
+        api,
+        user,
+        token,
+        description="d1",
+        webhook_secret="given-secret-123",
+        secrets={"API_KEY": "sup3r-secret-value"},
+        repository={
+            "url": "https://git.example.test/a/b.git",
+            "vcs": "git",
+            "username": "bot",
+            "password": "hunter2-password",
+        },
+    )
     assert secret == "given-secret-123"
     one = api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token))
     doc = one.json()
@@ -114,7 +141,11 @@ def test_create_read_list_service_without_secrets(api, alice):
     listing = api.get(f"/api/v1/{user}/services", headers=auth(token)).json()
     assert sid in [s["service_id"] for s in listing["services"]] and listing["total"] >= 1
     for text in (one.text, api.get(f"/api/v1/{user}/services", headers=auth(token)).text):
-        assert "hunter2-password" not in text and "sup3r-secret-value" not in text and "given-secret-123" not in text
+        assert (
+            "hunter2-password" not in text
+            and "sup3r-secret-value" not in text
+            and "given-secret-123" not in text
+        )
 
 
 def test_generated_webhook_secret_and_secret_doc(api, alice, store):
@@ -128,18 +159,27 @@ def test_generated_webhook_secret_and_secret_doc(api, alice, store):
 def test_duplicate_service_name_is_409(api, alice):
     user, token = alice
     _, _, body = create_service(api, user, token)
-    assert_error(api.post(f"/api/v1/{user}/services", json=body, headers=auth(token)), 409, "service_exists", "name")
+    assert_error(
+        api.post(f"/api/v1/{user}/services", json=body, headers=auth(token)), 409, "service_exists", "name"
+    )
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [
-    ({"name": "Bad_Name", "repository": {"url": "https://x/y.git"}}, 422, "name"),
-    ({"name": "ok"}, 422, "repository"),
-    ({"name": "ok", "repository": {"vcs": "git"}}, 422, "repository.url"),
-    ({"name": "ok", "repository": {"url": "https://x/y.git", "vcs": ""}}, 422, "repository.vcs"),
-    ({"name": "ok", "repository": {"url": "https://x/y.git"}, "colour": "red"}, 422, "colour"),
-    ({"name": "ok", "repository": {"url": "https://x/y.git"}, "secrets": {"bad name": "v"}}, 422, "secrets"),
-    ([1, 2], 422, None),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"name": "Bad_Name", "repository": {"url": "https://x/y.git"}}, 422, "name"),
+        ({"name": "ok"}, 422, "repository"),
+        ({"name": "ok", "repository": {"vcs": "git"}}, 422, "repository.url"),
+        ({"name": "ok", "repository": {"url": "https://x/y.git", "vcs": ""}}, 422, "repository.vcs"),
+        ({"name": "ok", "repository": {"url": "https://x/y.git"}, "colour": "red"}, 422, "colour"),
+        (
+            {"name": "ok", "repository": {"url": "https://x/y.git"}, "secrets": {"bad name": "v"}},
+            422,
+            "secrets",
+        ),
+        ([1, 2], 422, None),
+    ],
+)
 def test_service_validation(api, alice, body, status, field):
     user, token = alice
     assert_error(api.post(f"/api/v1/{user}/services", json=body, headers=auth(token)), status, field=field)
@@ -147,15 +187,20 @@ def test_service_validation(api, alice, body, status, field):
 
 def test_unknown_vcs_is_accepted(api, alice):
     user, token = alice
-    resp = api.post(f"/api/v1/{user}/services", headers=auth(token),
-                    json={"name": "hg-" + uuid.uuid4().hex[:6], "repository": {"url": "https://x/y", "vcs": "hg"}})
+    resp = api.post(
+        f"/api/v1/{user}/services",
+        headers=auth(token),
+        json={"name": "hg-" + uuid.uuid4().hex[:6], "repository": {"url": "https://x/y", "vcs": "hg"}},
+    )
     assert resp.status_code == 202
 
 
 def test_bad_json_and_too_large_body(api, alice):
     user, token = alice
     headers = {**auth(token), "Content-Type": "application/json"}
-    assert_error(api.post(f"/api/v1/{user}/services", content=b"{not json", headers=headers), 400, "invalid_json")
+    assert_error(
+        api.post(f"/api/v1/{user}/services", content=b"{not json", headers=headers), 400, "invalid_json"
+    )
     assert_error(api.post(f"/api/v1/{user}/services", content=b"", headers=headers), 400, "invalid_json")
     big = b'{"name": "' + b"x" * (5 * 1024 * 1024) + b'"}'
     assert_error(api.post(f"/api/v1/{user}/services", content=big, headers=headers), 413, "payload_too_large")
@@ -164,17 +209,31 @@ def test_bad_json_and_too_large_body(api, alice):
 def test_update_and_delete_service(api, alice, store):
     user, token = alice
     sid, _, body = create_service(api, user, token)
-    resp = api.put(f"/api/v1/{user}/services/{sid}", headers=auth(token),
-                   json={"description": "changed", "webhook_secret": "rotated-secret-1", "secrets": {"A": "1"}})
+    resp = api.put(
+        f"/api/v1/{user}/services/{sid}",
+        headers=auth(token),
+        json={"description": "changed", "webhook_secret": "rotated-secret-1", "secrets": {"A": "1"}},
+    )
     assert resp.status_code == 202, resp.text
-    wait_until(lambda: api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).json().get("description")
-               == "changed", what="the update")
+    wait_until(
+        lambda: (
+            api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).json().get("description")
+            == "changed"
+        ),
+        what="the update",
+    )
     assert store.secrets.find_one({"_id": sid})["webhook_secret"] == "rotated-secret-1"
-    assert_error(api.put(f"/api/v1/{user}/services/{sid}", headers=auth(token), json={"name": "x"}), 422, field="name")
+    assert_error(
+        api.put(f"/api/v1/{user}/services/{sid}", headers=auth(token), json={"name": "x"}), 422, field="name"
+    )
     assert api.delete(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 202
-    wait_until(lambda: api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 404,
-               what="the deletion")
-    assert sid not in [s["service_id"] for s in api.get(f"/api/v1/{user}/services", headers=auth(token)).json()["services"]]
+    wait_until(
+        lambda: api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 404,
+        what="the deletion",
+    )
+    assert sid not in [
+        s["service_id"] for s in api.get(f"/api/v1/{user}/services", headers=auth(token)).json()["services"]
+    ]
     # The name is free again.
     again = api.post(f"/api/v1/{user}/services", json=body, headers=auth(token))
     assert again.status_code == 202, again.text
@@ -182,62 +241,94 @@ def test_update_and_delete_service(api, alice, store):
 
 # -- versions ------------------------------------------------------------------------------------------
 
+
 def test_create_read_list_versions(api, alice, service):
     user, token = alice
     sid = service[0]
     ids = []
     for name in ("v0.1.0", "v0.2.0", "release/v0.3.0"):
-        resp = api.post(f"/api/v1/{user}/versions", headers=auth(token),
-                        json={"service_id": sid, "name": name, "description": "d", "operations": ["publish"]})
+        resp = api.post(
+            f"/api/v1/{user}/versions",
+            headers=auth(token),
+            json={"service_id": sid, "name": name, "description": "d", "operations": ["publish"]},
+        )
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["version_id"])
-    doc = wait_until(lambda: (r := api.get(f"/api/v1/{user}/versions/{ids[0]}", headers=auth(token))).status_code
-                     == 200 and r.json(), what="the version projection")
+    doc = wait_until(
+        lambda: (
+            (r := api.get(f"/api/v1/{user}/versions/{ids[0]}", headers=auth(token))).status_code == 200
+            and r.json()
+        ),
+        what="the version projection",
+    )
     assert doc["version_id"] == ids[0] and doc["name"] == "v0.1.0" and doc["service_id"] == sid
     assert doc["trigger"] == "api" and doc["operations"] == ["publish"] and isinstance(doc["stages"], list)
     assert doc["status"] in ("pending", "queued", "running", "success", "failed", "cancelled")
-    page = wait_until(lambda: (r := api.get(f"/api/v1/{user}/services/{sid}/versions?limit=2",
-                                            headers=auth(token)).json())["total"] >= 3 and r, what="all versions")
+    page = wait_until(
+        lambda: (
+            (r := api.get(f"/api/v1/{user}/services/{sid}/versions?limit=2", headers=auth(token)).json())[
+                "total"
+            ]
+            >= 3
+            and r
+        ),
+        what="all versions",
+    )
     assert len(page["versions"]) == 2 and page["limit"] == 2 and page["offset"] == 0
     everything = api.get(f"/api/v1/{user}/services/{sid}/versions", headers=auth(token)).json()["versions"]
     order = [v["version_id"] for v in everything]
     assert order.index(ids[2]) < order.index(ids[1]) < order.index(ids[0])  # newest first
     second = api.get(f"/api/v1/{user}/services/{sid}/versions?page=2&per_page=2", headers=auth(token)).json()
     assert second["offset"] == 2 and [v["version_id"] for v in second["versions"]] == order[2:4]
-    assert_error(api.get(f"/api/v1/{user}/services/{sid}/versions?limit=0", headers=auth(token)), 422, field="limit")
+    assert_error(
+        api.get(f"/api/v1/{user}/services/{sid}/versions?limit=0", headers=auth(token)), 422, field="limit"
+    )
 
 
 def test_duplicate_version_name_is_409(api, alice, service):
     user, token = alice
     body = {"service_id": service[0], "name": "dup-" + uuid.uuid4().hex[:6]}
     assert api.post(f"/api/v1/{user}/versions", json=body, headers=auth(token)).status_code == 202
-    assert_error(api.post(f"/api/v1/{user}/versions", json=body, headers=auth(token)), 409, "version_exists", "name")
+    assert_error(
+        api.post(f"/api/v1/{user}/versions", json=body, headers=auth(token)), 409, "version_exists", "name"
+    )
 
 
-@pytest.mark.parametrize(("extra", "field"), [
-    ({"operations": ["build"]}, "operations"),
-    ({"name": "bad name"}, "name"),
-    ({"name": "x" * 129}, "name"),
-    ({"name": "a..b"}, "name"),
-    ({"name": "v1.lock"}, "name"),
-    ({"commit": "abc def"}, "commit"),
-])
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"operations": ["build"]}, "operations"),
+        ({"name": "bad name"}, "name"),
+        ({"name": "x" * 129}, "name"),
+        ({"name": "a..b"}, "name"),
+        ({"name": "v1.lock"}, "name"),
+        ({"commit": "abc def"}, "commit"),
+    ],
+)
 def test_version_validation(api, alice, service, extra, field):
     user, token = alice
     body = {"service_id": service[0], "name": "ok-" + uuid.uuid4().hex[:6], **extra}
-    assert_error(api.post(f"/api/v1/{user}/versions", json=body, headers=auth(token)), 422, "validation_error", field)
+    assert_error(
+        api.post(f"/api/v1/{user}/versions", json=body, headers=auth(token)), 422, "validation_error", field
+    )
 
 
 def test_version_of_missing_service_is_404(api, alice):
     user, token = alice
-    assert_error(api.post(f"/api/v1/{user}/versions", json={"service_id": "nope", "name": "v1"}, headers=auth(token)),
-                 404, "service_not_found")
+    assert_error(
+        api.post(f"/api/v1/{user}/versions", json={"service_id": "nope", "name": "v1"}, headers=auth(token)),
+        404,
+        "service_not_found",
+    )
 
 
 def test_cancel_pending_version_then_409(api, alice, service):
     user, token = alice
-    vid = api.post(f"/api/v1/{user}/versions", headers=auth(token),
-                   json={"service_id": service[0], "name": "c-" + uuid.uuid4().hex[:6]}).json()["version_id"]
+    vid = api.post(
+        f"/api/v1/{user}/versions",
+        headers=auth(token),
+        json={"service_id": service[0], "name": "c-" + uuid.uuid4().hex[:6]},
+    ).json()["version_id"]
     url = f"/api/v1/{user}/versions/{vid}"
     wait_until(lambda: api.get(url, headers=auth(token)).status_code == 200, what="the version")
     resp = api.post(f"{url}/cancel", headers=auth(token))
@@ -251,20 +342,31 @@ def test_cancel_pending_version_then_409(api, alice, service):
 
 # -- someone else's resources ---------------------------------------------------------------------------
 
+
 def test_other_users_resources_are_hidden_on_every_route(api, alice, bob, service):
     user, token = alice
     other, other_token = bob
     sid = service[0]
-    vid = api.post(f"/api/v1/{user}/versions", headers=auth(token),
-                   json={"service_id": sid, "name": "o-" + uuid.uuid4().hex[:6]}).json()["version_id"]
-    wait_until(lambda: api.get(f"/api/v1/{user}/versions/{vid}", headers=auth(token)).status_code == 200,
-               what="the version")
+    vid = api.post(
+        f"/api/v1/{user}/versions",
+        headers=auth(token),
+        json={"service_id": sid, "name": "o-" + uuid.uuid4().hex[:6]},
+    ).json()["version_id"]
+    wait_until(
+        lambda: api.get(f"/api/v1/{user}/versions/{vid}", headers=auth(token)).status_code == 200,
+        what="the version",
+    )
     routes = [
-        ("GET", "services/{sid}", None), ("PUT", "services/{sid}", {"description": "x"}),
-        ("DELETE", "services/{sid}", None), ("GET", "services/{sid}/versions", None),
-        ("POST", "versions", {"service_id": sid, "name": "steal"}), ("GET", "versions/{vid}", None),
-        ("POST", "versions/{vid}/cancel", None), ("GET", "versions/{vid}/logs", None),
-        ("POST", "services/{sid}/deploy", {"version_id": vid}), ("POST", "services/{sid}/rollback", {}),
+        ("GET", "services/{sid}", None),
+        ("PUT", "services/{sid}", {"description": "x"}),
+        ("DELETE", "services/{sid}", None),
+        ("GET", "services/{sid}/versions", None),
+        ("POST", "versions", {"service_id": sid, "name": "steal"}),
+        ("GET", "versions/{vid}", None),
+        ("POST", "versions/{vid}/cancel", None),
+        ("GET", "versions/{vid}/logs", None),
+        ("POST", "services/{sid}/deploy", {"version_id": vid}),
+        ("POST", "services/{sid}/rollback", {}),
         ("GET", "services/{sid}/deployments", None),
     ]
     for method, path, body in routes:
@@ -280,24 +382,35 @@ def test_other_users_resources_are_hidden_on_every_route(api, alice, bob, servic
         assert r.status_code == 404, (method, path, r.status_code, r.text)
         assert "error" in r.json()
     # Nothing changed for Alice.
-    assert api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).json()["description"] == "the main one"
+    assert (
+        api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).json()["description"] == "the main one"
+    )
     assert api.get(f"/api/v1/{user}/versions/{vid}", headers=auth(token)).json()["status"] != "cancelled"
-    assert sid not in [s["service_id"] for s in api.get(f"/api/v1/{other}/services", headers=auth(other_token))
-                       .json()["services"]]
+    assert sid not in [
+        s["service_id"]
+        for s in api.get(f"/api/v1/{other}/services", headers=auth(other_token)).json()["services"]
+    ]
 
 
 # -- webhooks ------------------------------------------------------------------------------------------
 
+
 def _push_events(stack, settings, delivery, count=1):
-    return consume_until(settings.kafka_bootstrap, settings.topic("webhooks"),
-                         lambda e: e.get("type") == "PushReceived" and e["payload"]["delivery_id"] == delivery,
-                         count=count)
+    return consume_until(
+        settings.kafka_bootstrap,
+        settings.topic("webhooks"),
+        lambda e: e.get("type") == "PushReceived" and e["payload"]["delivery_id"] == delivery,
+        count=count,
+    )
 
 
 def _webhook_version(api, user, token, sid, delivery):
     def find():
-        versions = api.get(f"/api/v1/{user}/services/{sid}/versions?limit=100", headers=auth(token)).json()["versions"]
+        versions = api.get(f"/api/v1/{user}/services/{sid}/versions?limit=100", headers=auth(token)).json()[
+            "versions"
+        ]
         return [v for v in versions if v.get("delivery_id") == delivery]
+
     return wait_until(find, timeout=30, what="the webhook's version")
 
 
@@ -306,7 +419,9 @@ def test_github_signed_push(api, alice, stack, settings):
     sid, secret, body = create_service(api, user, token)
     delivery = str(uuid.uuid4())
     # The payload spells the URL differently (host case, no .git, trailing slash): still the same repository.
-    payload_url = body["repository"]["url"].replace("git.example.test", "GIT.Example.test").removesuffix(".git") + "/"
+    payload_url = (
+        body["repository"]["url"].replace("git.example.test", "GIT.Example.test").removesuffix(".git") + "/"
+    )
     headers, raw = github_push(payload_url, secret, ref="refs/heads/feature/x", delivery=delivery)
     resp = api.post("/webhooks/github", content=raw, headers=headers)
     assert resp.status_code == 202, resp.text
@@ -314,7 +429,12 @@ def test_github_signed_push(api, alice, stack, settings):
     [event] = _push_events(stack, settings, delivery)
     assert event["aggregate_id"] == sid and event["actor"] == user
     p = event["payload"]
-    assert p["provider"] == "github" and p["service_id"] == sid and p["branch"] == "feature/x" and not p["deleted"]
+    assert (
+        p["provider"] == "github"
+        and p["service_id"] == sid
+        and p["branch"] == "feature/x"
+        and not p["deleted"]
+    )
     assert p["repo_url"] == body["repository"]["url"] and len(p["after"]) == 40
     [version] = _webhook_version(api, user, token, sid, delivery)
     assert version["trigger"] == "webhook" and version["branch"] == "feature/x"
@@ -356,8 +476,9 @@ def test_tag_push_and_branch_delete_are_published_not_built(api, alice, stack, s
     tag_delivery, del_delivery = str(uuid.uuid4()), str(uuid.uuid4())
     h, raw = github_push(body["repository"]["url"], secret, ref="refs/tags/v9", delivery=tag_delivery)
     assert api.post("/webhooks/github", content=raw, headers=h).status_code == 202
-    h, raw = github_push(body["repository"]["url"], secret, ref="refs/heads/gone", after="0" * 40,
-                         delivery=del_delivery)
+    h, raw = github_push(
+        body["repository"]["url"], secret, ref="refs/heads/gone", after="0" * 40, delivery=del_delivery
+    )
     assert api.post("/webhooks/github", content=raw, headers=h).status_code == 202
     [tag] = _push_events(stack, settings, tag_delivery)
     [gone] = _push_events(stack, settings, del_delivery)
@@ -372,8 +493,14 @@ def test_webhook_rejections(api, alice):
     h, raw = github_push(url, secret, sign_with="wrong-secret")
     assert_error(api.post("/webhooks/github", content=raw, headers=h), 401, "invalid_signature")
     h, raw = github_push(url, secret)
-    assert_error(api.post("/webhooks/github", content=raw, headers={k: v for k, v in h.items()
-                                                                     if k != "X-Hub-Signature-256"}), 401)
+    assert_error(
+        api.post(
+            "/webhooks/github",
+            content=raw,
+            headers={k: v for k, v in h.items() if k != "X-Hub-Signature-256"},
+        ),
+        401,
+    )
     h, raw = gitlab_push(url, "not-the-token")
     assert_error(api.post("/webhooks/gitlab", content=raw, headers=h), 401, "invalid_signature")
     h, raw = github_push("https://git.example.test/nobody/unknown.git", secret)
@@ -393,7 +520,11 @@ def test_rotated_secret_verifies_at_once(api, alice, stack, settings):
     sid, secret, body = create_service(api, user, token)
     h, raw = github_push(body["repository"]["url"], secret)
     assert api.post("/webhooks/github", content=raw, headers=h).status_code == 202  # warms the cache
-    assert api.put(f"/api/v1/{user}/services/{sid}", headers=auth(token),
-                   json={"webhook_secret": "brand-new-secret"}).status_code == 202
+    assert (
+        api.put(
+            f"/api/v1/{user}/services/{sid}", headers=auth(token), json={"webhook_secret": "brand-new-secret"}
+        ).status_code
+        == 202
+    )
     h, raw = github_push(body["repository"]["url"], "brand-new-secret")
     assert api.post("/webhooks/github", content=raw, headers=h).status_code == 202

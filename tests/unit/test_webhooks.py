@@ -27,7 +27,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
 
 def recorded(name: str) -> tuple[dict[str, str], bytes]:
-    return json.loads((FIXTURES / f"{name}.headers.json").read_text()), (FIXTURES / f"{name}.json").read_bytes()
+    return json.loads((FIXTURES / f"{name}.headers.json").read_text()), (
+        FIXTURES / f"{name}.json"
+    ).read_bytes()
 
 
 def test_github_push_branch() -> None:
@@ -94,8 +96,18 @@ def test_github_without_delivery_header_uses_body_hash() -> None:
     assert isinstance(other, Push) and other.delivery_id != a.delivery_id
 
 
-@pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"ref": 5}', b'{"ref": "refs/heads/x"}',
-                                  b'{"ref": "refs/heads/x", "repository": {"name": "x"}}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"ref": 5}',
+        b'{"ref": "refs/heads/x"}',
+        b'{"ref": "refs/heads/x", "repository": {"name": "x"}}',
+        b"\xff\xfe",
+    ],
+)
 def test_github_malformed_push(body: bytes) -> None:
     with pytest.raises(WebhookError):
         parse_github({"X-GitHub-Event": "push"}, body)
@@ -158,12 +170,15 @@ def test_gitlab_token() -> None:
     assert not gitlab_token_ok("", "")
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    ("https://github.com/octo-org/hello-fornax.git", "https://GitHub.com/octo-org/hello-fornax/"),
-    ("HTTPS://github.com/octo-org/hello-fornax", "https://github.com/octo-org/hello-fornax.git/"),
-    ("git@github.com:octo-org/hello-fornax.git", "git@GITHUB.com:octo-org/hello-fornax"),
-    ("/srv/git/repo.git", "/srv/git/repo"),
-])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://github.com/octo-org/hello-fornax.git", "https://GitHub.com/octo-org/hello-fornax/"),
+        ("HTTPS://github.com/octo-org/hello-fornax", "https://github.com/octo-org/hello-fornax.git/"),
+        ("git@github.com:octo-org/hello-fornax.git", "git@GITHUB.com:octo-org/hello-fornax"),
+        ("/srv/git/repo.git", "/srv/git/repo"),
+    ],
+)
 def test_normalize_url_equal(a: str, b: str) -> None:
     assert normalize_url(a) == normalize_url(b)
 
@@ -175,27 +190,38 @@ def test_normalize_url_keeps_path_case() -> None:
 # -- properties: whatever arrives, a Push, an Ignored, or a WebhookError; never anything else ---------------
 
 HEADER_SETS = [
-    {"X-GitHub-Event": "push"}, {"X-GitHub-Event": "ping"}, {"X-GitHub-Event": "push",
-                                                              "Content-Type": "application/x-www-form-urlencoded"},
-    {"X-Gitlab-Event": "Push Hook"}, {"X-Gitlab-Event": "Tag Push Hook"}, {},
+    {"X-GitHub-Event": "push"},
+    {"X-GitHub-Event": "ping"},
+    {"X-GitHub-Event": "push", "Content-Type": "application/x-www-form-urlencoded"},
+    {"X-Gitlab-Event": "Push Hook"},
+    {"X-Gitlab-Event": "Tag Push Hook"},
+    {},
 ]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
     max_leaves=30,
 )
 push_like = st.fixed_dictionaries(
     {},
     optional={
-        "ref": st.one_of(st.text(max_size=30), st.sampled_from(["refs/heads/main", "refs/tags/v1", "refs/x"]),
-                         json_values),
+        "ref": st.one_of(
+            st.text(max_size=30), st.sampled_from(["refs/heads/main", "refs/tags/v1", "refs/x"]), json_values
+        ),
         "after": st.one_of(st.text(max_size=45), json_values),
         "before": json_values,
         "deleted": json_values,
         "object_kind": st.one_of(st.sampled_from(["push", "tag_push"]), json_values),
-        "repository": st.one_of(st.dictionaries(st.sampled_from(["clone_url", "html_url", "url", "ssh_url"]),
-                                                st.one_of(st.text(), json_values)), json_values),
+        "repository": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["clone_url", "html_url", "url", "ssh_url"]),
+                st.one_of(st.text(), json_values),
+            ),
+            json_values,
+        ),
         "project": json_values,
         "head_commit": st.one_of(st.dictionaries(st.just("message"), json_values), json_values),
         "commits": json_values,

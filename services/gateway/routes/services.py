@@ -115,7 +115,9 @@ async def create_service(request: Request) -> Response:
     try:
         await db_call(store.reservations.insert_one, {"_id": reservation, "ref": service_id})
     except DuplicateKeyError:
-        raise ApiError(409, "service_exists", f"a service named {body.name!r} already exists", "name") from None
+        raise ApiError(
+            409, "service_exists", f"a service named {body.name!r} already exists", "name"
+        ) from None
     try:
         await db_call(store.secrets.insert_one, _secrets_doc(service_id, body, webhook_secret))
         event = ServiceCreated.make(
@@ -124,8 +126,11 @@ async def create_service(request: Request) -> Response:
                 user_id=user_id,
                 name=body.name,
                 description=body.description,
-                repository=Repository(url=body.repository.url, vcs=body.repository.vcs,
-                                      username=body.repository.username or body.username),
+                repository=Repository(
+                    url=body.repository.url,
+                    vcs=body.repository.vcs,
+                    username=body.repository.username or body.username,
+                ),
                 config_file=body.config_file,
                 deploy_targets=body.deploy_targets or [],
                 secret_names=sorted(body.secrets or {}),
@@ -141,8 +146,10 @@ async def create_service(request: Request) -> Response:
 
 async def _undo(store: Any, reservation: str, service_id: str) -> None:
     """Remove what a failed create wrote, so nothing is left half-written."""
-    for coll, query in ((store.secrets, {"_id": service_id}),
-                        (store.reservations, {"_id": reservation, "ref": service_id})):
+    for coll, query in (
+        (store.secrets, {"_id": service_id}),
+        (store.reservations, {"_id": reservation, "ref": service_id}),
+    ):
         try:
             await db_call(coll.delete_one, query)
         except Exception:  # noqa: BLE001,S110 - best effort: the store itself may be what failed
@@ -156,12 +163,15 @@ async def list_services(request: Request) -> Response:
     query = {"user_id": user_id, "deleted": {"$ne": True}}
 
     def read() -> tuple[list[dict[str, Any]], int]:
-        docs = list(store.services.find(query).sort([("created_at", 1), ("_id", 1)]).skip(offset).limit(limit))
+        docs = list(
+            store.services.find(query).sort([("created_at", 1), ("_id", 1)]).skip(offset).limit(limit)
+        )
         return docs, store.services.count_documents(query)
 
     docs, total = await db_call(read)
-    return JSONResponse({"services": [service_json(d) for d in docs], "total": total, "limit": limit,
-                         "offset": offset})
+    return JSONResponse(
+        {"services": [service_json(d) for d in docs], "total": total, "limit": limit, "offset": offset}
+    )
 
 
 async def get_service(request: Request) -> Response:
@@ -229,9 +239,13 @@ async def delete_service(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     service_id = request.path_params["service_id"]
     doc = await owned_service(request, user_id, service_id)
-    await publish(request, ServiceDeleted.make(service_id, ServiceDeletedPayload(user_id=user_id), actor=user_id))
+    await publish(
+        request, ServiceDeleted.make(service_id, ServiceDeletedPayload(user_id=user_id), actor=user_id)
+    )
     store = store_of(request)
-    await db_call(store.reservations.delete_one, {"_id": f"service:{user_id}/{doc.get('name')}", "ref": service_id})
+    await db_call(
+        store.reservations.delete_one, {"_id": f"service:{user_id}/{doc.get('name')}", "ref": service_id}
+    )
     await db_call(store.secrets.delete_one, {"_id": service_id})
     return JSONResponse({"service_id": service_id}, status_code=202)
 

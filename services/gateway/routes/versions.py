@@ -89,8 +89,9 @@ async def create_version(request: Request) -> Response:
     try:
         await db_call(store.reservations.insert_one, {"_id": reservation, "ref": version_id})
     except DuplicateKeyError:
-        raise ApiError(409, "version_exists", f"the service already has a version named {body.name!r}",
-                       "name") from None
+        raise ApiError(
+            409, "version_exists", f"the service already has a version named {body.name!r}", "name"
+        ) from None
     event = VersionRequested.make(
         version_id,
         VersionRequestedPayload(
@@ -134,8 +135,9 @@ async def list_versions(request: Request) -> Response:
         return list(cursor), store.versions.count_documents(query)
 
     docs, total = await db_call(read)
-    return JSONResponse({"versions": [version_json(d) for d in docs], "total": total, "limit": limit,
-                         "offset": offset})
+    return JSONResponse(
+        {"versions": [version_json(d) for d in docs], "total": total, "limit": limit, "offset": offset}
+    )
 
 
 async def cancel_version(request: Request) -> Response:
@@ -145,8 +147,12 @@ async def cancel_version(request: Request) -> Response:
     status = doc.get("status")
     if status not in ACTIVE:
         raise ApiError(409, "version_finished", f"version {version_id!r} already finished ({status})")
-    await publish(request, VersionCancelled.make(version_id, VersionCancelledPayload(reason=f"cancelled by {user_id}"),
-                                                 actor=user_id))
+    await publish(
+        request,
+        VersionCancelled.make(
+            version_id, VersionCancelledPayload(reason=f"cancelled by {user_id}"), actor=user_id
+        ),
+    )
     return JSONResponse({"version_id": version_id, "status": "cancelling"}, status_code=202)
 
 

@@ -9,6 +9,7 @@ a finished deployment counts immediately, before the projector catches up; the M
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from shared.events import Event
 from shared.store import Store
 
 TERMINAL = ("success", "failed", "skipped")
+_ORDER = itertools.count(1)  # ties in finished_at (coarse clocks) are broken by the order we saw them
 
 
 class MemoryState:
@@ -43,6 +45,7 @@ class MemoryState:
             doc["service_id"] = p.service_id
             doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(event.type, "skipped")
             doc["finished_at"] = event.occurred_at
+            doc["_order"] = next(_ORDER)
 
     # -- queries (async: the Mongo subclass reads in a thread) -------------------------------------
     async def version(self, version_id: str) -> dict[str, Any] | None:
@@ -105,8 +108,8 @@ class MongoState(MemoryState):
 def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     epoch = datetime.min.replace(tzinfo=UTC)
 
-    def when(d: dict[str, Any]) -> datetime:
+    def when(d: dict[str, Any]) -> tuple[datetime, int]:
         t = d.get("finished_at") or epoch
-        return t if t.tzinfo else t.replace(tzinfo=UTC)
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)), int(d.get("_order") or 0)
 
     return sorted(docs, key=when, reverse=True)

@@ -1,0 +1,233 @@
+"""Config-file case of the pipeline overhead benchmark (run by hand:
+`.venv/bin/python bench/pipeline_overhead/config_case.py`).
+
+The repository's fornax.yml has one service container (`mongo`: busybox answering on a port) and one
+CI command that reaches it by name; its Dockerfile is one COPY. Measured in the same run, RUNS times
+each, interleaved so both see the same machine load; medians reported:
+
+- by hand: `docker network create`, `docker run -d` (the service, with its alias), `docker run` (the CI
+  command, workspace bind-mounted), `docker build`, `docker push` (then rm/network rm) — the docker CLI,
+  as a person would type it, logged in with a throw-away --config dir;
+- pipeline: the same work through Fornax's pipeline package in-process (load_config → run_stage
+  integration with a real LogWriter on the broker → the builder's engine build + push → cleanup);
+- system (when the builder is there): the whole system, from POST /versions to the version's status
+  `success` in the read model (adds clone, events between three agents, git tag, projection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+SERVICE_LOOP = "while true; do echo pong | nc -l -p 27017; done"
+CI_COMMAND = ("for i in $(seq 1 50); do if echo ping | nc -w 2 mongo 27017 > reply; then break; fi; "
+              "sleep 0.05; done; grep pong reply")
+
+
+def fornax_yml(image: str) -> str:
+    return f"""integration:
+  image: {image}
+  commands:
+    - '{CI_COMMAND}'
+  services:
+    mongo:
+      image: {image}
+      commands: ['{SERVICE_LOOP}']
+"""
+
+
+def write_repo(path: Path, image: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "fornax.yml").write_text(fornax_yml(image))
+    (path / "Dockerfile").write_text(f"FROM {image}\nCOPY fornax.yml /app/fornax.yml\n")
+
+
+def sh(*argv: str, config: str | None = None) -> str:
+    cmd = ["docker", *(["--config", config] if config else []), *argv]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def by_hand(settings, image: str, ws: Path, config_dir: str, i: int) -> float:
+    n = f"fornax-bench-hand-{uuid.uuid4().hex[:8]}"
+    target = f"{settings.registry_location}/bench/hand:r{i}"
+    t0 = time.perf_counter()
+    try:
+        sh("network", "create", n)
+        sh("run", "-d", "--name", f"{n}-mongo", "--network", n, "--network-alias", "mongo",
+           "--memory", "128m", "--cpu-shares", "128", image, "sh", "-c", SERVICE_LOOP)
+        sh("run", "--rm", "--network", n, "-v", f"{ws}:/workspace", "-w", "/workspace",
+           "--memory", "128m", "--cpu-shares", "128", image, "sh", "-e", "-c", CI_COMMAND)
+        sh("build", "-q", "-t", target, str(ws))
+        sh("push", "-q", target, config=config_dir)
+        sh("rm", "-f", f"{n}-mongo")
+        sh("network", "rm", n)
+        return time.perf_counter() - t0
+    finally:
+        subprocess.run(["docker", "rm", "-f", f"{n}-mongo"], capture_output=True)
+        subprocess.run(["docker", "network", "rm", n], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", target], capture_output=True)
+
+
+async def through_pipeline(settings, client, bus, ws: Path, i: int) -> float:
+    from services.builder.engine import DockerImageBuilder, DockerRegistry
+    from services.builder.pipeline import StageContext, cleanup_version, load_config, run_stage
+    from shared.logwriter import LogWriter
+
+    vid = f"bench{uuid.uuid4().hex[:10]}"
+    target = f"{settings.registry_location}/bench/pipeline:r{i}"
+    log = LogWriter(bus, vid)
+    log.start()
+
+    async def on_line(line: str) -> None:
+        await log.write("build", line)
+
+    t0 = time.perf_counter()
+    try:
+        config = load_config(ws)
+        ctx = StageContext(client, vid, "bench", ws, log, settings, asyncio.Event())
+        await run_stage(ctx, config, "integration")
+        dockerfile, context = config.dockerfile(ws)
+        mem, cpu = config.container_limits(settings)
+        await DockerImageBuilder().build(client, context=context, dockerfile=dockerfile, image=target,
+                                         labels={"fornax.version": vid}, memory_mb=mem, cpu_shares=cpu,
+                                         on_line=on_line)
+        registry = DockerRegistry(settings.registry_location, settings.registry_username,
+                                  settings.registry_password.get_secret_value())
+        await registry.push(client, target, on_line)
+        await asyncio.to_thread(cleanup_version, client, vid)
+        await log.flush()
+        return time.perf_counter() - t0
+    finally:
+        await log.close()
+        await asyncio.to_thread(cleanup_version, client, vid)
+        subprocess.run(["docker", "rmi", "-f", target], capture_output=True)
+
+
+class SystemRunner:
+    """POST /versions → status success, through gateway, builder and projector."""
+
+    def __init__(self, stack, settings, store, image: str, base: Path) -> None:
+        import httpx
+
+        from shared.auth import create_user
+
+        self.store = store
+        self.user = f"bench{uuid.uuid4().hex[:6]}"
+        token = create_user(store, self.user)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{stack.gateway_port}", timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"})
+        work, bare = base / "repo-work", base / "repo.git"
+        write_repo(work, image)
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                     ["-c", "user.name=b", "-c", "user.email=b@example.invalid", "commit", "-qm", "bench"],
+                     ["push", "-q", str(bare), "main"]):
+            subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+        resp = self.http.post(f"/api/v1/{self.user}/services",
+                              json={"name": "benchsvc", "repository": {"url": f"file://{bare}", "vcs": "git"}})
+        resp.raise_for_status()
+        self.service_id = resp.json()["service_id"]
+        deadline = time.monotonic() + 30
+        while self.http.get(f"/api/v1/{self.user}/services/{self.service_id}").status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError("service not projected")
+            time.sleep(0.05)
+
+    def run(self, i: int) -> float:
+        t0 = time.perf_counter()
+        resp = self.http.post(f"/api/v1/{self.user}/versions", json={"service_id": self.service_id, "name": f"r{i}"})
+        resp.raise_for_status()
+        vid = resp.json()["version_id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            doc = self.store.versions.find_one({"_id": vid}, {"status": 1, "error": 1}) or {}
+            if doc.get("status") == "success":
+                return time.perf_counter() - t0
+            if doc.get("status") in ("failed", "cancelled"):
+                raise RuntimeError(f"version {vid} {doc['status']}: {doc.get('error')}")
+            time.sleep(0.02)
+        raise TimeoutError(f"version {vid} did not finish")
+
+
+def builder_present() -> bool:
+    return (ROOT / "services/builder/__main__.py").exists() and (ROOT / "services/builder/build.py").exists()
+
+
+def median_line(name: str, values: list[float]) -> str:
+    return f"{name:<10} median {statistics.median(values):.3f}s  runs: " + ", ".join(f"{v:.3f}" for v in values)
+
+
+def main() -> int:
+    import docker
+
+    from infra.local.images import ensure_busybox_image
+    from infra.local.stack import REGISTRY_PASSWORD, REGISTRY_USER, Stack, free_port
+    from shared.bus import EventBus
+    from shared.settings import Settings
+    from shared.store import Store
+
+    base = Path(tempfile.mkdtemp(prefix="fornax-bench-config-"))
+    stack = Stack(base=base, kafka_port=free_port(), mongo_port=free_port(), registry_port=free_port(),
+                  gateway_port=free_port(), logstream_port=free_port(),
+                  extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
+    client = docker.from_env()
+    config_dir = str(base / "docker-config")
+    results: dict[str, list[float]] = {"by hand": [], "pipeline": [], "system": []}
+    try:
+        stack.start_infra()
+        os.environ.update(stack.env())
+        settings = Settings()
+        store = Store(settings)
+        image = ensure_busybox_image(client)
+        ws = base / "ws"
+        write_repo(ws, image)
+        subprocess.run(["docker", "--config", config_dir, "login", settings.registry_location, "-u", REGISTRY_USER,
+                        "--password-stdin"], input=REGISTRY_PASSWORD, text=True, check=True, capture_output=True)
+        system = None
+        if builder_present():
+            stack.start_services(("projector", "gateway", "builder"))
+            system = SystemRunner(stack, settings, store, image, base)
+
+        async def pipeline_runs() -> None:
+            async with EventBus(settings) as bus:
+                for i in range(RUNS + 1):  # run 0 warms caches (image layers, imports, connections)
+                    hand = by_hand(settings, image, ws, config_dir, i)
+                    pipe = await through_pipeline(settings, client, bus, ws, i)
+                    full = await asyncio.to_thread(system.run, i) if system is not None else None
+                    if i:
+                        results["by hand"].append(hand)
+                        results["pipeline"].append(pipe)
+                        if full is not None:
+                            results["system"].append(full)
+
+        asyncio.run(pipeline_runs())
+    finally:
+        stack.stop_all()
+        for img in client.images.list(name=f"{os.environ.get('FORNAX_REGISTRY_LOCATION', '')}/*/*"):
+            subprocess.run(["docker", "rmi", "-f", img.id], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+    hand = statistics.median(results["by hand"])
+    print(f"config case: one service container + one CI command, then build + push; {RUNS} runs each")
+    for name, values in results.items():
+        if values:
+            print(median_line(name, values) + (f"  overhead {statistics.median(values) - hand:+.3f}s"
+                                               if name != "by hand" else ""))
+    if not results["system"]:
+        print("system     not measured: the builder service is not there yet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -136,7 +136,8 @@ class SystemRunner:
                      ["push", "-q", str(bare), "main"]):
             subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
         resp = self.http.post(f"/api/v1/{self.user}/services",
-                              json={"name": "benchsvc", "repository": {"url": f"file://{bare}", "vcs": "git"}})
+                              json={"name": "benchsvc",
+                                    "repository": {"url": f"file://{bare}", "vcs": "git"}})
         resp.raise_for_status()
         self.service_id = resp.json()["service_id"]
         deadline = time.monotonic() + 30
@@ -147,7 +148,8 @@ class SystemRunner:
 
     def run(self, i: int) -> float:
         t0 = time.perf_counter()
-        resp = self.http.post(f"/api/v1/{self.user}/versions", json={"service_id": self.service_id, "name": f"r{i}"})
+        resp = self.http.post(f"/api/v1/{self.user}/versions",
+                              json={"service_id": self.service_id, "name": f"r{i}"})
         resp.raise_for_status()
         vid = resp.json()["version_id"]
         deadline = time.monotonic() + 120
@@ -166,7 +168,8 @@ def builder_present() -> bool:
 
 
 def median_line(name: str, values: list[float]) -> str:
-    return f"{name:<10} median {statistics.median(values):.3f}s  runs: " + ", ".join(f"{v:.3f}" for v in values)
+    runs = ", ".join(f"{v:.3f}" for v in values)
+    return f"{name:<10} median {statistics.median(values):.3f}s  runs: {runs}"
 
 
 def main() -> int:
@@ -193,8 +196,9 @@ def main() -> int:
         image = ensure_busybox_image(client)
         ws = base / "ws"
         write_repo(ws, image)
-        subprocess.run(["docker", "--config", config_dir, "login", settings.registry_location, "-u", REGISTRY_USER,
-                        "--password-stdin"], input=REGISTRY_PASSWORD, text=True, check=True, capture_output=True)
+        subprocess.run(["docker", "--config", config_dir, "login", settings.registry_location,
+                        "-u", REGISTRY_USER, "--password-stdin"],
+                       input=REGISTRY_PASSWORD, text=True, check=True, capture_output=True)
         system = None
         if builder_present():
             stack.start_services(("projector", "gateway", "builder"))

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def small_store(stack):
     """A store whose settings give each user 300 MiB / 1024 shares (containers: 128 MiB / 128 shares)."""
-    s = Store(Settings(memory_for_user=300, cpu_for_user=1024, memory_for_container=128, cpu_for_container=128))
+    s = Store(Settings(memory_for_user=300, cpu_for_user=1024, memory_for_container=128,
+                       cpu_for_container=128))
     yield s
     s.close()
 
@@ -134,5 +135,6 @@ async def test_acquire_gives_up_when_cancelled(small_store):
         waits.append(reason)
         cancelled.set()
 
-    assert not await acquire(small_store, u, "waiter", 100, 10, on_wait=on_wait, cancelled=cancelled, poll=0.1)
+    assert not await acquire(small_store, u, "waiter", 100, 10, on_wait=on_wait, cancelled=cancelled,
+                             poll=0.1)
     assert waits and usage(small_store, u)["versions"] == ["holder"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 
 import docker
@@ -15,7 +14,6 @@ from aiokafka import AIOKafkaConsumer
 from services.builder.pipeline import StageFailed, cleanup_version, network_name, parse_config, run_stage
 from shared.bus import EventBus
 from shared.logwriter import LogWriter
-
 from tests.integration.pipeline_helpers import MemoryLog, Versions, labelled
 
 pytestmark = pytest.mark.integration

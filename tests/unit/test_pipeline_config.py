@@ -163,7 +163,8 @@ def test_environment_list_and_mapping() -> None:
        image: [unclosed
      """, "fornax.yml line 3: invalid YAML"),
     ("- just\n- a list\n", "fornax.yml line 1: the top level must be a mapping"),
-    ("integration: !!python/object:os.system x\n", "fornax.yml line 1: integration: could not determine a constructor"),
+    ("integration: !!python/object:os.system x\n",
+     "fornax.yml line 1: integration: could not determine a constructor"),
 ])
 def test_bad_yaml_names_key_and_line(text: str, expected: str) -> None:
     message = str(err(text))

@@ -58,7 +58,8 @@ def _convert(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
     try:
         return yaml.SafeLoader("").construct_object(node, deep=True)
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(node.start_mark.line + 1, f"{_dotted(path)}: {getattr(exc, 'problem', exc)}") from exc
+        problem = getattr(exc, "problem", exc)
+        raise YamlSyntaxError(node.start_mark.line + 1, f"{_dotted(path)}: {problem}") from exc
 
 
 def _dotted(path: Path_) -> str:

@@ -21,11 +21,19 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from shared.events.versions import DeploySpec
 
-from ._yaml import Path_, YamlSyntaxError, dotted, line_of, load_with_lines
+from ._yaml import YamlSyntaxError, dotted, line_of, load_with_lines
 
 CONFIG_FILES = ("fornax.yml", "caicloud.yml")
 WORKSPACE_MOUNT = "/workspace"  # where the repository is bind-mounted in every step container
@@ -88,7 +96,8 @@ def _inside(path: str, what: str) -> str:
         if norm == WORKSPACE_MOUNT or norm.startswith(WORKSPACE_MOUNT + "/"):
             norm = posixpath.relpath(norm, WORKSPACE_MOUNT)
         else:
-            raise ValueError(f"{path!r} escapes the workspace (absolute paths must be under {WORKSPACE_MOUNT})")
+            raise ValueError(f"{path!r} escapes the workspace (absolute paths must be under "
+                             f"{WORKSPACE_MOUNT})")
     if norm == ".." or norm.startswith("../"):
         raise ValueError(f"{path!r} escapes the workspace")
     return norm

@@ -141,6 +141,6 @@ async def acquire(store: Any, user_id: str, version_id: str, memory_mb: int, cpu
             try:
                 await asyncio.wait_for(cancelled.wait(), poll)
                 return False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
         await asyncio.sleep(poll)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from . import containers as C
 from .config import WORKSPACE_MOUNT, PipelineConfig, PreBuild, Step
@@ -65,7 +65,11 @@ async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> No
     try:
         done, _ = await asyncio.wait({work, cancel}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
-            work.result()
+            try:
+                work.result()
+            except DockerException as exc:  # the engine refused something: a stage error, not a crash
+                why = getattr(exc, "explanation", None) or exc
+                raise StageFailed(f"{stage}: docker error: {why}") from None
             return
         if cancel in done:
             await ctx.log.write(stage, "cancelled: stopping containers", "system")
@@ -179,11 +183,13 @@ class _StageRun:
         )
         if script is not None:
             kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script], working_dir=WORKSPACE_MOUNT,
-                          volumes={str(Path(ctx.workspace).resolve()): {"bind": WORKSPACE_MOUNT, "mode": "rw"}})
+                          volumes={str(Path(ctx.workspace).resolve()):
+                                   {"bind": WORKSPACE_MOUNT, "mode": "rw"}})
         elif service_script:
             kwargs.update(entrypoint=["/bin/sh", "-c"], command=[C.service_script(service_script)])
         if alias is not None:
-            kwargs["networking_config"] = {self.network: ctx.docker.api.create_endpoint_config(aliases=[alias])}
+            endpoint = ctx.docker.api.create_endpoint_config(aliases=[alias])
+            kwargs["networking_config"] = {self.network: endpoint}
         name = f"fornax-{ctx.version_id}-{suffix}"
 
         def create_and_start() -> Any:
@@ -195,7 +201,8 @@ class _StageRun:
         try:
             return await C.blocking(create_and_start)
         except APIError as exc:
-            raise StageFailed(f"{self.stage}: could not start {role} container: {exc.explanation or exc}")
+            raise StageFailed(
+                f"{self.stage}: could not start {role} container: {exc.explanation or exc}") from None
 
     async def _copy_output(self, container: Any, path: str) -> None:
         """Copy one pre_build output into the workspace.

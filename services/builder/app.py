@@ -1,0 +1,78 @@
+"""The builder worker: thin Faust agents over the plain handlers of check/build/push/tag.
+
+Each agent acknowledges an event only after its handler returned, so an event whose handler was
+running when the worker died is redelivered to the worker that gets the partition. Builds of
+different versions run side by side: the build agent has settings.builder_concurrency instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from shared.events import Event, ImageBuilt, ImagePushed, ServiceCreated, ServiceUpdated, VersionRequested
+from shared.faust_app import decoded, make_app, topic
+from shared.settings import Settings
+
+from .build import on_version_requested
+from .check import on_service_event
+from .core import Builder, bootstrap
+from .push import on_image_built
+from .reaper import reap_forever
+from .tag import on_image_pushed
+from .watch import watch_forever
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Builder, Event], Awaitable[Any]]
+
+
+async def dispatch(b: Builder, raw: bytes, kinds: tuple[type[Event], ...], handler: Handler) -> None:
+    """Decode, filter by type, run the handler; a handler error is logged, never kills the agent."""
+    event = decoded(raw)
+    if event is None or not isinstance(event, kinds):
+        return
+    try:
+        await handler(b, event)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001
+        log.exception("%s %s: handler failed", event.type, event.aggregate_id)
+
+
+def build_app(settings: Settings, builder: Builder | None = None) -> faust.App:
+    app = make_app("builder", settings)
+    b = builder or bootstrap(settings)
+    services = topic(app, settings, "services")
+    versions = topic(app, settings, "versions")
+    parallel = settings.builder_concurrency
+
+    @app.agent(services, concurrency=2)
+    async def check(stream: Any) -> None:
+        async for raw in stream:
+            await dispatch(b, raw, (ServiceCreated, ServiceUpdated), on_service_event)
+
+    @app.agent(versions, concurrency=parallel)
+    async def build(stream: Any) -> None:
+        async for raw in stream:
+            await dispatch(b, raw, (VersionRequested,), on_version_requested)
+
+    @app.agent(versions, concurrency=parallel)
+    async def push(stream: Any) -> None:
+        async for raw in stream:
+            await dispatch(b, raw, (ImageBuilt,), on_image_built)
+
+    @app.agent(versions, concurrency=parallel)
+    async def tag(stream: Any) -> None:
+        async for raw in stream:
+            await dispatch(b, raw, (ImagePushed,), on_image_pushed)
+
+    @app.task
+    async def background() -> None:
+        await asyncio.gather(watch_forever(b), reap_forever(b))
+
+    app.builder = b  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,185 @@
+"""VersionRequested → clone (SourceFetched), config, quota, integration, pre_build, docker build (ImageBuilt).
+
+Idempotent: a terminal version is skipped, a version whose image is already built is left to the
+push step (its ImageBuilt is in the log), a version another live worker is building is waited for
+(and taken over if that worker's heartbeat stops), and everything is named after the version id,
+so redoing a step after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from shared.events import Event, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded
+from shared.events.versions import (
+    ImageBuiltPayload,
+    SourceFetchedPayload,
+    VersionQueuedPayload,
+    VersionSucceededPayload,
+)
+
+from . import pipeline
+from .core import Builder, Failed, Run, run_guarded
+from .engine import BuildError, image_name
+from .hosts import NoHost
+from .state import TERMINAL
+from .vcs import VcsError
+
+log = logging.getLogger(__name__)
+PROJECTION_WAIT = 10.0
+REPO_CHECK_WAIT = 10.0
+
+
+async def acquire_version(b: Builder, vid: str, *, skip: Any = None) -> tuple[dict[str, Any], Any] | None:
+    """Read the version, skip it if finished (or `skip(doc)`), and own it: (doc, Active) or None."""
+    doc = await b.state.wait_version(vid, PROJECTION_WAIT)
+    if doc is None:
+        log.warning("version %s: not in the read model after %ss; skipped", vid, PROJECTION_WAIT)
+        return None
+    if doc.get("status") in TERMINAL or (skip is not None and skip(doc)):
+        return None
+    if vid in b.active:
+        # The previous step of this version is still finishing here (or this is a repeated delivery):
+        # wait for it, then look again.
+        while vid in b.active:
+            await asyncio.sleep(0.05)
+        doc = await b.state.version(vid) or doc
+        if doc.get("status") in TERMINAL or (skip is not None and skip(doc)):
+            return None
+    active = b.begin(vid)
+    if active is None:
+        return None
+    try:
+        while not await b.state.claim(vid):
+            # Another live worker has it (e.g. partitions moved while it builds): wait, take over if it dies.
+            await asyncio.sleep(2.0)
+            doc = await b.state.version(vid) or doc
+            if doc.get("status") in TERMINAL or (skip is not None and skip(doc)):
+                b.end(vid)
+                return None
+        doc = await b.state.version(vid) or doc
+        if doc.get("status") in TERMINAL:
+            b.end(vid)
+            return None
+    except BaseException:
+        b.end(vid)
+        raise
+    return doc, active
+
+
+def _built(doc: dict[str, Any]) -> bool:
+    return bool(doc.get("image_id")) and (doc.get("stages") or {}).get("build", {}).get("status") == "success"
+
+
+async def on_version_requested(b: Builder, event: Event) -> None:
+    owned = await acquire_version(b, event.aggregate_id, skip=_built)
+    if owned is None:
+        return
+    doc, active = owned
+    run = Run(b, event, doc, active)
+    try:
+        await run_guarded(b, run, lambda r: build_version(b, r, event))
+    finally:
+        b.end(run.vid)
+
+
+async def _service(b: Builder, run: Run) -> dict[str, Any]:
+    service = await b.state.service(run.version["service_id"])
+    if service is None or service.get("deleted"):
+        raise Failed(f"service {run.version['service_id']} does not exist (deleted?)", "clone")
+    waited = 0.0
+    while service.get("status") == "accepted" and waited < REPO_CHECK_WAIT:
+        await asyncio.sleep(0.25)
+        waited += 0.25
+        service = await b.state.service(service["_id"]) or service
+    status = service.get("status")
+    if status in ("missing", "unknownvcs"):
+        detail = service.get("status_message") or ""
+        raise Failed(f"the repository is not healthy ({status}){': ' + detail if detail else ''}", "clone")
+    return service
+
+
+async def build_version(b: Builder, run: Run, event: Event) -> None:
+    payload: Any = event.payload
+    run.service = service = await _service(b, run)
+    await run.open_log()
+    repo = await b.state.repo_spec(service)
+    try:
+        run.host = await b.hosts.pick(run.vid)
+    except NoHost as exc:
+        raise Failed(str(exc), "clone") from None
+    workspace = b.workspace(run.vid)
+    branch = run.version.get("branch") or payload.branch
+
+    async def clone() -> str:
+        return await b.vcs.clone(repo, workspace, run.version.get("commit") or payload.commit, branch,
+                                 run.line_writer("clone"))
+
+    commit = await run.stage("clone", clone, errors=(VcsError, OSError))
+    await run.emit(SourceFetched, SourceFetchedPayload(commit=commit, host=run.host, branch=branch))
+    run.version["commit"] = commit
+
+    try:
+        config = pipeline.load_config(workspace, service.get("config_file"))
+    except pipeline.ConfigError as exc:
+        raise Failed(str(exc), "config") from None
+    stages = config.stages(run.version.get("operations"))
+    await run.write("clone", f"pipeline: {' → '.join(stages)} ({config.source or 'default: root Dockerfile'})",
+                    "system")
+    await _reserve_quota(b, run, config)
+
+    client = b.hosts.client(run.host)
+    ctx = pipeline.StageContext(docker=client, version_id=run.vid, user_id=run.version["user_id"],
+                                workspace=workspace, log=await run.open_log(), settings=b.settings,
+                                cancelled=run.active.cancelled, deadline=run.deadline)
+    for name in ("integration", "pre_build"):
+        if name in stages:
+            await run.stage(name, lambda n=name: pipeline.run_stage(ctx, config, n))
+
+    if "build" not in stages:  # integration only: nothing to publish
+        deploy = config.deploy if "deploy" in stages else []
+        await run.teardown()
+        if await run.still_wanted():
+            await run.emit(VersionSucceeded, VersionSucceededPayload(deploy=deploy))
+        return
+
+    image = image_name(b.settings.registry_location, run.version["user_id"], service["name"], run.version["name"])
+    memory, cpu = config.container_limits(b.settings)
+
+    async def build() -> str:
+        try:
+            dockerfile, context = config.dockerfile(workspace)
+        except pipeline.ConfigError as exc:
+            raise Failed(str(exc)) from None
+        if not dockerfile.is_file():
+            raise Failed(f"Dockerfile not found: {dockerfile.relative_to(workspace.resolve())} "
+                         "is not in the repository")
+        return await b.images.build(client, context=context, dockerfile=dockerfile, image=image,
+                                    labels={"fornax.version": run.vid, "fornax.service": service["_id"]},
+                                    memory_mb=memory, cpu_shares=cpu, on_line=run.line_writer("build"))
+
+    image_id = await run.stage("build", build, timeout=config.timeout("build", b.settings.stage_timeout),
+                               errors=(BuildError,))
+    await run.emit(ImageBuilt, ImageBuiltPayload(image=image, image_id=image_id, host=run.host))
+    await b.state.hand_on(run.vid)
+
+
+async def _reserve_quota(b: Builder, run: Run, config: Any) -> None:
+    memory, cpu = config.demand(b.settings)
+
+    async def on_wait(reason: str) -> None:
+        await run.write("clone", reason, "system")
+        await run.emit(VersionQueued, VersionQueuedPayload(reason=reason))
+
+    try:
+        got = await pipeline.acquire(b.store, run.version["user_id"], run.vid, memory, cpu, on_wait=on_wait,
+                                     cancelled=run.active.cancelled, deadline=run.deadline)
+    except pipeline.QuotaExceeded as exc:
+        raise Failed(str(exc), "quota") from None
+    if not got:
+        if run.active.cancelled.is_set():
+            from .core import Cancelled
+            raise Cancelled()
+        raise Failed("timed out waiting for quota", "quota")

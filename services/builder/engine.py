@@ -1,0 +1,236 @@
+"""Image builder and registry ports over the docker SDK, plus steerable fakes.
+
+Both real calls stream the daemon's JSON lines from a worker thread into the event loop as they
+arrive. Cancelling the awaiting coroutine (user cancel, timeout) shuts the HTTP connection down:
+dockerd then aborts the build (and removes its intermediate container) or the push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound
+
+OnLine = Callable[[str], Awaitable[None]]
+_STEP = re.compile(r"^Step \d+/\d+ : ")
+
+
+class BuildError(Exception):
+    """The image build failed; the message names the failing step and the daemon's error."""
+
+
+class PushError(Exception):
+    """The push failed; the message names the reason (e.g. authentication, connection refused)."""
+
+
+class _TrackingAPI(docker.APIClient):
+    """Remembers, per thread, the response behind the last streaming call, so it can be aborted."""
+
+    _tls = threading.local()
+
+    def _stream_helper(self, response: Any, decode: bool = False) -> Any:
+        _TrackingAPI._tls.response = response
+        return super()._stream_helper(response, decode)
+
+
+def connect(base_url: str, cert_path: str | None = None, timeout: int = 120) -> docker.DockerClient:
+    """A DockerClient for one host of the pool (TLS when DOCKER_CERT_PATH is set for tcp hosts)."""
+    tls: Any = False
+    if cert_path and base_url.startswith("tcp://"):
+        p = Path(cert_path)
+        tls = docker.tls.TLSConfig(client_cert=(str(p / "cert.pem"), str(p / "key.pem")),
+                                   ca_cert=str(p / "ca.pem"), verify=True)
+    client = docker.DockerClient(base_url=base_url, version="auto", timeout=timeout, tls=tls)
+    client.api = _TrackingAPI(base_url=base_url, version="auto", timeout=timeout, tls=tls)
+    return client
+
+
+def _abort(response: Any) -> None:
+    """Shut the streaming connection down (unblocks the reading thread; the daemon cancels)."""
+    with contextlib.suppress(Exception):
+        sock = response.raw._fp.fp.raw
+        sock = getattr(sock, "_sock", sock)
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
+
+
+async def stream_items(start: Callable[[], Iterator[dict[str, Any]]]) -> Any:
+    """Async-iterate the decoded JSON items of a streaming docker call run in a worker thread."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    holder: dict[str, Any] = {}
+    done = threading.Event()
+
+    def put(kind: str, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def run() -> None:
+        try:
+            items = start()
+            holder["response"] = getattr(_TrackingAPI._tls, "response", None)
+            if done.is_set():  # aborted while the request was being sent
+                _abort(holder["response"])
+            for item in items:
+                put("item", item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            put("error", exc)
+        finally:
+            put("end", None)
+
+    threading.Thread(target=run, daemon=True, name="fornax-docker-stream").start()
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        done.set()
+        if holder.get("response") is not None:
+            _abort(holder["response"])
+
+
+def image_name(registry: str, user: str, service: str, version: str) -> str:
+    """`<registry>/<user>/<service>:<version>`, lower-cased; characters a tag cannot hold become '-'."""
+    tag = re.sub(r"[^a-z0-9_.-]", "-", version.lower()).lstrip(".-")[:128] or "latest"
+    return f"{registry.rstrip('/')}/{user}/{service}:{tag}".lower()
+
+
+class ImageBuilder(Protocol):
+    async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
+                    memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
+        """Build and tag `image`; returns the image id; BuildError names the failing step."""
+
+
+class Registry(Protocol):
+    async def push(self, client: Any, image: str, on_line: OnLine) -> str:
+        """Push `image` from the host; returns its digest; PushError names the reason."""
+
+
+class DockerImageBuilder:
+    async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
+                    memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
+        api = client.api
+        rel = str(dockerfile.relative_to(context)) if context in dockerfile.parents else str(dockerfile)
+
+        def start() -> Iterator[dict[str, Any]]:
+            return api.build(path=str(context), dockerfile=rel, tag=image, rm=True, forcerm=True, decode=True,
+                             labels=labels, pull=False,
+                             container_limits={"memory": memory_mb * 1024 * 1024,
+                                               "memswap": memory_mb * 1024 * 1024, "cpushares": cpu_shares})
+
+        image_id = None
+        step = None
+        tail: list[str] = []
+        try:
+            async with contextlib.aclosing(stream_items(start)) as items:
+                async for item in items:
+                    if "stream" in item:
+                        for line in str(item["stream"]).splitlines():
+                            if not line.strip():
+                                continue
+                            if _STEP.match(line):
+                                step = line
+                            tail = (tail + [line])[-5:]
+                            await on_line(line)
+                    elif "aux" in item and isinstance(item["aux"], dict) and item["aux"].get("ID"):
+                        image_id = item["aux"]["ID"]
+                    elif "error" in item:
+                        message = str(item.get("error") or item.get("errorDetail", {}).get("message", "")).strip()
+                        await on_line(f"ERROR: {message}")
+                        where = f" at {step}" if step else ""
+                        raise BuildError(f"docker build failed{where}: {message}")
+        except (APIError, DockerException) as exc:
+            raise BuildError(f"docker build failed: {getattr(exc, 'explanation', None) or exc}") from None
+        if image_id is None:
+            try:
+                image_id = (await asyncio.to_thread(client.images.get, image)).id
+            except (ImageNotFound, APIError) as exc:
+                raise BuildError(f"docker build produced no image: {' / '.join(tail)}") from exc
+        return str(image_id)
+
+
+@dataclass
+class DockerRegistry:
+    """Pushes through the build host's engine with the registry credentials from settings."""
+
+    registry: str
+    username: str
+    password: str
+
+    async def push(self, client: Any, image: str, on_line: OnLine) -> str:
+        repo, _, tag = image.rpartition(":")
+        auth = {"username": self.username, "password": self.password, "serveraddress": self.registry}
+
+        def start() -> Iterator[dict[str, Any]]:
+            return client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
+
+        digest = None
+        seen: set[tuple[str, str]] = set()
+        try:
+            async with contextlib.aclosing(stream_items(start)) as items:
+                async for item in items:
+                    if "error" in item:
+                        message = str(item.get("error") or "").strip() or "unknown error"
+                        raise PushError(f"push of {image} to {self.registry} failed: {message}")
+                    aux = item.get("aux")
+                    if isinstance(aux, dict) and aux.get("Digest"):
+                        digest = aux["Digest"]
+                    status = item.get("status")
+                    if status and "progressDetail" in item and item.get("progress"):
+                        continue  # byte counters: too chatty for the log
+                    if status and (item.get("id", ""), status) not in seen:
+                        seen.add((item.get("id", ""), status))
+                        await on_line(f"{item['id']}: {status}" if item.get("id") else str(status))
+        except (APIError, DockerException) as exc:
+            raise PushError(f"push of {image} to {self.registry} failed: "
+                            f"{getattr(exc, 'explanation', None) or exc}") from None
+        if not digest:
+            raise PushError(f"push of {image} to {self.registry} returned no digest")
+        return str(digest)
+
+
+@dataclass
+class FakeImageBuilder:
+    """Steerable: `fail` (message) makes builds fail; `delay` seconds per build; records builds."""
+
+    fail: str | None = None
+    delay: float = 0.0
+    built: list[str] = field(default_factory=list)
+
+    async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
+                    memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
+        await on_line(f"Step 1/1 : fake build of {image}")
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise BuildError(self.fail)
+        if not dockerfile.exists():
+            raise BuildError(f"Dockerfile {dockerfile.name} not found")
+        self.built.append(image)
+        return "sha256:" + "f" * 64
+
+
+@dataclass
+class FakeRegistry:
+    fail: str | None = None
+    pushed: list[str] = field(default_factory=list)
+
+    async def push(self, client: Any, image: str, on_line: OnLine) -> str:
+        if self.fail:
+            raise PushError(self.fail)
+        self.pushed.append(image)
+        await on_line(f"fake push {image}")
+        return "sha256:" + "e" * 64

@@ -1,0 +1,76 @@
+"""ImagePushed → tag the commit with the version name (VersionTagged) → post_build → VersionSucceeded.
+
+Tagging is idempotent (the same tag at the same commit is fine), so a repeated ImagePushed redoes
+nothing harmful. The workspace is re-cloned when this process did not build the version itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.events import Event, VersionSucceeded, VersionTagged
+from shared.events.versions import VersionSucceededPayload, VersionTaggedPayload
+
+from . import pipeline
+from .build import acquire_version
+from .core import Builder, Failed, Run, run_guarded
+from .vcs import VcsError
+
+TAG_TIMEOUT = 300.0
+
+
+async def on_image_pushed(b: Builder, event: Event) -> None:
+    owned = await acquire_version(b, event.aggregate_id)
+    if owned is None:
+        return
+    doc, active = owned
+    run = Run(b, event, doc, active)
+    try:
+        await run_guarded(b, run, lambda r: tag_version(b, r, event))
+    finally:
+        b.end(run.vid)
+
+
+async def tag_version(b: Builder, run: Run, event: Event) -> None:
+    p: Any = event.payload
+    version = run.version
+    service = await b.state.service(version["service_id"])
+    if service is None:
+        raise Failed(f"service {version['service_id']} does not exist (deleted?)", "tag")
+    run.service = service
+    repo = await b.state.repo_spec(service)
+    await run.open_log()
+    workspace = b.workspace(run.vid)
+    commit = version.get("commit")
+    if not commit:  # the read model lags behind SourceFetched: wait for it
+        doc = await b.state.wait_version(run.vid, 10.0, until=lambda d: bool(d.get("commit")))
+        commit = (doc or {}).get("commit")
+    if not commit:
+        raise Failed("the version has no resolved commit to tag", "tag")
+
+    async def tag() -> None:
+        if not workspace.is_dir():
+            await b.vcs.clone(repo, workspace, commit, version.get("branch"), run.line_writer("tag"))
+        await b.vcs.tag(repo, workspace, version["name"], commit, run.line_writer("tag"))
+
+    await run.stage("tag", tag, timeout=TAG_TIMEOUT, errors=(VcsError, OSError))
+    await run.emit(VersionTagged, VersionTaggedPayload(tag=version["name"], commit=commit))
+
+    try:
+        config = pipeline.load_config(workspace, service.get("config_file"))
+    except pipeline.ConfigError as exc:
+        raise Failed(str(exc), "config") from None
+    stages = config.stages(version.get("operations"))
+    if "post_build" in stages:
+        host = version.get("host") or b.hosts.hosts[0]
+        run.host = host
+        ctx = pipeline.StageContext(docker=b.hosts.client(host), version_id=run.vid, user_id=version["user_id"],
+                                    workspace=workspace, log=await run.open_log(), settings=b.settings,
+                                    cancelled=run.active.cancelled, deadline=run.deadline)
+        await run.stage("post_build", lambda: pipeline.run_stage(ctx, config, "post_build"))
+
+    deploy = config.deploy if "deploy" in stages else []
+    await run.write("tag", f"version {version['name']} succeeded: {p.image}@{p.digest}", "system")
+    await run.teardown()
+    if await run.still_wanted():
+        await run.emit(VersionSucceeded, VersionSucceededPayload(image=p.image, digest=p.digest, deploy=deploy))

@@ -50,7 +50,9 @@ def images(settings, busybox_image) -> Iterator[Images]:
     imgs = Images(settings, busybox_image)
     yield imgs
     remove_deployed(imgs.client, imgs.service_id)
-    for image in imgs.built:
+    pulled = [i.id for i in imgs.client.images.list(filters={"label": "fornax.test"})
+              if any(r.startswith(imgs.repo) for r in i.attrs.get("RepoDigests") or [])]
+    for image in imgs.built + pulled:
         try:
             imgs.client.images.remove(image, force=True)
         except docker.errors.APIError:

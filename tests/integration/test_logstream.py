@@ -1,0 +1,181 @@
+"""The logstream on the real broker and Mongo-wire server, with versions made by the real projector:
+live lines, late joiners, resume with `since`, terminal versions, two instances, authorisation, a
+stalled subscriber, and the archive."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from infra.local.stack import free_port
+from shared.bus import EventBus
+
+from logstream_helpers import Watcher, end_version, new_user, request_version, wait_for, write_lines, ws_url
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def services(stack):
+    stack.start_service("projector")
+    stack.start_service("logstream")
+    yield stack
+    stack.stop("logstream")
+    stack.stop("projector")
+
+
+@pytest.fixture(scope="module")
+def second(services):
+    """A second logstream instance: short idle timeout and a small subscriber buffer."""
+    port = free_port()
+    services.start_service("logstream", instance="logstream2", env={
+        "FORNAX_LOGSTREAM_PORT": str(port), "FORNAX_IDLE_TIMEOUT": "3", "FORNAX_LOGSTREAM_QUEUE_LINES": "200"})
+    yield port
+    services.stop("logstream2")
+
+
+@pytest.fixture
+async def bus(settings):
+    async with EventBus(settings) as b:
+        yield b
+
+
+@pytest.fixture
+def alice(store):
+    return new_user(store, "alice")
+
+
+async def test_live_lines_arrive_before_the_version_ends(services, store, bus, alice):
+    user, token = alice
+    vid = await request_version(bus, store, user)
+    watcher = Watcher(ws_url(services.logstream_port, vid), token)
+    task = asyncio.create_task(watcher.run())
+    await asyncio.sleep(0.5)
+    await write_lines(bus, vid, 5)
+    await asyncio.wait_for(watcher.got_line.wait(), 30)
+    # The version is still running: nothing ended it yet, and the lines are already here.
+    assert store.versions.find_one({"_id": vid})["status"] == "pending"
+    await wait_for(lambda: len(watcher.lines) == 5, 30, "5 live lines")
+    assert watcher.final is None
+    await end_version(bus, vid, "success")
+    await asyncio.wait_for(task, 30)
+    assert watcher.seqs == [1, 2, 3, 4, 5]
+    assert [ln["text"] for ln in watcher.lines] == [f"line {i}" for i in range(1, 6)]
+    assert set(watcher.lines[0]) == {"seq", "stage", "stream", "text", "ts"}
+    assert watcher.final == {"final": True, "status": "success", "version_id": vid}
+    assert watcher.close_code == 1000
+
+
+async def test_joining_mid_stream_gets_every_line_once_in_order(services, store, bus, alice):
+    user, token = alice
+    vid = await request_version(bus, store, user)
+    producer = asyncio.create_task(write_lines(bus, vid, 1500, pause_every=50, pause=0.02))
+    # Join once part of the log is archived: history, then the seam, then live lines.
+    await wait_for(lambda: store.logs.count_documents({"version_id": vid}) >= 300, 30, "300 archived lines")
+    watchers = [Watcher(ws_url(services.logstream_port, vid), token) for _ in range(3)]
+    tasks = [asyncio.create_task(w.run()) for w in watchers]
+    await producer
+    await end_version(bus, vid, "failed")
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    for w in watchers:
+        assert w.seqs == list(range(1, 1501))
+        assert w.final == {"final": True, "status": "failed", "version_id": vid}
+
+
+async def test_reconnect_with_since_continues_exactly(services, store, bus, alice):
+    user, token = alice
+    vid = await request_version(bus, store, user)
+    await write_lines(bus, vid, 100)
+    first = await Watcher(ws_url(services.logstream_port, vid), token).run(stop_after=40)
+    last = first.seqs[-1]
+    assert first.seqs == list(range(1, last + 1))
+    producer = asyncio.create_task(write_lines(bus, vid, 200, start=101, pause_every=20, pause=0.02))
+    second = Watcher(ws_url(services.logstream_port, vid, since=last, token=token))
+    task = asyncio.create_task(second.run())
+    await producer
+    await end_version(bus, vid, "cancelled")
+    await asyncio.wait_for(task, 60)
+    assert second.seqs == list(range(last + 1, 301))
+    assert second.final["status"] == "cancelled"
+
+
+async def test_ended_version_sends_history_then_final(services, store, bus, alice):
+    user, token = alice
+    vid = await request_version(bus, store, user)
+    await write_lines(bus, vid, 2500)
+    await end_version(bus, vid, "success")
+    await wait_for(lambda: store.versions.find_one({"_id": vid, "status": "success"}), 30, "success projected")
+    w = await asyncio.wait_for(Watcher(ws_url(services.logstream_port, vid), token).run(), 60)
+    assert w.seqs == list(range(1, 2501))
+    assert w.final["status"] == "success"
+    assert w.close_code == 1000
+    # And the archive holds each line once, under its documented id.
+    doc = store.logs.find_one({"_id": f"{vid}:{7:012d}"})
+    assert doc["version_id"] == vid and doc["seq"] == 7 and doc["text"] == "line 7"
+    assert store.logs.count_documents({"version_id": vid}) == 2500
+
+
+async def test_two_instances_each_serve_any_version(services, second, store, bus, alice):
+    user, token = alice
+    vids = [await request_version(bus, store, user) for _ in range(4)]  # spread over partitions
+    watchers = [Watcher(ws_url(port, vid), token) for vid in vids for port in (services.logstream_port, second)]
+    tasks = [asyncio.create_task(w.run()) for w in watchers]
+    await asyncio.sleep(0.5)
+    await asyncio.gather(*(write_lines(bus, vid, 50) for vid in vids))
+    for vid in vids:
+        await end_version(bus, vid, "success")
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    for w in watchers:
+        assert w.seqs == list(range(1, 51))
+        assert w.final["status"] == "success"
+
+
+async def test_authorisation(services, store, bus, alice):
+    user, token = alice
+    _, mallory = new_user(store, "mallory")
+    vid = await request_version(bus, store, user)
+    await write_lines(bus, vid, 3, text="secret build line {seq}")
+
+    async def close_code(url, headers=None):
+        async with connect(url, additional_headers=headers or {}) as ws:
+            frames = []
+            try:
+                async for frame in ws:
+                    frames.append(frame)
+            except ConnectionClosed:
+                pass
+            return ws.close_code, frames
+
+    port = services.logstream_port
+    assert await close_code(ws_url(port, vid), {"Authorization": f"Bearer {mallory}"}) == (4403, [])
+    assert await close_code(ws_url(port, vid, token=mallory)) == (4403, [])
+    assert await close_code(ws_url(port, vid)) == (4401, [])
+    assert await close_code(ws_url(port, vid, token="fx_nonsense")) == (4401, [])
+    assert await close_code(ws_url(port, "0" * 32, token=token)) == (4404, [])
+    assert await close_code(ws_url(port, vid, token=token) + "&since=-3") == (4400, [])
+
+
+async def test_stalled_subscriber_is_cut_off_while_others_keep_up(services, second, store, bus, alice):
+    user, token = alice
+    vid = await request_version(bus, store, user)
+    fast = Watcher(ws_url(second, vid), token)
+    fast_task = asyncio.create_task(fast.run())
+    # The stalled client never reads: its socket buffers fill, then its 200-line buffer overflows.
+    stalled = await connect(ws_url(second, vid, token=token), max_queue=1, max_size=None)
+    await asyncio.sleep(0.5)
+    await write_lines(bus, vid, 3000, text="{seq} " + "x" * 4000, pause_every=100, pause=0.01)
+    await end_version(bus, vid, "success")
+    await asyncio.wait_for(fast_task, 90)
+    assert fast.seqs == list(range(1, 3001))
+    assert fast.final["status"] == "success"
+    await asyncio.wait_for(stalled.wait_closed(), 30)
+    assert stalled.close_code == 4008
+    assert "since=" in stalled.close_reason
+    # It resumes exactly where the server stopped sending.
+    since = int(stalled.close_reason.rsplit("since=", 1)[1])
+    resumed = await asyncio.wait_for(Watcher(ws_url(second, vid, since=since), token).run(), 60)
+    assert resumed.seqs == list(range(since + 1, 3001))
+    assert resumed.final["status"] == "success"

@@ -34,8 +34,13 @@ async def wait_for_success(settings, consumer, deployment_id: str, timeout: floa
                 event = json.loads(rec.value)
                 p = event.get("payload") or {}
                 if p.get("deployment_id") == deployment_id:
-                    STAGES.setdefault(deployment_id, []).append((event["type"], event["occurred_at"], time.time()))
-                if p.get("deployment_id") == deployment_id and event["type"] in ("DeploySucceeded", "DeployFailed"):
+                    STAGES.setdefault(deployment_id, []).append(
+                        (event["type"], event["occurred_at"], time.time())
+                    )
+                if p.get("deployment_id") == deployment_id and event["type"] in (
+                    "DeploySucceeded",
+                    "DeployFailed",
+                ):
                     if event["type"] == "DeployFailed":
                         raise RuntimeError(f"deploy failed: {p.get('reason')}")
                     return
@@ -51,8 +56,12 @@ async def fornax_runs(settings, store, image: str, digest: str) -> tuple[list[fl
     from tests.fixtures.deploy_world import new_id, service_events, version_events
 
     service_id, user = new_id(), "bench"
-    consumer = AIOKafkaConsumer(settings.topic("deploys"), bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="latest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        settings.topic("deploys"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
     await consumer.start()
     times, manual = [], []
     try:
@@ -62,7 +71,14 @@ async def fornax_runs(settings, store, image: str, digest: str) -> tuple[list[fl
             for i in range(RUNS + 1):  # the first run warms up the deployer (imports, connections)
                 vid = new_id()
                 requested, pushed, succeeded = version_events(
-                    service_id, user, vid, f"b{i}", image, digest, [DeploySpec(application="web", cluster="local")])
+                    service_id,
+                    user,
+                    vid,
+                    f"b{i}",
+                    image,
+                    digest,
+                    [DeploySpec(application="web", cluster="local")],
+                )
                 await bus.publish(requested, pushed)
                 while (store.versions.find_one({"_id": vid}) or {}).get("digest") != digest:
                     await asyncio.sleep(0.05)
@@ -87,8 +103,11 @@ async def fornax_runs(settings, store, image: str, digest: str) -> tuple[list[fl
 def manual_run(image: str, i: int) -> float:
     name = f"fornax-bench-manual-{i}"
     t0 = time.perf_counter()
-    subprocess.run(["docker", "run", "-d", "--name", name, "-p", "127.0.0.1::8080", image], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, "-p", "127.0.0.1::8080", image],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(["docker", "rm", "-f", name], check=True, capture_output=True)
     return time.perf_counter() - t0
 
@@ -105,8 +124,14 @@ def main() -> int:
     from tests.fixtures.deploy_world import HTTP_APP, build_and_push
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-deploy-"))
-    stack = Stack(base=base, kafka_port=free_port(), mongo_port=free_port(), registry_port=free_port(),
-                  gateway_port=free_port(), logstream_port=free_port())
+    stack = Stack(
+        base=base,
+        kafka_port=free_port(),
+        mongo_port=free_port(),
+        registry_port=free_port(),
+        gateway_port=free_port(),
+        logstream_port=free_port(),
+    )
     client = docker.from_env()
     image = None
     try:
@@ -115,8 +140,14 @@ def main() -> int:
         settings = Settings()
         store = Store(settings)
         stack.start_services(("projector", "deployer"))
-        image, digest = build_and_push(client, settings, ensure_busybox_image(client),
-                                       f"{settings.registry_location}/bench/benchapp", "v1", HTTP_APP)
+        image, digest = build_and_push(
+            client,
+            settings,
+            ensure_busybox_image(client),
+            f"{settings.registry_location}/bench/benchapp",
+            "v1",
+            HTTP_APP,
+        )
         fornax, manual = asyncio.run(fornax_runs(settings, store, image, digest))
     finally:
         if "-v" in sys.argv:
@@ -130,16 +161,24 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     if "-v" in sys.argv:
         from datetime import datetime
-        for did, stages in STAGES.items():
+
+        for stages in STAGES.values():
             start = stages[0][2]
-            print(" ".join(f"{t}@{(datetime.fromisoformat(o).timestamp() if o else seen) - start:.3f}"
-                           f"(seen {seen - start:.3f})" for t, o, seen in stages))
+            print(
+                " ".join(
+                    f"{t}@{(datetime.fromisoformat(o).timestamp() if o else seen) - start:.3f}"
+                    f"(seen {seen - start:.3f})"
+                    for t, o, seen in stages
+                )
+            )
     m_f, m_m = statistics.median(fornax), statistics.median(manual)
     print(f"runs: {RUNS} each (after one warm-up deploy)")
     print("fornax  VersionSucceeded -> DeploySucceeded (s): " + ", ".join(f"{t:.3f}" for t in fornax))
     print("by hand docker run + docker rm (s):              " + ", ".join(f"{t:.3f}" for t in manual))
-    print(f"median fornax {m_f:.3f}s, by hand {m_m:.3f}s, overhead {m_f - m_m:+.3f}s (target < 1 s): "
-          f"{'OK' if m_f - m_m < 1 else 'OVER TARGET'}")
+    print(
+        f"median fornax {m_f:.3f}s, by hand {m_m:.3f}s, overhead {m_f - m_m:+.3f}s (target < 1 s): "
+        f"{'OK' if m_f - m_m < 1 else 'OVER TARGET'}"
+    )
     return 0
 
 

@@ -44,7 +44,9 @@ def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:
     """Adapters from settings; nothing connects until first use."""
     store = Store(settings)
     bus = EventBus(settings)
-    deployer = Deployer(MongoState(store), build_targets(settings), bus.publish, timeout=settings.deploy_timeout)
+    deployer = Deployer(
+        MongoState(store), build_targets(settings), bus.publish, timeout=settings.deploy_timeout
+    )
     return deployer, bus, store
 
 

@@ -62,8 +62,14 @@ def auto_deployment_id(version_id: str, cluster: str, partition: str | None, app
 
 
 class Deployer:
-    def __init__(self, state: MemoryState, targets: dict[str, Target], publish: Publish,
-                 timeout: float = 120.0, projection_wait: float = 30.0) -> None:
+    def __init__(
+        self,
+        state: MemoryState,
+        targets: dict[str, Target],
+        publish: Publish,
+        timeout: float = 120.0,
+        projection_wait: float = 30.0,
+    ) -> None:
         self.state = state
         self.targets = targets
         self._publish = publish
@@ -94,39 +100,76 @@ class Deployer:
             return
         version = await self._wait_for(lambda: self.state.version(event.aggregate_id), "service_id")
         if version is None:
-            log.error("VersionSucceeded for unknown version %s: automatic deploys dropped", event.aggregate_id)
+            log.error(
+                "VersionSucceeded for unknown version %s: automatic deploys dropped", event.aggregate_id
+            )
             return
         for spec in p.deploy:
             payload = DeployRequestedPayload(
-                deployment_id=auto_deployment_id(event.aggregate_id, spec.cluster, spec.partition,
-                                                 spec.application),
-                service_id=version["service_id"], user_id=version.get("user_id") or event.actor or "",
-                version_id=event.aggregate_id, target=spec.cluster, namespace=spec.partition,
-                application=spec.application, kind="auto",
-                image=p.image or version.get("image"), digest=p.digest or version.get("digest"),
+                deployment_id=auto_deployment_id(
+                    event.aggregate_id, spec.cluster, spec.partition, spec.application
+                ),
+                service_id=version["service_id"],
+                user_id=version.get("user_id") or event.actor or "",
+                version_id=event.aggregate_id,
+                target=spec.cluster,
+                namespace=spec.partition,
+                application=spec.application,
+                kind="auto",
+                image=p.image or version.get("image"),
+                digest=p.digest or version.get("digest"),
             )
-            await self._publish(DeployRequested.make(version["service_id"], payload, cause=event,
-                                                     actor=version.get("user_id") or event.actor))
+            await self._publish(
+                DeployRequested.make(
+                    version["service_id"], payload, cause=event, actor=version.get("user_id") or event.actor
+                )
+            )
 
     async def request_deploy(self, event: DeployRequested) -> None:
         p = event.payload
-        log.info("deploy %s requested: %s of version %s to %s (%.3fs after the request)", p.deployment_id, p.kind,
-                 p.version_id, p.target, (utcnow() - event.occurred_at).total_seconds())
+        log.info(
+            "deploy %s requested: %s of version %s to %s (%.3fs after the request)",
+            p.deployment_id,
+            p.kind,
+            p.version_id,
+            p.target,
+            (utcnow() - event.occurred_at).total_seconds(),
+        )
         if await self._seen(p.deployment_id):
             return
         if p.target not in self.targets:
-            await self._fail(event, p.service_id, f"unknown target {p.target!r}: not configured on the server")
+            await self._fail(
+                event, p.service_id, f"unknown target {p.target!r}: not configured on the server"
+            )
             return
         if p.kind == "auto" and await self.state.pinned(p.service_id, p.target):
-            await self.emit(DeploySkipped.make(p.service_id, DeploySkippedPayload(
-                deployment_id=p.deployment_id, service_id=p.service_id, version_id=p.version_id, target=p.target,
-                reason=f"target {p.target!r} is pinned after a rollback; deploy explicitly or unpin it",
-            ), cause=event))
+            await self.emit(
+                DeploySkipped.make(
+                    p.service_id,
+                    DeploySkippedPayload(
+                        deployment_id=p.deployment_id,
+                        service_id=p.service_id,
+                        version_id=p.version_id,
+                        target=p.target,
+                        reason=f"target {p.target!r} is pinned after a rollback; deploy explicitly or unpin",
+                    ),
+                    cause=event,
+                )
+            )
             return
         if p.kind == "deploy" and await self.state.pinned(p.service_id, p.target):
-            await self.emit(TargetPinChanged.make(p.service_id, TargetPinChangedPayload(
-                service_id=p.service_id, target=p.target, pinned=False,
-                reason=f"explicit deploy {p.deployment_id}"), cause=event))
+            await self.emit(
+                TargetPinChanged.make(
+                    p.service_id,
+                    TargetPinChangedPayload(
+                        service_id=p.service_id,
+                        target=p.target,
+                        pinned=False,
+                        reason=f"explicit deploy {p.deployment_id}",
+                    ),
+                    cause=event,
+                )
+            )
         await self._enqueue((p.service_id, p.target), event)
 
     async def request_rollback(self, event: RollbackRequested) -> None:
@@ -137,15 +180,26 @@ class Deployer:
         if target is None:
             done = await self.state.successes(p.service_id)
             if not done:
-                await self._fail(event, p.service_id, "nothing to roll back: the service has no successful deployment")
+                await self._fail(
+                    event, p.service_id, "nothing to roll back: the service has no successful deployment"
+                )
                 return
             target = str(done[0]["target"])
         if target not in self.targets:
             await self._fail(event, p.service_id, f"unknown target {target!r}: not configured on the server")
             return
-        await self.emit(TargetPinChanged.make(p.service_id, TargetPinChangedPayload(
-            service_id=p.service_id, target=target, pinned=True,
-            reason=f"rolled back by deployment {p.deployment_id}"), cause=event))
+        await self.emit(
+            TargetPinChanged.make(
+                p.service_id,
+                TargetPinChangedPayload(
+                    service_id=p.service_id,
+                    target=target,
+                    pinned=True,
+                    reason=f"rolled back by deployment {p.deployment_id}",
+                ),
+                cause=event,
+            )
+        )
         await self._enqueue((p.service_id, target), event, target)
 
     # -- queueing ----------------------------------------------------------------------------------
@@ -160,11 +214,21 @@ class Deployer:
         if older is not None:
             self.active.discard(older.payload.deployment_id)
             op: Any = older.payload
-            await self.emit(DeploySkipped.make(op.service_id, DeploySkippedPayload(
-                deployment_id=op.deployment_id, service_id=op.service_id,
-                version_id=getattr(op, "version_id", None) or getattr(op, "to_version_id", None) or "",
-                target=key[1], reason=f"superseded by deployment {event.payload.deployment_id}",
-            ), cause=older))
+            await self.emit(
+                DeploySkipped.make(
+                    op.service_id,
+                    DeploySkippedPayload(
+                        deployment_id=op.deployment_id,
+                        service_id=op.service_id,
+                        version_id=getattr(op, "version_id", None)
+                        or getattr(op, "to_version_id", None)
+                        or "",
+                        target=key[1],
+                        reason=f"superseded by deployment {event.payload.deployment_id}",
+                    ),
+                    cause=older,
+                )
+            )
         if slot.runner is None or slot.runner.done():
             slot.runner = asyncio.create_task(self._drain(key, slot))
 
@@ -192,24 +256,52 @@ class Deployer:
         except Resolution as exc:
             await self._fail(event, p.service_id, str(exc))
             return
-        await self.emit(DeployStarted.make(p.service_id, DeployStartedPayload(
-            deployment_id=req.deployment_id, service_id=req.service_id, version_id=req.version_id,
-            target=target_name, namespace=req.namespace, application=req.application, image=req.image,
-            digest=req.digest, kind=kind), cause=event))
+        await self.emit(
+            DeployStarted.make(
+                p.service_id,
+                DeployStartedPayload(
+                    deployment_id=req.deployment_id,
+                    service_id=req.service_id,
+                    version_id=req.version_id,
+                    target=target_name,
+                    namespace=req.namespace,
+                    application=req.application,
+                    image=req.image,
+                    digest=req.digest,
+                    kind=kind,
+                ),
+                cause=event,
+            )
+        )
         log.info("deploy %s started: %s on %s", req.deployment_id, req.reference, target_name)
         target = self.targets[target_name]
         try:
             result = await asyncio.wait_for(target.deploy(req), req.timeout + 30)
         except TimeoutError:
-            result = DeployResult.failure(f"timeout: target {target_name!r} did not answer within {req.timeout:g}s")
+            result = DeployResult.failure(
+                f"timeout: target {target_name!r} did not answer within {req.timeout:g}s"
+            )
         except Exception as exc:  # noqa: BLE001 - an adapter bug becomes a failed deploy, not a stuck one
             log.exception("target %s raised", target_name)
-            result = DeployResult.failure(f"internal error in the {target_name!r} adapter: {type(exc).__name__}")
-        log.info("deploy %s %s: %s", req.deployment_id, "succeeded" if result.ok else "failed",
-                 result.detail or result.reason)
+            result = DeployResult.failure(
+                f"internal error in the {target_name!r} adapter: {type(exc).__name__}"
+            )
+        log.info(
+            "deploy %s %s: %s",
+            req.deployment_id,
+            "succeeded" if result.ok else "failed",
+            result.detail or result.reason,
+        )
         if result.ok:
-            await self.emit(DeploySucceeded.make(p.service_id, DeploySucceededPayload(
-                deployment_id=req.deployment_id, service_id=req.service_id, detail=result.detail), cause=event))
+            await self.emit(
+                DeploySucceeded.make(
+                    p.service_id,
+                    DeploySucceededPayload(
+                        deployment_id=req.deployment_id, service_id=req.service_id, detail=result.detail
+                    ),
+                    cause=event,
+                )
+            )
         else:
             await self._fail(event, p.service_id, result.reason)
 
@@ -219,7 +311,9 @@ class Deployer:
         if service is None:
             raise Resolution(f"service {p.service_id} not found")
         if isinstance(event, RollbackRequested):
-            version_id, image, digest, namespace, application = await self._rollback_source(event, target_name)
+            version_id, image, digest, namespace, application = await self._rollback_source(
+                event, target_name
+            )
             kind = "rollback"
         else:
             version_id, namespace, application, kind = p.version_id, p.namespace, p.application, p.kind
@@ -230,9 +324,15 @@ class Deployer:
         if not image:
             raise Resolution(f"version {version_id} has no pushed image to deploy")
         return DeployRequest(
-            deployment_id=p.deployment_id, service_id=p.service_id, service_name=str(service["name"]),
-            version_id=version_id, application=application or str(service["name"]), image=image, digest=digest,
-            namespace=namespace, timeout=self.timeout,
+            deployment_id=p.deployment_id,
+            service_id=p.service_id,
+            service_name=str(service["name"]),
+            version_id=version_id,
+            application=application or str(service["name"]),
+            image=image,
+            digest=digest,
+            namespace=namespace,
+            timeout=self.timeout,
         ), kind
 
     async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, str, str, Any, Any]:
@@ -241,25 +341,46 @@ class Deployer:
         current = done[0] if done else {}
         if p.to_version_id:
             version = await self._version(p.service_id, p.to_version_id)
-            return (p.to_version_id, version.get("image"), version.get("digest"), current.get("namespace"),
-                    current.get("application"))
+            return (
+                p.to_version_id,
+                version.get("image"),
+                version.get("digest"),
+                current.get("namespace"),
+                current.get("application"),
+            )
         earlier = next((d for d in done[1:] if d.get("digest") != current.get("digest")), None)
         if earlier is None:
-            raise Resolution(f"nothing to roll back to: no earlier successful deployment on target {target!r}")
-        return (earlier["version_id"], earlier["image"], earlier["digest"], earlier.get("namespace"),
-                earlier.get("application"))
+            raise Resolution(
+                f"nothing to roll back to: no earlier successful deployment on target {target!r}"
+            )
+        return (
+            earlier["version_id"],
+            earlier["image"],
+            earlier["digest"],
+            earlier.get("namespace"),
+            earlier.get("application"),
+        )
 
     async def _version(self, service_id: str, version_id: str) -> dict[str, Any]:
-        version = await self._wait_for(lambda: self.state.version(version_id), "status",
-                                       until=lambda v: v.get("status") in ("success", "failed", "cancelled"))
+        version = await self._wait_for(
+            lambda: self.state.version(version_id),
+            "status",
+            until=lambda v: v.get("status") in ("success", "failed", "cancelled"),
+        )
         if version is None or version.get("service_id") != service_id:
             raise Resolution(f"version {version_id} not found for service {service_id}")
         if version.get("status") != "success":
-            raise Resolution(f"version {version.get('name', version_id)} is {version.get('status')}, not success")
+            raise Resolution(
+                f"version {version.get('name', version_id)} is {version.get('status')}, not success"
+            )
         return version
 
-    async def _wait_for(self, fetch: Callable[[], Awaitable[dict[str, Any] | None]], key: str,
-                        until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
+    async def _wait_for(
+        self,
+        fetch: Callable[[], Awaitable[dict[str, Any] | None]],
+        key: str,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any] | None:
         """A read-model doc, waiting briefly for the projector to catch up with the event we react to."""
         deadline = asyncio.get_running_loop().time() + self.projection_wait
         doc = None
@@ -272,8 +393,15 @@ class Deployer:
             await asyncio.sleep(0.2)
 
     async def _fail(self, cause: Event, service_id: str, reason: str) -> None:
-        await self.emit(DeployFailed.make(service_id, DeployFailedPayload(
-            deployment_id=cause.payload.deployment_id, service_id=service_id, reason=reason), cause=cause))
+        await self.emit(
+            DeployFailed.make(
+                service_id,
+                DeployFailedPayload(
+                    deployment_id=cause.payload.deployment_id, service_id=service_id, reason=reason
+                ),
+                cause=cause,
+            )
+        )
 
 
 def _with_target(event: Event, target: str) -> Event:

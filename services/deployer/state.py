@@ -37,13 +37,26 @@ class MemoryState:
             return
         doc = self.deployments.setdefault(p.deployment_id, {"_id": p.deployment_id, "status": "requested"})
         if event.type == "DeployStarted":
-            doc.update(service_id=p.service_id, version_id=p.version_id, target=p.target, image=p.image,
-                       digest=p.digest, namespace=p.namespace, application=p.application, kind=p.kind)
+            doc.update(
+                service_id=p.service_id,
+                version_id=p.version_id,
+                target=p.target,
+                image=p.image,
+                digest=p.digest,
+                namespace=p.namespace,
+                application=p.application,
+                kind=p.kind,
+            )
             if doc["status"] not in TERMINAL:
                 doc["status"] = "running"
-        elif event.type in ("DeploySucceeded", "DeployFailed", "DeploySkipped") and doc["status"] not in TERMINAL:
+        elif (
+            event.type in ("DeploySucceeded", "DeployFailed", "DeploySkipped")
+            and doc["status"] not in TERMINAL
+        ):
             doc["service_id"] = p.service_id
-            doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(event.type, "skipped")
+            doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(
+                event.type, "skipped"
+            )
             doc["finished_at"] = event.occurred_at
             doc["_order"] = next(_ORDER)
 
@@ -65,9 +78,14 @@ class MemoryState:
         return _newest_first(self._memory_successes(service_id, target))
 
     def _memory_successes(self, service_id: str, target: str | None) -> list[dict[str, Any]]:
-        return [d for d in self.deployments.values()
-                if d.get("service_id") == service_id and d.get("status") == "success" and d.get("digest")
-                and (target is None or d.get("target") == target)]
+        return [
+            d
+            for d in self.deployments.values()
+            if d.get("service_id") == service_id
+            and d.get("status") == "success"
+            and d.get("digest")
+            and (target is None or d.get("target") == target)
+        ]
 
 
 class MongoState(MemoryState):

@@ -57,19 +57,24 @@ class World:
         self.versions[name] = vid
         image, digest = self.images[image_tag]
         publish(self.settings, *version_events(self.service_id, self.user, vid, name, image, digest, deploy))
-        wait_until(lambda: (self.store.versions.find_one({"_id": vid}) or {}).get("status") == "success",
-                   what=f"version {name} folded as success")
+        wait_until(
+            lambda: (self.store.versions.find_one({"_id": vid}) or {}).get("status") == "success",
+            what=f"version {name} folded as success",
+        )
         return vid
 
     def url(self, action: str, user: str | None = None) -> str:
         return f"/api/v1/{user or self.user}/services/{self.service_id}/{action}"
 
     def post(self, action: str, body: dict[str, Any], token: str | None = None, user: str | None = None):
-        return self.http.post(self.url(action, user), json=body,
-                              headers={"Authorization": f"Bearer {token or self.token}"})
+        return self.http.post(
+            self.url(action, user), json=body, headers={"Authorization": f"Bearer {token or self.token}"}
+        )
 
     def history(self, token: str | None = None, user: str | None = None) -> httpx.Response:
-        return self.http.get(self.url("deployments", user), headers={"Authorization": f"Bearer {token or self.token}"})
+        return self.http.get(
+            self.url("deployments", user), headers={"Authorization": f"Bearer {token or self.token}"}
+        )
 
     def finished(self, deployment_id: str) -> dict[str, Any]:
         def done() -> dict[str, Any] | None:
@@ -81,12 +86,16 @@ class World:
         return wait_until(done, 90, f"deployment {deployment_id} to finish")  # type: ignore[no-any-return]
 
     def deploy(self, version: str) -> dict[str, Any]:
-        resp = self.post("deploy", {"version_id": self.versions[version], "target": "local", "application": APP})
+        resp = self.post(
+            "deploy", {"version_id": self.versions[version], "target": "local", "application": APP}
+        )
         assert resp.status_code == 202, resp.text
         return self.finished(resp.json()["deployment_id"])
 
     def containers(self) -> list[Any]:
-        return self.docker.containers.list(all=True, filters={"label": f"fornax.deploy.service={self.service_id}"})
+        return self.docker.containers.list(
+            all=True, filters={"label": f"fornax.deploy.service={self.service_id}"}
+        )
 
     def running(self) -> Any:
         (container,) = self.containers()
@@ -159,7 +168,11 @@ def test_deploy_rollback_pin_and_history(world: World) -> None:
     assert resp.status_code == 202, resp.text
     r1 = w.finished(resp.json()["deployment_id"])
     assert (r1["status"], r1["kind"], r1["version_id"], r1["digest"]) == (
-        "success", "rollback", w.versions["v1"], digest["v1"])
+        "success",
+        "rollback",
+        w.versions["v1"],
+        digest["v1"],
+    )
     c = w.running()
     assert c.labels["fornax.deploy.digest"] == digest["v1"] and w.answer(c) == "v1"
     pins = wait_until(lambda: [t for t in w.history().json()["targets"] if t["pinned"]], 30, "the pin")
@@ -167,8 +180,15 @@ def test_deploy_rollback_pin_and_history(world: World) -> None:
 
     # An automatic deploy (config `deploy` section) to the pinned target is skipped, with the reason.
     w.add_version("v4", "v2", deploy=[DeploySpec(application=APP, cluster="local")])
-    skipped = wait_until(lambda: [d for d in w.history().json()["deployments"]
-                                  if d["version_id"] == w.versions["v4"] and d["status"] == "skipped"], 60, "skip")
+    skipped = wait_until(
+        lambda: [
+            d
+            for d in w.history().json()["deployments"]
+            if d["version_id"] == w.versions["v4"] and d["status"] == "skipped"
+        ],
+        60,
+        "skip",
+    )
     assert "pinned" in skipped[0]["reason"]
     assert w.running().labels["fornax.deploy.digest"] == digest["v1"]
 
@@ -176,16 +196,28 @@ def test_deploy_rollback_pin_and_history(world: World) -> None:
     assert resp.status_code == 202, resp.text
     wait_until(lambda: not [t for t in w.history().json()["targets"] if t["pinned"]], 30, "unpinned")
     w.add_version("v5", "v2", deploy=[DeploySpec(application=APP, cluster="local")])
-    auto = wait_until(lambda: [d for d in w.history().json()["deployments"]
-                               if d["version_id"] == w.versions["v5"] and d["status"] == "success"], 90, "auto")
+    auto = wait_until(
+        lambda: [
+            d
+            for d in w.history().json()["deployments"]
+            if d["version_id"] == w.versions["v5"] and d["status"] == "success"
+        ],
+        90,
+        "auto",
+    )
     assert auto[0]["kind"] == "auto"
     c = w.running()
     assert c.labels["fornax.deploy.version"] == w.versions["v5"] and w.answer(c) == "v2"
 
     history = w.history().json()["deployments"]
     assert [(d["kind"], d["status"], d["version_name"]) for d in history] == [
-        ("auto", "success", "v5"), ("auto", "skipped", "v4"), ("rollback", "success", "v1"),
-        ("deploy", "failed", "v3"), ("deploy", "success", "v2"), ("deploy", "success", "v1")]
+        ("auto", "success", "v5"),
+        ("auto", "skipped", "v4"),
+        ("rollback", "success", "v1"),
+        ("deploy", "failed", "v3"),
+        ("deploy", "success", "v2"),
+        ("deploy", "success", "v1"),
+    ]
     for d in history:
         assert d["target"] == "local" and d["requested_at"]
         if d["status"] != "skipped":

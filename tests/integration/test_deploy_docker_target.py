@@ -14,14 +14,25 @@ from infra.local.stack import free_port
 from services.deployer.targets import DeployRequest
 from services.deployer.targets.docker_host import DockerHostTarget, container_name
 from shared.settings import DockerTarget
-from tests.fixtures.deploy_world import CRASHING_APP, HTTP_APP, build_and_push, new_id, remove_deployed, wait_until
+from tests.fixtures.deploy_world import (
+    CRASHING_APP,
+    HTTP_APP,
+    build_and_push,
+    new_id,
+    remove_deployed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 HEALTHY_APP = HTTP_APP.replace(
-    "EXPOSE 8080", "EXPOSE 8080\nHEALTHCHECK --interval=300ms --timeout=2s --retries=3 "
-                   "CMD wget -q -O /dev/null http://127.0.0.1:8080/index.html || exit 1")
-UNHEALTHY_APP = HTTP_APP.replace("EXPOSE 8080", "EXPOSE 8080\nHEALTHCHECK --interval=300ms --retries=1 CMD false")
+    "EXPOSE 8080",
+    "EXPOSE 8080\nHEALTHCHECK --interval=300ms --timeout=2s --retries=3 "
+    "CMD wget -q -O /dev/null http://127.0.0.1:8080/index.html || exit 1",
+)
+UNHEALTHY_APP = HTTP_APP.replace(
+    "EXPOSE 8080", "EXPOSE 8080\nHEALTHCHECK --interval=300ms --retries=1 CMD false"
+)
 
 
 class Images:
@@ -37,9 +48,19 @@ class Images:
         self.built.append(image)
         return image, digest
 
-    def request(self, image: str, digest: str | None, version: str = "v", timeout: float = 30) -> DeployRequest:
-        return DeployRequest(deployment_id=new_id(), service_id=self.service_id, service_name="dtarget",
-                             version_id=version, application="app", image=image, digest=digest, timeout=timeout)
+    def request(
+        self, image: str, digest: str | None, version: str = "v", timeout: float = 30
+    ) -> DeployRequest:
+        return DeployRequest(
+            deployment_id=new_id(),
+            service_id=self.service_id,
+            service_name="dtarget",
+            version_id=version,
+            application="app",
+            image=image,
+            digest=digest,
+            timeout=timeout,
+        )
 
     def running(self):
         return self.client.containers.get(container_name("dtarget", "app"))
@@ -50,8 +71,11 @@ def images(settings, busybox_image) -> Iterator[Images]:
     imgs = Images(settings, busybox_image)
     yield imgs
     remove_deployed(imgs.client, imgs.service_id)
-    pulled = [i.id for i in imgs.client.images.list(filters={"label": "fornax.test"})
-              if any(r.startswith(imgs.repo) for r in i.attrs.get("RepoDigests") or [])]
+    pulled = [
+        i.id
+        for i in imgs.client.images.list(filters={"label": "fornax.test"})
+        if any(r.startswith(imgs.repo) for r in i.attrs.get("RepoDigests") or [])
+    ]
     for image in imgs.built + pulled:
         try:
             imgs.client.images.remove(image, force=True)
@@ -77,7 +101,9 @@ def test_pulls_by_digest_with_registry_credentials_when_not_on_the_engine(images
     target = DockerHostTarget("local", DockerTarget(), settings)
     result = deploy(target, images.request(image, digest))
     assert result.ok, result.reason
-    assert f"{images.repo}@{digest}" in images.client.images.get(f"{images.repo}@{digest}").attrs["RepoDigests"]
+    assert (
+        f"{images.repo}@{digest}" in images.client.images.get(f"{images.repo}@{digest}").attrs["RepoDigests"]
+    )
     assert images.running().labels["fornax.deploy.digest"] == digest
 
 
@@ -99,8 +125,14 @@ def test_healthcheck_is_awaited_and_unhealthy_keeps_the_previous(images: Images,
     assert not result.ok and result.reason.startswith("container is unhealthy")
     current = images.running()
     assert current.status == "running" and current.labels["fornax.deploy.version"] == "healthy"
-    assert len(images.client.containers.list(all=True, filters={
-        "label": f"fornax.deploy.service={images.service_id}"})) == 1
+    assert (
+        len(
+            images.client.containers.list(
+                all=True, filters={"label": f"fornax.deploy.service={images.service_id}"}
+            )
+        )
+        == 1
+    )
 
 
 def test_fixed_host_port_restarts_the_previous_when_the_new_one_crashes(images: Images, settings) -> None:

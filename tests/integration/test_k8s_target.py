@@ -24,19 +24,34 @@ DIGEST1 = "sha256:" + "1" * 64
 DIGEST2 = "sha256:" + "2" * 64
 
 
+@pytest.fixture
+def model(deployment_controller_model: DeploymentControllerModel) -> DeploymentControllerModel:  # noqa: F811
+    """The modelled cluster (see tests/fixtures/k8s_model.py)."""
+    return deployment_controller_model
+
+
 def target_for(model: Any, timeout_poll: float = 0.05) -> KubernetesTarget:
     cluster = KubernetesCluster(api_url=str(model.url).rstrip("/"), token=SecretStr(TOKEN), verify_ssl=False)
     return KubernetesTarget("model", cluster, poll_interval=timeout_poll, call_timeout=5)
 
 
-def request(digest: str = DIGEST1, version: str = "ver1", timeout: float = 10.0, did: str = "dep1") -> DeployRequest:
-    return DeployRequest(deployment_id=did, service_id="svc1", service_name="shop", version_id=version,
-                         application="web", image="127.0.0.1:5000/alice/shop:v1", digest=digest,
-                         namespace="prod", timeout=timeout)
+def request(
+    digest: str = DIGEST1, version: str = "ver1", timeout: float = 10.0, did: str = "dep1"
+) -> DeployRequest:
+    return DeployRequest(
+        deployment_id=did,
+        service_id="svc1",
+        service_name="shop",
+        version_id=version,
+        application="web",
+        image="127.0.0.1:5000/alice/shop:v1",
+        digest=digest,
+        namespace="prod",
+        timeout=timeout,
+    )
 
 
-async def test_create_when_missing(deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
+async def test_create_when_missing(model: DeploymentControllerModel) -> None:
     result = await target_for(model).deploy(request())
     assert result.ok, result.reason
     assert "deployment prod/web created" in result.detail
@@ -47,38 +62,67 @@ async def test_create_when_missing(deployment_controller_model: DeploymentContro
     (container,) = body["spec"]["template"]["spec"]["containers"]
     assert container == {"name": "web", "image": f"127.0.0.1:5000/alice/shop@{DIGEST1}"}
     assert body["spec"]["template"]["metadata"]["labels"] == {
-        "fornax.io/service": "svc1", "fornax.io/application": "web", "fornax.io/version": "ver1"}
-    assert body["spec"]["selector"]["matchLabels"] == {"fornax.io/service": "svc1", "fornax.io/application": "web"}
+        "fornax.io/service": "svc1",
+        "fornax.io/application": "web",
+        "fornax.io/version": "ver1",
+    }
+    assert body["spec"]["selector"]["matchLabels"] == {
+        "fornax.io/service": "svc1",
+        "fornax.io/application": "web",
+    }
     assert model.deployment("prod", "web")["status"]["observedGeneration"] == 1
 
 
-async def test_patch_changes_only_the_app_image_and_keeps_sidecar(
-        deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
-    await model.post("/apis/apps/v1/namespaces/prod/deployments", json={
-        "metadata": {"name": "web", "namespace": "prod", "labels": {"team": "a"}},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
-            "metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [
-                {"name": "log-shipper", "image": "shipper:1", "env": [{"name": "LEVEL", "value": "debug"}]},
-                {"name": "web", "image": "old:1", "ports": [{"containerPort": 8080}],
-                 "env": [{"name": "MODE", "value": "prod"}]},
-            ]}}},
-    })
+async def test_patch_changes_only_the_app_image_and_keeps_sidecar(model: DeploymentControllerModel) -> None:
+    await model.post(
+        "/apis/apps/v1/namespaces/prod/deployments",
+        json={
+            "metadata": {"name": "web", "namespace": "prod", "labels": {"team": "a"}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "log-shipper",
+                                "image": "shipper:1",
+                                "env": [{"name": "LEVEL", "value": "debug"}],
+                            },
+                            {
+                                "name": "web",
+                                "image": "old:1",
+                                "ports": [{"containerPort": 8080}],
+                                "env": [{"name": "MODE", "value": "prod"}],
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+    )
     result = await target_for(model).deploy(request())
     assert result.ok, result.reason
     assert "deployment prod/web updated" in result.detail
     (patch,) = model[kmock.method.PATCH]
     assert patch.headers.get("Content-Type") == "application/json-patch+json"
     paths = {op["path"]: op for op in patch.data}
-    assert paths["/spec/template/spec/containers/1/name"] == {"op": "test", "path": "/spec/template/spec/containers/1/name",
-                                                              "value": "web"}
+    assert paths["/spec/template/spec/containers/1/name"] == {
+        "op": "test",
+        "path": "/spec/template/spec/containers/1/name",
+        "value": "web",
+    }
     assert paths["/spec/template/spec/containers/1/image"]["value"] == f"127.0.0.1:5000/alice/shop@{DIGEST1}"
     assert not [p for p in paths if p.startswith("/spec/template/spec/containers/0")]
     assert not [p for p in paths if "replicas" in p or "ports" in p or "env" in p]
     dep = model.deployment("prod", "web")
     shipper, web = dep["spec"]["template"]["spec"]["containers"]
-    assert shipper == {"name": "log-shipper", "image": "shipper:1", "env": [{"name": "LEVEL", "value": "debug"}]}
+    assert shipper == {
+        "name": "log-shipper",
+        "image": "shipper:1",
+        "env": [{"name": "LEVEL", "value": "debug"}],
+    }
     assert web["ports"] == [{"containerPort": 8080}] and web["env"] == [{"name": "MODE", "value": "prod"}]
     assert dep["spec"]["replicas"] == 2 and dep["metadata"]["labels"]["team"] == "a"
     assert dep["spec"]["template"]["metadata"]["labels"] == {"app": "web", "fornax.io/version": "ver1"}
@@ -88,8 +132,8 @@ async def test_patch_changes_only_the_app_image_and_keeps_sidecar(
 
 
 async def test_rollout_wait_polls_until_the_controller_observed_the_generation(
-        deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
+    model: DeploymentControllerModel,
+) -> None:
     model.rollout_delay = 1.0
     result = await target_for(model).deploy(request())
     assert result.ok, result.reason
@@ -98,8 +142,7 @@ async def test_rollout_wait_polls_until_the_controller_observed_the_generation(
     assert model.deployment("prod", "web")["status"]["updatedReplicas"] == 1
 
 
-async def test_timeout_when_status_never_converges(deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
+async def test_timeout_when_status_never_converges(model: DeploymentControllerModel) -> None:
     model.behaviour = "stuck"
     result = await target_for(model).deploy(request(timeout=1.5))
     assert not result.ok
@@ -107,8 +150,7 @@ async def test_timeout_when_status_never_converges(deployment_controller_model: 
     assert "available 0/1" in result.reason
 
 
-async def test_image_pull_error_is_named(deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
+async def test_image_pull_error_is_named(model: DeploymentControllerModel) -> None:
     model.behaviour = "pull-error"
     result = await target_for(model).deploy(request(timeout=20))
     assert not result.ok
@@ -117,21 +159,29 @@ async def test_image_pull_error_is_named(deployment_controller_model: Deployment
     assert len(model[kmock.method.GET]["/api/v1/namespaces/prod/pods"]) >= 1
 
 
-async def test_forbidden_gives_a_clear_reason_without_credentials(
-        deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
-    model[kmock.method.GET] << 403 << {
-        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "reason": "Forbidden",
-        "message": 'deployments.apps "web" is forbidden: User "ci" cannot get resource "deployments"'}
+async def test_forbidden_gives_a_clear_reason_without_credentials(model: DeploymentControllerModel) -> None:
+    (
+        model[kmock.method.GET]
+        << 403
+        << {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": 403,
+            "reason": "Forbidden",
+            "message": 'deployments.apps "web" is forbidden: User "ci" cannot get resource "deployments"',
+        }
+    )
     result = await target_for(model).deploy(request())
     assert not result.ok
-    assert result.reason.startswith("forbidden: cluster 'model' refused: deployments.apps \"web\" is forbidden")
+    assert result.reason.startswith(
+        "forbidden: cluster 'model' refused: deployments.apps \"web\" is forbidden"
+    )
     assert TOKEN not in result.reason
     assert len(model[kmock.method.POST]) == 0 and len(model[kmock.method.PATCH]) == 0
 
 
-async def test_forbidden_patch(deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
+async def test_forbidden_patch(model: DeploymentControllerModel) -> None:
     assert (await target_for(model).deploy(request())).ok
     model[kmock.method.PATCH] << 403 << {"kind": "Status", "code": 403, "message": "cannot patch deployments"}
     result = await target_for(model).deploy(request(DIGEST2, "ver2", did="dep2"))
@@ -146,14 +196,18 @@ async def test_unreachable_cluster() -> None:
     assert TOKEN not in result.reason
 
 
-async def test_rollback_through_handlers_sets_the_earlier_digest(
-        deployment_controller_model: DeploymentControllerModel) -> None:
-    model = deployment_controller_model
+async def test_rollback_through_handlers_sets_the_earlier_digest(model: DeploymentControllerModel) -> None:
     state = MemoryState()
     state.services["svc1"] = {"_id": "svc1", "name": "shop"}
     for vid, digest in (("ver1", DIGEST1), ("ver2", DIGEST2)):
-        state.versions[vid] = {"_id": vid, "service_id": "svc1", "status": "success", "name": vid,
-                               "image": f"127.0.0.1:5000/alice/shop:{vid}", "digest": digest}
+        state.versions[vid] = {
+            "_id": vid,
+            "service_id": "svc1",
+            "status": "success",
+            "name": vid,
+            "image": f"127.0.0.1:5000/alice/shop:{vid}",
+            "digest": digest,
+        }
     events: list[Event] = []
 
     async def publish(*evs: Event) -> None:
@@ -161,22 +215,44 @@ async def test_rollback_through_handlers_sets_the_earlier_digest(
 
     deployer = Deployer(state, {"prod-cluster": target_for(model)}, publish, timeout=10, projection_wait=0.2)
     for did, vid in (("d1", "ver1"), ("d2", "ver2")):
-        await deployer.on_deploy_event(DeployRequested.make("svc1", DeployRequestedPayload(
-            deployment_id=did, service_id="svc1", user_id="alice", version_id=vid, target="prod-cluster",
-            namespace="prod", application="web")))
+        await deployer.on_deploy_event(
+            DeployRequested.make(
+                "svc1",
+                DeployRequestedPayload(
+                    deployment_id=did,
+                    service_id="svc1",
+                    user_id="alice",
+                    version_id=vid,
+                    target="prod-cluster",
+                    namespace="prod",
+                    application="web",
+                ),
+            )
+        )
         await deployer.idle()
-    await deployer.on_deploy_event(RollbackRequested.make("svc1", RollbackRequestedPayload(
-        deployment_id="r1", service_id="svc1", user_id="alice")))
+    await deployer.on_deploy_event(
+        RollbackRequested.make(
+            "svc1", RollbackRequestedPayload(deployment_id="r1", service_id="svc1", user_id="alice")
+        )
+    )
     await deployer.idle()
     assert [e.type for e in events if e.type.startswith("Deploy") and e.payload.deployment_id == "r1"] == [
-        "DeployStarted", "DeploySucceeded"]
+        "DeployStarted",
+        "DeploySucceeded",
+    ]
     (container,) = model.deployment("prod", "web")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"127.0.0.1:5000/alice/shop@{DIGEST1}"
     patches = model[kmock.method.PATCH]
     assert len(patches) == 2
-    assert patches[-1].data[1] == {"op": "replace", "path": "/spec/template/spec/containers/0/image",
-                                   "value": f"127.0.0.1:5000/alice/shop@{DIGEST1}"}
+    assert patches[-1].data[1] == {
+        "op": "replace",
+        "path": "/spec/template/spec/containers/0/image",
+        "value": f"127.0.0.1:5000/alice/shop@{DIGEST1}",
+    }
     revisions = model.revisions[("prod", "web")]
     assert [r["template"]["spec"]["containers"][0]["image"].rsplit("@", 1)[1] for r in revisions] == [
-        DIGEST1, DIGEST2, DIGEST1]
+        DIGEST1,
+        DIGEST2,
+        DIGEST1,
+    ]
     assert model.deployment("prod", "web")["metadata"]["labels"]["fornax.io/version"] == "ver1"

@@ -22,12 +22,20 @@ class Harness:
         self.state = MemoryState()
         self.state.services[SID] = {"_id": SID, "name": "shop", "user_id": "alice"}
         for n in (1, 2, 3):
-            self.state.versions[f"v{n}"] = {"_id": f"v{n}", "service_id": SID, "user_id": "alice", "name": f"v{n}",
-                                            "status": "success", "image": f"reg:5000/alice/shop:v{n}",
-                                            "digest": f"sha256:{n:064d}"}
+            self.state.versions[f"v{n}"] = {
+                "_id": f"v{n}",
+                "service_id": SID,
+                "user_id": "alice",
+                "name": f"v{n}",
+                "status": "success",
+                "image": f"reg:5000/alice/shop:v{n}",
+                "digest": f"sha256:{n:064d}",
+            }
         self.target = target or FakeTarget()
         self.events: list[Event] = []
-        self.deployer = Deployer(self.state, {"local": self.target}, self.publish, timeout=5, projection_wait=0.5)
+        self.deployer = Deployer(
+            self.state, {"local": self.target}, self.publish, timeout=5, projection_wait=0.5
+        )
 
     async def publish(self, *events: Event) -> None:
         self.events.extend(events)
@@ -36,15 +44,33 @@ class Harness:
         return [e.type for e in self.events if getattr(e.payload, "deployment_id", None) == deployment_id]
 
     async def deploy(self, did: str, version: str, kind: str = "deploy", wait: bool = True) -> None:
-        await self.deployer.on_deploy_event(DeployRequested.make(SID, DeployRequestedPayload(
-            deployment_id=did, service_id=SID, user_id="alice", version_id=version, target="local", kind=kind),
-            actor="alice"))
+        await self.deployer.on_deploy_event(
+            DeployRequested.make(
+                SID,
+                DeployRequestedPayload(
+                    deployment_id=did,
+                    service_id=SID,
+                    user_id="alice",
+                    version_id=version,
+                    target="local",
+                    kind=kind,
+                ),
+                actor="alice",
+            )
+        )
         if wait:
             await self.deployer.idle()
 
     async def rollback(self, did: str, to: str | None = None) -> None:
-        await self.deployer.on_deploy_event(RollbackRequested.make(SID, RollbackRequestedPayload(
-            deployment_id=did, service_id=SID, user_id="alice", to_version_id=to), actor="alice"))
+        await self.deployer.on_deploy_event(
+            RollbackRequested.make(
+                SID,
+                RollbackRequestedPayload(
+                    deployment_id=did, service_id=SID, user_id="alice", to_version_id=to
+                ),
+                actor="alice",
+            )
+        )
         await self.deployer.idle()
 
     def last(self, etype: str) -> Any:
@@ -78,7 +104,13 @@ async def test_repeated_request_after_finish_does_nothing() -> None:
 
 async def test_version_of_another_service_or_not_successful_fails() -> None:
     h = Harness()
-    h.state.versions["vx"] = {"_id": "vx", "service_id": "other", "status": "success", "image": "i", "digest": "d"}
+    h.state.versions["vx"] = {
+        "_id": "vx",
+        "service_id": "other",
+        "status": "success",
+        "image": "i",
+        "digest": "d",
+    }
     h.state.versions["vf"] = {"_id": "vf", "service_id": SID, "status": "failed", "name": "vf"}
     await h.deploy("d1", "vx")
     assert "not found" in h.last("DeployFailed").reason
@@ -93,7 +125,11 @@ async def test_rollback_redeploys_previous_digest_and_pins() -> None:
     await h.deploy("d2", "v2")
     await h.rollback("r1")
     started = h.last("DeployStarted")
-    assert (started.kind, started.version_id, started.digest) == ("rollback", "v1", h.state.versions["v1"]["digest"])
+    assert (started.kind, started.version_id, started.digest) == (
+        "rollback",
+        "v1",
+        h.state.versions["v1"]["digest"],
+    )
     assert h.target.requests[-1].digest == h.state.versions["v1"]["digest"]
     pin = h.last("TargetPinChanged")
     assert pin.pinned is True and pin.target == "local"
@@ -125,8 +161,12 @@ async def test_pinned_target_skips_auto_deploys_until_explicit_deploy_or_unpin()
     await h.deploy("a2", "v3", kind="auto")
     assert h.types("a2") == ["DeployStarted", "DeploySucceeded"]
     await h.rollback("r2")
-    await h.deployer.on_deploy_event(TargetPinChanged.make(SID, TargetPinChangedPayload(
-        service_id=SID, target="local", pinned=False, reason="unpinned by alice")))
+    await h.deployer.on_deploy_event(
+        TargetPinChanged.make(
+            SID,
+            TargetPinChangedPayload(service_id=SID, target="local", pinned=False, reason="unpinned by alice"),
+        )
+    )
     await h.deploy("a3", "v1", kind="auto")
     assert h.types("a3") == ["DeployStarted", "DeploySucceeded"]
 
@@ -138,7 +178,9 @@ async def test_concurrent_requests_serialised_and_newer_supersedes_queued() -> N
     await asyncio.sleep(0.05)  # d1 is now running (held by the gate)
     await h.deploy("d2", "v2", wait=False)
     await h.deploy("d3", "v3", wait=False)
-    assert h.types("d2") == ["DeploySkipped"] and "superseded by deployment d3" in h.last("DeploySkipped").reason
+    assert (
+        h.types("d2") == ["DeploySkipped"] and "superseded by deployment d3" in h.last("DeploySkipped").reason
+    )
     assert len(h.target.requests) == 1  # d3 waits for d1: never two deploys on one target at once
     gate.set()
     await h.deployer.idle()
@@ -148,14 +190,24 @@ async def test_concurrent_requests_serialised_and_newer_supersedes_queued() -> N
 
 async def test_version_succeeded_with_deploy_specs_requests_auto_deploys() -> None:
     h = Harness()
-    event = VersionSucceeded.make("v2", VersionSucceededPayload(
-        image="reg:5000/alice/shop:v2", digest="sha256:abc",
-        deploy=[DeploySpec(application="web", cluster="local", partition="prod")]), actor="alice")
+    event = VersionSucceeded.make(
+        "v2",
+        VersionSucceededPayload(
+            image="reg:5000/alice/shop:v2",
+            digest="sha256:abc",
+            deploy=[DeploySpec(application="web", cluster="local", partition="prod")],
+        ),
+        actor="alice",
+    )
     await h.deployer.on_version_succeeded(event)
     (req,) = h.events
     assert isinstance(req, DeployRequested) and req.aggregate_id == SID
     assert (req.payload.kind, req.payload.application, req.payload.namespace, req.payload.digest) == (
-        "auto", "web", "prod", "sha256:abc")
+        "auto",
+        "web",
+        "prod",
+        "sha256:abc",
+    )
     assert req.payload.deployment_id == auto_deployment_id("v2", "local", "prod", "web")
     await h.deployer.on_deploy_event(req)
     await h.deployer.idle()
@@ -166,16 +218,25 @@ async def test_version_succeeded_with_deploy_specs_requests_auto_deploys() -> No
 
 async def test_unknown_target_fails_clearly() -> None:
     h = Harness()
-    await h.deployer.on_deploy_event(DeployRequested.make(SID, DeployRequestedPayload(
-        deployment_id="d1", service_id=SID, user_id="alice", version_id="v1", target="nowhere")))
+    await h.deployer.on_deploy_event(
+        DeployRequested.make(
+            SID,
+            DeployRequestedPayload(
+                deployment_id="d1", service_id=SID, user_id="alice", version_id="v1", target="nowhere"
+            ),
+        )
+    )
     assert "unknown target 'nowhere'" in h.last("DeployFailed").reason
 
 
-@pytest.mark.parametrize("image,repo", [
-    ("127.0.0.1:5000/a/b:v1", "127.0.0.1:5000/a/b"),
-    ("127.0.0.1:5000/a/b", "127.0.0.1:5000/a/b"),
-    ("reg/a/b@sha256:1", "reg/a/b"),
-])
+@pytest.mark.parametrize(
+    "image,repo",
+    [
+        ("127.0.0.1:5000/a/b:v1", "127.0.0.1:5000/a/b"),
+        ("127.0.0.1:5000/a/b", "127.0.0.1:5000/a/b"),
+        ("reg/a/b@sha256:1", "reg/a/b"),
+    ],
+)
 def test_image_repository(image: str, repo: str) -> None:
     from services.deployer.targets import image_repository
 

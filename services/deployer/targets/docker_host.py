@@ -45,8 +45,10 @@ class DockerHostTarget:
         self.name = name
         self.config = config
         self.registry = settings.registry_location
-        self._auth = {"username": settings.registry_username,
-                      "password": settings.registry_password.get_secret_value()}
+        self._auth = {
+            "username": settings.registry_username,
+            "password": settings.registry_password.get_secret_value(),
+        }
 
     async def deploy(self, request: DeployRequest) -> DeployResult:
         return await asyncio.to_thread(self._deploy, request)
@@ -89,8 +91,12 @@ class DockerHostTarget:
             return DeployResult.failure(str(exc))
         name = container_name(req.service_name, req.application)
         labels = {
-            LABEL_SERVICE: req.service_id, LABEL_APPLICATION: req.application, LABEL_TARGET: self.name,
-            LABEL_VERSION: req.version_id, LABEL_DEPLOYMENT: req.deployment_id, LABEL_DIGEST: req.digest or "",
+            LABEL_SERVICE: req.service_id,
+            LABEL_APPLICATION: req.application,
+            LABEL_TARGET: self.name,
+            LABEL_VERSION: req.version_id,
+            LABEL_DEPLOYMENT: req.deployment_id,
+            LABEL_DIGEST: req.digest or "",
             **req.labels,
         }
         ports = self._ports(image)
@@ -132,8 +138,13 @@ class DockerHostTarget:
         return {p: (ip, host) for p, (ip, host) in ports.items()}
 
     def _remove_previous(self, client: docker.DockerClient, req: DeployRequest, keep: str) -> None:
-        filters = {"label": [f"{LABEL_SERVICE}={req.service_id}", f"{LABEL_APPLICATION}={req.application}",
-                             f"{LABEL_TARGET}={self.name}"]}
+        filters = {
+            "label": [
+                f"{LABEL_SERVICE}={req.service_id}",
+                f"{LABEL_APPLICATION}={req.application}",
+                f"{LABEL_TARGET}={self.name}",
+            ]
+        }
         for c in client.containers.list(all=True, filters=filters):
             if c.id != keep:
                 _remove(c)
@@ -192,7 +203,11 @@ def _tail(container: Any) -> str:
 
 def _describe(name: str, container: Any) -> str:
     bound = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-    maps = [f"{port} -> {b['HostIp']}:{b['HostPort']}" for port, binds in sorted(bound.items()) for b in binds or []]
+    maps = [
+        f"{port} -> {b['HostIp']}:{b['HostPort']}"
+        for port, binds in sorted(bound.items())
+        for b in binds or []
+    ]
     return f"container {name} running" + (f"; ports {', '.join(maps)}" if maps else "")
 
 

@@ -40,8 +40,9 @@ class KubernetesTarget:
 
     kind = "kubernetes"
 
-    def __init__(self, name: str, cluster: KubernetesCluster, poll_interval: float = 0.25,
-                 call_timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str, cluster: KubernetesCluster, poll_interval: float = 0.25, call_timeout: float = 10.0
+    ) -> None:
         self.name = name
         self.cluster = cluster
         self.poll_interval = poll_interval
@@ -85,13 +86,19 @@ class KubernetesTarget:
         name = k8s_name(req.application)
         current = self._read(apps, name, ns)
         if current is None:
-            resp = apps.create_namespaced_deployment(ns, deployment_manifest(req, name),
-                                                     _preload_content=False, _request_timeout=self.call_timeout)
+            resp = apps.create_namespaced_deployment(
+                ns, deployment_manifest(req, name), _preload_content=False, _request_timeout=self.call_timeout
+            )
             verb = "created"
         else:
-            resp = apps.patch_namespaced_deployment(name, ns, image_patch(current, req, name),
-                                                    _content_type=JSON_PATCH, _preload_content=False,
-                                                    _request_timeout=self.call_timeout)
+            resp = apps.patch_namespaced_deployment(
+                name,
+                ns,
+                image_patch(current, req, name),
+                _content_type=JSON_PATCH,
+                _preload_content=False,
+                _request_timeout=self.call_timeout,
+            )
             verb = "updated"
         generation = (json.loads(resp.data).get("metadata") or {}).get("generation") or 0
         self._wait_rollout(api, apps, name, ns, generation, req, deadline)
@@ -99,16 +106,25 @@ class KubernetesTarget:
 
     def _read(self, apps: k8s.AppsV1Api, name: str, ns: str) -> dict[str, Any] | None:
         try:
-            resp = apps.read_namespaced_deployment(name, ns, _preload_content=False,
-                                                   _request_timeout=self.call_timeout)
+            resp = apps.read_namespaced_deployment(
+                name, ns, _preload_content=False, _request_timeout=self.call_timeout
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return json.loads(resp.data)  # type: ignore[no-any-return]
 
-    def _wait_rollout(self, api: k8s.ApiClient, apps: k8s.AppsV1Api, name: str, ns: str, generation: int,
-                      req: DeployRequest, deadline: float) -> None:
+    def _wait_rollout(
+        self,
+        api: k8s.ApiClient,
+        apps: k8s.AppsV1Api,
+        name: str,
+        ns: str,
+        generation: int,
+        req: DeployRequest,
+        deadline: float,
+    ) -> None:
         core = k8s.CoreV1Api(api)
         last_pod_check = 0.0
         while True:
@@ -126,16 +142,19 @@ class KubernetesTarget:
                 if pull:
                     raise Failed(pull)
             if time.monotonic() > deadline:
-                raise Failed(f"timeout: rollout of deployment {ns}/{name} not complete after {req.timeout:g}s "
-                             f"({progress.summary})")
+                raise Failed(
+                    f"timeout: rollout of deployment {ns}/{name} not complete after {req.timeout:g}s "
+                    f"({progress.summary})"
+                )
             time.sleep(self.poll_interval)
 
     def _pull_error(self, core: k8s.CoreV1Api, ns: str, req: DeployRequest) -> str:
         """An image pull error from the application's pods, when the pods are visible to us."""
         selector = f"{LABEL_SERVICE}={req.service_id},{LABEL_APPLICATION}={k8s_name(req.application)}"
         try:
-            resp = core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False,
-                                            _request_timeout=self.call_timeout)
+            resp = core.list_namespaced_pod(
+                ns, label_selector=selector, _preload_content=False, _request_timeout=self.call_timeout
+            )
         except ApiException:
             return ""  # no right to list pods: rely on the Deployment's conditions and the timeout
         for pod in json.loads(resp.data).get("items") or []:
@@ -173,12 +192,19 @@ def rollout_progress(dep: dict[str, Any], generation: int) -> Progress:
     replicas = int(spec["replicas"]) if spec.get("replicas") is not None else 1
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    summary = (f"observedGeneration {observed}/{wanted_gen}, updated {updated}/{replicas}, "
-               f"available {available}/{replicas}")
+    summary = (
+        f"observedGeneration {observed}/{wanted_gen}, updated {updated}/{replicas}, "
+        f"available {available}/{replicas}"
+    )
     for cond in status.get("conditions") or []:
-        if observed >= wanted_gen and cond.get("type") == "Progressing" and \
-                cond.get("reason") == "ProgressDeadlineExceeded":
-            return Progress(False, f"rollout stalled: {cond.get('message') or 'progress deadline exceeded'}", summary)
+        if (
+            observed >= wanted_gen
+            and cond.get("type") == "Progressing"
+            and cond.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return Progress(
+                False, f"rollout stalled: {cond.get('message') or 'progress deadline exceeded'}", summary
+            )
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             return Progress(False, f"replica failure: {cond.get('message') or cond.get('reason')}", summary)
     done = wanted_gen > 0 and observed >= wanted_gen and updated == replicas and available == replicas
@@ -223,10 +249,18 @@ def image_patch(current: dict[str, Any], req: DeployRequest, name: str) -> list[
     ]
     for path, mapping, key, value in (
         ("/metadata/labels", (current.get("metadata") or {}).get("labels"), LABEL_VERSION, req.version_id),
-        ("/spec/template/metadata/labels", (template.get("metadata") or {}).get("labels"), LABEL_VERSION,
-         req.version_id),
-        ("/spec/template/metadata/annotations", (template.get("metadata") or {}).get("annotations"),
-         ANNOTATION_DIGEST, req.digest or ""),
+        (
+            "/spec/template/metadata/labels",
+            (template.get("metadata") or {}).get("labels"),
+            LABEL_VERSION,
+            req.version_id,
+        ),
+        (
+            "/spec/template/metadata/annotations",
+            (template.get("metadata") or {}).get("annotations"),
+            ANNOTATION_DIGEST,
+            req.digest or "",
+        ),
     ):
         if mapping is None:
             if path.startswith("/spec/template/metadata") and template.get("metadata") is None:

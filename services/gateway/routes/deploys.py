@@ -23,9 +23,24 @@ from ..ownership import owned_service
 from ..render import jsonable, paging
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DEPLOYMENT_FIELDS = ("kind", "status", "target", "namespace", "application", "version_id", "to_version_id",
-                      "image", "digest", "actor", "requested_at", "started_at", "finished_at", "duration",
-                      "reason", "detail")
+_DEPLOYMENT_FIELDS = (
+    "kind",
+    "status",
+    "target",
+    "namespace",
+    "application",
+    "version_id",
+    "to_version_id",
+    "image",
+    "digest",
+    "actor",
+    "requested_at",
+    "started_at",
+    "finished_at",
+    "duration",
+    "reason",
+    "detail",
+)
 
 
 def _name(v: str | None) -> str | None:
@@ -57,19 +72,28 @@ class UnpinIn(BaseModel):
 def _known_target(request: Request, target: str) -> None:
     names = target_names(request.app.state.settings)
     if target not in names:
-        raise ApiError(422, "unknown_target",
-                       f"unknown target {target!r}; configured targets: {', '.join(sorted(names)) or 'none'}",
-                       "target")
+        raise ApiError(
+            422,
+            "unknown_target",
+            f"unknown target {target!r}; configured targets: {', '.join(sorted(names)) or 'none'}",
+            "target",
+        )
 
 
-async def _successful_version(request: Request, service_id: str, version_id: str, field: str) -> dict[str, Any]:
+async def _successful_version(
+    request: Request, service_id: str, version_id: str, field: str
+) -> dict[str, Any]:
     doc = await db_call(store_of(request).versions.find_one, {"_id": version_id})
     if not doc or doc.get("service_id") != service_id:
         raise ApiError(404, "version_not_found", f"version {version_id!r} not found in this service", field)
     if doc.get("status") != "success":
-        raise ApiError(409, "version_not_successful",
-                       f"version {doc.get('name', version_id)!r} is {doc.get('status')}: only successful versions "
-                       "can be deployed", field)
+        raise ApiError(
+            409,
+            "version_not_successful",
+            f"version {doc.get('name', version_id)!r} is {doc.get('status')}: only successful versions "
+            "can be deployed",
+            field,
+        )
     return doc
 
 
@@ -81,11 +105,25 @@ async def deploy(request: Request) -> Response:
     _known_target(request, body.target)
     version = await _successful_version(request, service_id, body.version_id, "version_id")
     deployment_id = uuid.uuid4().hex
-    await publish(request, DeployRequested.make(service_id, DeployRequestedPayload(
-        deployment_id=deployment_id, service_id=service_id, user_id=user_id, version_id=body.version_id,
-        target=body.target, namespace=body.namespace, application=body.application, kind="deploy",
-        image=version.get("image"), digest=version.get("digest"),
-    ), actor=user_id))
+    await publish(
+        request,
+        DeployRequested.make(
+            service_id,
+            DeployRequestedPayload(
+                deployment_id=deployment_id,
+                service_id=service_id,
+                user_id=user_id,
+                version_id=body.version_id,
+                target=body.target,
+                namespace=body.namespace,
+                application=body.application,
+                kind="deploy",
+                image=version.get("image"),
+                digest=version.get("digest"),
+            ),
+            actor=user_id,
+        ),
+    )
     return JSONResponse({"deployment_id": deployment_id}, status_code=202)
 
 
@@ -102,20 +140,34 @@ async def rollback(request: Request) -> Response:
         query: dict[str, Any] = {"service_id": service_id, "status": "success"}
         if body.target is not None:
             query["target"] = body.target
-        done = await db_call(lambda: list(store_of(request).deployments.find(query).sort("finished_at", -1)
-                                          .limit(100)))
+        done = await db_call(
+            lambda: list(store_of(request).deployments.find(query).sort("finished_at", -1).limit(100))
+        )
         if done:
             target = done[0].get("target")
             done = [d for d in done if d.get("target") == target]
         if len({d.get("digest") for d in done}) < 2:
-            raise ApiError(409, "nothing_to_roll_back",
-                           "no earlier successful deployment to roll back to" +
-                           (f" on target {body.target!r}" if body.target else ""))
+            raise ApiError(
+                409,
+                "nothing_to_roll_back",
+                "no earlier successful deployment to roll back to"
+                + (f" on target {body.target!r}" if body.target else ""),
+            )
     deployment_id = uuid.uuid4().hex
-    await publish(request, RollbackRequested.make(service_id, RollbackRequestedPayload(
-        deployment_id=deployment_id, service_id=service_id, user_id=user_id, to_version_id=body.to_version_id,
-        target=body.target,
-    ), actor=user_id))
+    await publish(
+        request,
+        RollbackRequested.make(
+            service_id,
+            RollbackRequestedPayload(
+                deployment_id=deployment_id,
+                service_id=service_id,
+                user_id=user_id,
+                to_version_id=body.to_version_id,
+                target=body.target,
+            ),
+            actor=user_id,
+        ),
+    )
     return JSONResponse({"deployment_id": deployment_id}, status_code=202)
 
 
@@ -125,8 +177,16 @@ async def unpin(request: Request) -> Response:
     await owned_service(request, user_id, service_id)
     body = await read_json(request, UnpinIn)
     _known_target(request, body.target)
-    await publish(request, TargetPinChanged.make(service_id, TargetPinChangedPayload(
-        service_id=service_id, target=body.target, pinned=False, reason=f"unpinned by {user_id}"), actor=user_id))
+    await publish(
+        request,
+        TargetPinChanged.make(
+            service_id,
+            TargetPinChangedPayload(
+                service_id=service_id, target=body.target, pinned=False, reason=f"unpinned by {user_id}"
+            ),
+            actor=user_id,
+        ),
+    )
     return JSONResponse({"target": body.target, "pinned": False}, status_code=202)
 
 
@@ -139,8 +199,9 @@ async def list_deployments(request: Request) -> Response:
 
     def read() -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], dict[str, str]]:
         query = {"service_id": service_id}
-        docs = list(store.deployments.find(query).sort([("requested_at", -1), ("_id", -1)]).skip(offset)
-                    .limit(limit))
+        docs = list(
+            store.deployments.find(query).sort([("requested_at", -1), ("_id", -1)]).skip(offset).limit(limit)
+        )
         total = store.deployments.count_documents(query)
         pins = list(store.targets.find({"service_id": service_id}))
         ids = list({d.get("version_id") for d in docs if d.get("version_id")})
@@ -153,10 +214,23 @@ async def list_deployments(request: Request) -> Response:
         item = {"deployment_id": d["_id"], **{k: d.get(k) for k in _DEPLOYMENT_FIELDS}}
         item["version_name"] = names.get(d.get("version_id") or "")
         items.append(item)
-    targets = [{k: t.get(k) for k in ("target", "pinned", "pin_reason", "current_deployment_id",
-                                      "current_version_id", "current_digest")} for t in pins]
-    return JSONResponse(jsonable({"deployments": items, "targets": targets, "total": total, "limit": limit,
-                                  "offset": offset}))
+    targets = [
+        {
+            k: t.get(k)
+            for k in (
+                "target",
+                "pinned",
+                "pin_reason",
+                "current_deployment_id",
+                "current_version_id",
+                "current_digest",
+            )
+        }
+        for t in pins
+    ]
+    return JSONResponse(
+        jsonable({"deployments": items, "targets": targets, "total": total, "limit": limit, "offset": offset})
+    )
 
 
 routes: list[BaseRoute] = [

@@ -107,6 +107,17 @@ def test_pulls_by_digest_with_registry_credentials_when_not_on_the_engine(images
     assert images.running().labels["fornax.deploy.digest"] == digest
 
 
+def test_deployed_container_does_not_carry_the_build_label(images: Images, settings) -> None:
+    """Images built by the builder carry `fornax.version`; the reaper removes containers labelled with a
+    finished version, so the deployed container must not inherit it."""
+    image, digest = images.make("labelled", HTTP_APP.replace("EXPOSE", "LABEL fornax.version=vbuilt\nEXPOSE"))
+    target = DockerHostTarget("local", DockerTarget(), settings)
+    assert deploy(target, images.request(image, digest)).ok
+    assert images.client.images.get(image).labels["fornax.version"] == "vbuilt"
+    assert images.running().labels["fornax.version"] == ""
+    assert not images.client.containers.list(all=True, filters={"label": "fornax.version=vbuilt"})
+
+
 def test_unknown_digest_is_an_image_pull_error(images: Images, settings) -> None:
     target = DockerHostTarget("local", DockerTarget(), settings)
     result = deploy(target, images.request(f"{images.repo}:nope", "sha256:" + "0" * 64))

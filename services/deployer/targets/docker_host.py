@@ -6,7 +6,8 @@ removed and the new one renamed. On failure the new one is removed and the old o
 With fixed host ports the old container has to be stopped first (the port is taken); it is started
 again when the new one fails.
 
-Labels are `fornax.deploy.*`, not `fornax.version`: a deployed app must outlive the build reapers.
+Labels are `fornax.deploy.*`, and `fornax.version` is blanked: a deployed app must outlive the build
+reapers (which remove containers labelled with a finished version's id).
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class DockerHostTarget:
             LABEL_DEPLOYMENT: req.deployment_id,
             LABEL_DIGEST: req.digest or "",
             **req.labels,
+            # Builder images carry `fornax.version=<id>` and containers inherit image labels: blank it,
+            # or the builder's reaper would remove the deployed app once its version is finished.
+            "fornax.version": "",
         }
         ports = self._ports(image)
         fixed = any(host is not None for _, host in ports.values())

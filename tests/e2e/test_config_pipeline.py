@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from shared.auth import create_user
+from tests.integration.gateway_helpers import consume_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,9 +105,15 @@ class System:
     def events(self, version_id: str) -> list[dict[str, Any]]:
         return list(self.store.events.find({"aggregate_id": version_id}).sort("occurred_at", 1))
 
-    def logs(self, version_id: str) -> str:
-        resp = self.http.get(f"/api/v1/{self.user}/versions/{version_id}/logs")
-        return resp.text if resp.status_code == 200 else ""
+    def logs(self, version_id: str, until: str) -> list[str]:
+        """The version's log lines (from fornax.logs, in sequence order) once `until` is among them."""
+        found = consume_until(self.settings.kafka_bootstrap, self.settings.topic("logs"),
+                              lambda e: e["payload"]["version_id"] == version_id
+                              and e["payload"]["text"] == until, count=1, timeout=30)
+        assert found, f"no log line {until!r}"
+        lines = consume_until(self.settings.kafka_bootstrap, self.settings.topic("logs"),
+                              lambda e: e["payload"]["version_id"] == version_id, count=10**9, timeout=3)
+        return [e["payload"]["text"] for e in sorted(lines, key=lambda e: e["payload"]["seq"])]
 
 
 def wait_until(check, timeout: float, what: str) -> Any:
@@ -187,9 +194,10 @@ def test_seed_scenario_end_to_end(system: System) -> None:
     types = [(e["type"], (e.get("payload") or {}).get("stage")) for e in system.events(version["version_id"])]
     pushed = types.index(("ImagePushed", None))
     assert types.index(("StageStarted", "post_build")) > pushed
-    logs = wait_until(lambda: "post build ran" in system.logs(version["version_id"])
-                      and system.logs(version["version_id"]), 30, "the log")
+    logs = system.logs(version["version_id"], until="post build ran")
     assert "$ grep pong reply" in logs and "pong" in logs
+    order = [logs.index(line) for line in ("$ grep pong reply", "$ echo post build ran", "post build ran")]
+    assert order == sorted(order)
 
 
 def test_failing_integration_stops_before_build(system: System) -> None:
@@ -239,4 +247,16 @@ def test_bad_yaml_fails_naming_key_and_line(system: System) -> None:
     assert version["status"] == "failed", version
     errors = [version.get("error") or ""] + [s.get("error") or "" for s in version["stages"]]
     assert any("fornax.yml line 3: integration.command: unknown key" in e for e in errors), errors
+    assert system.tags(name) == []
+
+
+def test_a_version_asking_more_than_the_user_quota_fails_at_once(system: System) -> None:
+    files = {
+        "fornax.yml": "resources: {memory: 4096}\n",  # more than the user's 1 GiB
+        "Dockerfile": f"FROM {system.busybox}\n",
+    }
+    service_id, name = system.service(files)
+    version = system.version(service_id, "huge")
+    assert version["status"] == "failed", version
+    assert "more than the quota" in (version.get("error") or ""), version
     assert system.tags(name) == []

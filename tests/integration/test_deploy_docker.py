@@ -248,3 +248,13 @@ def test_another_user_can_neither_deploy_roll_back_unpin_nor_list(world: World) 
         assert resp.status_code == status and "deployments" not in resp.json()
     assert w.http.get(w.url("deployments")).status_code == 401
     assert w.history().json()["total"] == before
+
+
+def test_demo_deploy_and_probe(world: World, stack) -> None:
+    from services.deployer.demo import deploy_and_probe
+
+    w = world
+    summary = deploy_and_probe(f"http://127.0.0.1:{stack.gateway_port}", w.token, w.user, w.service_id,
+                               w.versions["v1"])
+    assert f"container fornax-{w.name}-{w.name} running" in summary
+    assert summary.endswith("answered HTTP 200: v1"), summary

@@ -43,11 +43,20 @@ def probe(url: str, timeout: float = 20.0) -> str:
     raise DemoDeployError(f"{url} did not answer within {timeout:.0f}s ({last})")
 
 
-def deploy_and_probe(gateway_url: str, token: str, user: str, service_id: str, version_id: str,
-                     target: str = "local", timeout: float = 120.0) -> str:
+def deploy_and_probe(
+    gateway_url: str,
+    token: str,
+    user: str,
+    service_id: str,
+    version_id: str,
+    target: str = "local",
+    timeout: float = 120.0,
+) -> str:
     """Deploy `version_id` to `target`, wait for the outcome, probe the published port; a summary line."""
     base = f"/api/v1/{user}/services/{service_id}"
-    with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+    with httpx.Client(
+        base_url=gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
         resp = client.post(f"{base}/deploy", json={"version_id": version_id, "target": target})
         if resp.status_code != 202:
             raise DemoDeployError(f"deploy refused ({resp.status_code}): {resp.text[:300]}")

@@ -69,4 +69,14 @@ def build_app(settings: Settings) -> faust.App:
             if isinstance(event, VersionSucceeded):
                 await deployer.on_version_succeeded(event)
 
+    @app.timer(interval=30.0)
+    async def sweep() -> None:
+        try:
+            lost = await deployer.sweep_lost()
+        except Exception:  # noqa: BLE001 - Mongo or the broker blinked: next round
+            log.exception("sweeping lost deployments failed")
+            return
+        if lost:
+            log.warning("marked %d lost deployment(s) failed: %s", len(lost), ", ".join(lost))
+
     return app

@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from shared.events import (
@@ -247,6 +248,30 @@ class Deployer:
         """Wait until every queued deploy finished (tests, shutdown)."""
         while any(s.runner and not s.runner.done() for s in self.slots.values()):
             await asyncio.gather(*(s.runner for s in self.slots.values() if s.runner), return_exceptions=True)
+
+    async def sweep_lost(self) -> list[str]:
+        """Fail deployments nobody finished (a deployer died mid-deploy): never `running` forever.
+
+        A live deploy ends within its timeout (+30 s guard), after at most one queued predecessor."""
+        horizon = 2 * (self.timeout + 30) + 30
+        before = utcnow() - timedelta(seconds=horizon)
+        failed = []
+        for doc in await self.state.unfinished(before):
+            if doc["_id"] in self.active or not doc.get("service_id"):
+                continue
+            await self.emit(
+                DeployFailed.make(
+                    doc["service_id"],
+                    DeployFailedPayload(
+                        deployment_id=doc["_id"],
+                        service_id=doc["service_id"],
+                        reason=f"deployer lost: no outcome within {horizon:.0f}s; check the target's state",
+                    ),
+                    actor=doc.get("actor"),
+                )
+            )
+            failed.append(doc["_id"])
+        return failed
 
     # -- one deploy --------------------------------------------------------------------------------
     async def run(self, event: Event, target_name: str) -> None:

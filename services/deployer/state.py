@@ -77,6 +77,14 @@ class MemoryState:
         """Successful deployments of the service (on `target`), newest first."""
         return _newest_first(self._memory_successes(service_id, target))
 
+    async def unfinished(self, before: datetime) -> list[dict[str, Any]]:
+        """Deployments requested before `before` that never finished (their deployer was lost)."""
+        return [
+            d
+            for d in self.deployments.values()
+            if d.get("status") not in TERMINAL and d.get("requested_at") and d["requested_at"] < before
+        ]
+
     def _memory_successes(self, service_id: str, target: str | None) -> list[dict[str, Any]]:
         return [
             d
@@ -112,6 +120,11 @@ class MongoState(MemoryState):
             return self.pins[(service_id, target)]
         doc = await asyncio.to_thread(self.store.targets.find_one, {"_id": f"{service_id}/{target}"})
         return bool(doc and doc.get("pinned"))
+
+    async def unfinished(self, before: datetime) -> list[dict[str, Any]]:
+        query = {"status": {"$in": ["requested", "running"]}, "requested_at": {"$lt": before}}
+        docs = await asyncio.to_thread(lambda: list(self.store.deployments.find(query).limit(100)))
+        return [d for d in docs if self.deployments.get(d["_id"], {}).get("status") not in TERMINAL]
 
     async def successes(self, service_id: str, target: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"service_id": service_id, "status": "success"}

@@ -241,3 +241,27 @@ def test_image_repository(image: str, repo: str) -> None:
     from services.deployer.targets import image_repository
 
     assert image_repository(image) == repo
+
+
+async def test_lost_deployments_are_failed_not_left_running() -> None:
+    from datetime import timedelta
+
+    from shared.events import utcnow
+
+    h = Harness()
+    h.state.deployments["lost"] = {
+        "_id": "lost",
+        "service_id": SID,
+        "status": "running",
+        "requested_at": utcnow() - timedelta(hours=1),
+    }
+    h.state.deployments["fresh"] = {
+        "_id": "fresh",
+        "service_id": SID,
+        "status": "running",
+        "requested_at": utcnow(),
+    }
+    assert await h.deployer.sweep_lost() == ["lost"]
+    assert h.types("lost") == ["DeployFailed"] and "deployer lost" in h.last("DeployFailed").reason
+    assert h.types("fresh") == []
+    assert await h.deployer.sweep_lost() == []  # folded as failed: swept once

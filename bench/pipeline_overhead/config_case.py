@@ -162,6 +162,23 @@ class SystemRunner:
             time.sleep(0.02)
         raise TimeoutError(f"version {vid} did not finish")
 
+    def timeline(self) -> str:
+        """Event offsets (s) of the last version, from the events archive: where the time goes."""
+        doc = self.store.versions.find_one({"user_id": self.user}, sort=[("created_at", -1)])
+        events = list(self.store.events.find({"aggregate_id": doc["_id"]}).sort("occurred_at", 1))
+        from datetime import datetime
+
+        def ts(e) -> float:
+            v = e["occurred_at"]
+            return (v if isinstance(v, datetime) else datetime.fromisoformat(v)).timestamp()
+
+        t0 = ts(events[0])
+        parts = []
+        for e in events:
+            stage = (e.get("payload") or {}).get("stage")
+            parts.append(f"{ts(e) - t0:.3f} {e['type']}{'(' + stage + ')' if stage else ''}")
+        return "\n".join(parts)
+
 
 def builder_present() -> bool:
     return (ROOT / "services/builder/__main__.py").exists() and (ROOT / "services/builder/build.py").exists()
@@ -217,6 +234,8 @@ def main() -> int:
                             results["system"].append(full)
 
         asyncio.run(pipeline_runs())
+        if system is not None and "-v" in sys.argv:
+            print(system.timeline())
     finally:
         stack.stop_all()
         for img in client.images.list(name=f"{os.environ.get('FORNAX_REGISTRY_LOCATION', '')}/*/*"):

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.events import Event
 from shared.store import Store
 
 TERMINAL = ("success", "failed", "skipped")
+# Started deploys are lost after the sweep horizon; never-started ones may sit in a backlog while the
+# deployer is down, so they get much longer.
+QUEUED_GRACE = timedelta(hours=1)
 _ORDER = itertools.count(1)  # ties in finished_at (coarse clocks) are broken by the order we saw them
 
 
@@ -79,11 +82,7 @@ class MemoryState:
 
     async def unfinished(self, before: datetime) -> list[dict[str, Any]]:
         """Deployments requested before `before` that never finished (their deployer was lost)."""
-        return [
-            d
-            for d in self.deployments.values()
-            if d.get("status") not in TERMINAL and d.get("requested_at") and d["requested_at"] < before
-        ]
+        return [d for d in self.deployments.values() if _lost(d, before)]
 
     def _memory_successes(self, service_id: str, target: str | None) -> list[dict[str, Any]]:
         return [
@@ -122,7 +121,12 @@ class MongoState(MemoryState):
         return bool(doc and doc.get("pinned"))
 
     async def unfinished(self, before: datetime) -> list[dict[str, Any]]:
-        query = {"status": {"$in": ["requested", "running"]}, "requested_at": {"$lt": before}}
+        query = {
+            "$or": [
+                {"status": "running", "requested_at": {"$lt": before}},
+                {"status": "requested", "requested_at": {"$lt": before - QUEUED_GRACE}},
+            ]
+        }
         docs = await asyncio.to_thread(lambda: list(self.store.deployments.find(query).limit(100)))
         return [d for d in docs if self.deployments.get(d["_id"], {}).get("status") not in TERMINAL]
 
@@ -134,6 +138,15 @@ class MongoState(MemoryState):
         merged = {d["_id"]: d for d in docs if d.get("digest")}
         merged.update({d["_id"]: d for d in self._memory_successes(service_id, target)})
         return _newest_first(list(merged.values()))
+
+
+def _lost(d: dict[str, Any], before: datetime) -> bool:
+    at = d.get("requested_at")
+    if at is None:
+        return False
+    return (d.get("status") == "running" and at < before) or (
+        d.get("status") == "requested" and at < before - QUEUED_GRACE
+    )
 
 
 def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -212,6 +212,19 @@ pre_build:
         await run_stage(versions.context(), missing, "pre_build")
 
 
+async def test_an_output_linking_out_of_the_workspace_is_refused(versions, busybox_image):
+    config = parse_config(f"""
+pre_build:
+  image: {busybox_image}
+  commands: ["ln -s /etc/passwd /root/evil"]
+  outputs: [/root/evil]
+""")
+    ctx = versions.context()
+    with pytest.raises(StageFailed, match="output /root/evil could not be copied"):
+        await run_stage(ctx, config, "pre_build")
+    assert not (ctx.workspace / "evil").exists() and not (ctx.workspace / "evil").is_symlink()
+
+
 async def test_stage_timeout_stops_and_removes_everything(versions, client, busybox_image):
     config = parse_config(f"""
 integration:

@@ -10,9 +10,9 @@ cleanup_version removes it.
 from __future__ import annotations
 
 import asyncio
-import io
 import posixpath
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,19 +217,20 @@ class _StageRun:
             if not (workspace / rel).exists():
                 raise StageFailed(f"{self.stage}: output {path} was not produced")
             return
+        def copy() -> None:
+            stream, _ = container.get_archive(path)
+            with tempfile.TemporaryFile() as spool:  # outputs may be large: not in memory
+                for chunk in stream:
+                    spool.write(chunk)
+                spool.seek(0)
+                with tarfile.open(fileobj=spool) as tar:
+                    tar.extractall(workspace, filter="data")  # refuses absolute, `..` and outside links
+
         try:
-            stream, _ = await C.blocking(container.get_archive, path)
-            data = await C.blocking(lambda: b"".join(stream))
+            await C.blocking(copy)
         except NotFound:
             raise StageFailed(f"{self.stage}: output {path} was not found in the container") from None
-
-        def extract() -> None:
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                tar.extractall(workspace, filter="data")  # refuses absolute, `..` and outside links
-
-        try:
-            await C.blocking(extract)
-        except tarfile.TarError as exc:
+        except (tarfile.TarError, OSError) as exc:
             raise StageFailed(f"{self.stage}: output {path} could not be copied: {exc}") from None
         await self.ctx.log.write(self.stage, f"copied output {path} → {posixpath.basename(path)}", "system")
 

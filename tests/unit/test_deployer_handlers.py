@@ -265,3 +265,33 @@ async def test_lost_deployments_are_failed_not_left_running() -> None:
     assert h.types("lost") == ["DeployFailed"] and "deployer lost" in h.last("DeployFailed").reason
     assert h.types("fresh") == []
     assert await h.deployer.sweep_lost() == []  # folded as failed: swept once
+
+
+def test_image_patch_without_template_metadata_adds_it_once() -> None:
+    from services.deployer.targets import DeployRequest
+    from services.deployer.targets.kubernetes import image_patch
+
+    current = {
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "old"}]}}},
+    }
+    req = DeployRequest(
+        deployment_id="d",
+        service_id="s",
+        service_name="shop",
+        version_id="v",
+        application="web",
+        image="r/a/b:v",
+        digest="sha256:1",
+    )
+    ops = image_patch(current, req, "web")
+    assert [op["path"] for op in ops].count("/spec/template/metadata") == 1
+    import jsonpatch
+
+    patched = jsonpatch.apply_patch(current, ops)
+    assert patched["spec"]["template"]["metadata"] == {
+        "labels": {"fornax.io/version": "v"},
+        "annotations": {"fornax.io/digest": "sha256:1"},
+    }
+    assert patched["metadata"]["labels"] == {"fornax.io/version": "v"}
+    assert patched["spec"]["template"]["spec"]["containers"] == [{"name": "web", "image": "r/a/b@sha256:1"}]

@@ -263,8 +263,13 @@ def image_patch(current: dict[str, Any], req: DeployRequest, name: str) -> list[
         ),
     ):
         if mapping is None:
-            if path.startswith("/spec/template/metadata") and template.get("metadata") is None:
-                ops.append({"op": "add", "path": "/spec/template/metadata", "value": {}})
+            meta_op = {"op": "add", "path": "/spec/template/metadata", "value": {}}
+            if (
+                path.startswith("/spec/template/metadata")
+                and template.get("metadata") is None
+                and meta_op not in ops
+            ):
+                ops.append(meta_op)
             ops.append({"op": "add", "path": path, "value": {key: value}})
         else:
             ops.append({"op": "add", "path": f"{path}/{_esc(key)}", "value": value})

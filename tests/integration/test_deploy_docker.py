@@ -234,6 +234,19 @@ def test_validation_errors(world: World) -> None:
     assert resp.status_code == 404 and resp.json()["error"]["field"] == "version_id"
     resp = w.post("deploy", {"target": "local"})
     assert resp.status_code == 422
+    pending = new_id()
+    publish(w.settings, version_events(w.service_id, w.user, pending, "pending1", *w.images["v1"])[0])
+    wait_until(lambda: w.store.versions.find_one({"_id": pending}), what="pending version folded")
+    resp = w.post("deploy", {"version_id": pending, "target": "local"})
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "version_not_successful"
+    resp = w.post("rollback", {"to_version_id": pending})
+    assert resp.status_code == 409 and resp.json()["error"]["field"] == "to_version_id"
+    resp = w.post("rollback", {"target": "mars"})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "target"
+    resp = w.post("unpin", {"target": "mars"})
+    assert resp.status_code == 422
+    resp = w.post("deploy", {"version_id": w.versions["v1"], "target": "local", "application": "bad name!"})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "application"
 
 
 def test_another_user_can_neither_deploy_roll_back_unpin_nor_list(world: World) -> None:

@@ -106,10 +106,13 @@ class Deployer:
             )
             return
         for spec in p.deploy:
+            deployment_id = auto_deployment_id(
+                event.aggregate_id, spec.cluster, spec.partition, spec.application
+            )
+            if await self._seen(deployment_id):
+                continue  # a redelivered VersionSucceeded: that deploy already ran (or runs)
             payload = DeployRequestedPayload(
-                deployment_id=auto_deployment_id(
-                    event.aggregate_id, spec.cluster, spec.partition, spec.application
-                ),
+                deployment_id=deployment_id,
                 service_id=version["service_id"],
                 user_id=version.get("user_id") or event.actor or "",
                 version_id=event.aggregate_id,

@@ -212,6 +212,8 @@ async def test_version_succeeded_with_deploy_specs_requests_auto_deploys() -> No
     await h.deployer.on_deploy_event(req)
     await h.deployer.idle()
     await h.deployer.on_deploy_event(req)  # redelivered: nothing happens
+    await h.deployer.on_version_succeeded(event)  # redelivered: no second request
+    assert [e.type for e in h.events].count("DeployRequested") == 1
     await h.deployer.idle()
     assert len(h.target.requests) == 1 and h.target.requests[0].reference == "reg:5000/alice/shop@sha256:abc"
 

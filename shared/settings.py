@@ -36,6 +36,8 @@ class DockerTarget(BaseModel):
     environment: dict[str, str] = Field(default_factory=dict)
     # How long a new container must keep running (no restart) before it counts as deployed.
     settle_seconds: float = Field(0.5, ge=0)
+    # Grace period (SIGTERM -> SIGKILL) when an old container must stop first (fixed host ports).
+    stop_seconds: int = Field(10, ge=0)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):

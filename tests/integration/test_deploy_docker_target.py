@@ -148,7 +148,7 @@ def test_healthcheck_is_awaited_and_unhealthy_keeps_the_previous(images: Images,
 
 def test_fixed_host_port_restarts_the_previous_when_the_new_one_crashes(images: Images, settings) -> None:
     port = free_port()
-    target = DockerHostTarget("fixed", DockerTarget(ports={"8080/tcp": port}), settings)
+    target = DockerHostTarget("fixed", DockerTarget(ports={"8080/tcp": port}, stop_seconds=1), settings)
     image, digest = images.make("fixed1", HTTP_APP)
     assert deploy(target, images.request(image, digest, "fixed1")).ok
     assert wait_until(lambda: fetch(str(port)), 20, "fixed1 answering") == "fixed1"

@@ -110,7 +110,7 @@ class DockerHostTarget:
             return DeployResult.failure(f"container name {name} is taken by a container of another owner")
         stopped_old = False
         if old is not None and fixed and old.status == "running":
-            old.stop(timeout=10)
+            old.stop(timeout=self.config.stop_seconds)
             stopped_old = True
         new = client.containers.run(
             image.id,

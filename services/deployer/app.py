@@ -36,8 +36,8 @@ def _short_fetch_wait() -> None:
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
-    cls._create_worker_consumer = create
-    cls._fornax_short_wait = True
+    setattr(cls, "_create_worker_consumer", create)  # noqa: B010 - a deliberate, local patch
+    setattr(cls, "_fornax_short_wait", True)  # noqa: B010
 
 
 def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:

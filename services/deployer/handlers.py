@@ -333,8 +333,10 @@ class Deployer:
         else:
             await self._fail(event, p.service_id, result.reason)
 
-    async def _resolve(self, event: Event, target_name: str) -> tuple[DeployRequest, str]:
+    async def _resolve(self, event: Event, target_name: str) -> tuple[DeployRequest, Any]:
         p: Any = event.payload
+        image: Any
+        digest: Any
         service = await self._wait_for(lambda: self.state.service(p.service_id), "name")
         if service is None:
             raise Resolution(f"service {p.service_id} not found")
@@ -363,7 +365,7 @@ class Deployer:
             timeout=self.timeout,
         ), kind
 
-    async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, str, str, Any, Any]:
+    async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, Any, Any, Any, Any]:
         p = event.payload
         done = await self.state.successes(p.service_id, target)
         current = done[0] if done else {}

@@ -81,7 +81,7 @@ class KubernetesTarget:
         return DeployResult.success(detail)
 
     def _apply_and_wait(self, api: k8s.ApiClient, req: DeployRequest, deadline: float) -> str:
-        apps = k8s.AppsV1Api(api)
+        apps: Any = k8s.AppsV1Api(api)  # raw responses (_preload_content=False), not the typed models
         ns = req.namespace or "default"
         name = k8s_name(req.application)
         current = self._read(apps, name, ns)
@@ -104,7 +104,7 @@ class KubernetesTarget:
         self._wait_rollout(api, apps, name, ns, generation, req, deadline)
         return f"deployment {ns}/{name} {verb}; rolled out {req.reference}"
 
-    def _read(self, apps: k8s.AppsV1Api, name: str, ns: str) -> dict[str, Any] | None:
+    def _read(self, apps: Any, name: str, ns: str) -> dict[str, Any] | None:
         try:
             resp = apps.read_namespaced_deployment(
                 name, ns, _preload_content=False, _request_timeout=self.call_timeout
@@ -118,14 +118,14 @@ class KubernetesTarget:
     def _wait_rollout(
         self,
         api: k8s.ApiClient,
-        apps: k8s.AppsV1Api,
+        apps: Any,
         name: str,
         ns: str,
         generation: int,
         req: DeployRequest,
         deadline: float,
     ) -> None:
-        core = k8s.CoreV1Api(api)
+        core: Any = k8s.CoreV1Api(api)
         last_pod_check = 0.0
         while True:
             dep = self._read(apps, name, ns)
@@ -148,7 +148,7 @@ class KubernetesTarget:
                 )
             time.sleep(self.poll_interval)
 
-    def _pull_error(self, core: k8s.CoreV1Api, ns: str, req: DeployRequest) -> str:
+    def _pull_error(self, core: Any, ns: str, req: DeployRequest) -> str:
         """An image pull error from the application's pods, when the pods are visible to us."""
         selector = f"{LABEL_SERVICE}={req.service_id},{LABEL_APPLICATION}={k8s_name(req.application)}"
         try:

@@ -197,7 +197,7 @@ async def list_deployments(request: Request) -> Response:
     limit, offset = paging(request)
     store = store_of(request)
 
-    def read() -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], dict[str, str]]:
+    def read() -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], dict[str, Any]]:
         query = {"service_id": service_id}
         docs = list(
             store.deployments.find(query).sort([("requested_at", -1), ("_id", -1)]).skip(offset).limit(limit)

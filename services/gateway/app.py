@@ -10,17 +10,19 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
-from shared.bus import BusUnavailable, EventBus
+from shared.bus import BusUnavailable
 from shared.settings import Settings, get_settings
 from shared.store import Store
 
+from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
 from .repo_index import RepoIndex
 from .routes import deploys, health, logs, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
 
-ROUTE_MODULES = (health, services, versions, webhooks, deploys, logs)
+# Webhooks first: the hot path should match its route after the fewest regex tries.
+ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs)
 
 
 def all_routes() -> list[BaseRoute]:
@@ -35,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = cfg
         app.state.store = Store(cfg)
-        app.state.bus = EventBus(cfg, timeout=5.0)
+        app.state.bus = BatchingEventBus(cfg, timeout=5.0)
         app.state.repo_index = RepoIndex(app.state.store)
         try:
             await run_in_threadpool(app.state.store.ensure_indexes)

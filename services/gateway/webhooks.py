@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
+
+from pydantic_core import from_json  # ~2x faster than json.loads on the webhook hot path
 
 ZERO_SHA = "0" * 40
 _MAX_TEXT = 4000
@@ -91,9 +92,9 @@ def _load(body: bytes, content_type: str = "") -> dict[str, Any]:
             form = parse_qs(body.decode("utf-8"), strict_parsing=False)
             if "payload" not in form:
                 raise WebhookError("form-encoded webhook without a 'payload' field")
-            data = json.loads(form["payload"][0])
+            data = from_json(form["payload"][0])
         else:
-            data = json.loads(body)
+            data = from_json(body)
     except WebhookError:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from pymongo.errors import PyMongoError
 
-from shared.bus import EventBus
-from shared.events import VersionSucceeded
+from shared.bus import BusUnavailable, EventBus
+from shared.events import Event, VersionSucceeded
 from shared.faust_app import decoded, make_app, topic
 from shared.settings import Settings
 from shared.store import Store
@@ -50,6 +53,22 @@ def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:
     return deployer, bus, store
 
 
+async def _handle(fn: Callable[[Event], Awaitable[None]], event: Event) -> None:
+    """Retry while Mongo or the broker is away (the event must not be dropped); log anything else."""
+    delay = 0.5
+    while True:
+        try:
+            await fn(event)
+            return
+        except (PyMongoError, BusUnavailable) as exc:
+            log.warning("%s %s: %s; retrying in %.1fs", event.type, event.event_id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+        except Exception:  # noqa: BLE001 - one bad event must not stop the deployer
+            log.exception("could not handle %s %s", event.type, event.event_id)
+            return
+
+
 def build_app(settings: Settings) -> faust.App:
     _short_fetch_wait()
     app = make_app("deployer", settings)
@@ -60,14 +79,14 @@ def build_app(settings: Settings) -> faust.App:
         async for raw in stream:
             event = decoded(raw)
             if event is not None:
-                await deployer.on_deploy_event(event)
+                await _handle(deployer.on_deploy_event, event)
 
     @app.agent(topic(app, settings, "versions"))
     async def versions(stream: Any) -> None:
         async for raw in stream:
             event = decoded(raw)
             if isinstance(event, VersionSucceeded):
-                await deployer.on_version_succeeded(event)
+                await _handle(deployer.on_version_succeeded, event)
 
     @app.timer(interval=30.0)
     async def sweep() -> None:

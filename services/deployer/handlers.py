@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from shared.bus import BusUnavailable
 from shared.events import (
     DeployFailed,
     DeployRequested,
@@ -80,7 +81,16 @@ class Deployer:
         self.active: set[str] = set()
 
     async def emit(self, *events: Event) -> None:
-        await self._publish(*events)
+        """Publish (retrying a lost broker for a while: an outcome must not be dropped), then fold."""
+        for attempt in range(8):
+            try:
+                await self._publish(*events)
+                break
+            except BusUnavailable:
+                if attempt == 7:
+                    raise
+                log.warning("broker unavailable; retrying %s", ", ".join(e.type for e in events))
+                await asyncio.sleep(min(0.5 * 2**attempt, 10))
         for e in events:
             self.state.fold(e)
 

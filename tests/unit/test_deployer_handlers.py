@@ -297,3 +297,21 @@ def test_image_patch_without_template_metadata_adds_it_once() -> None:
     }
     assert patched["metadata"]["labels"] == {"fornax.io/version": "v"}
     assert patched["spec"]["template"]["spec"]["containers"] == [{"name": "web", "image": "r/a/b@sha256:1"}]
+
+
+async def test_outcome_survives_a_broker_blink() -> None:
+    from shared.bus import BusUnavailable
+
+    h = Harness()
+    failures = {"left": 2}
+    real = h.publish
+
+    async def flaky(*events: Event) -> None:
+        if any(e.type == "DeploySucceeded" for e in events) and failures["left"]:
+            failures["left"] -= 1
+            raise BusUnavailable("broker restarting")
+        await real(*events)
+
+    h.deployer._publish = flaky
+    await h.deploy("d1", "v1")
+    assert h.types("d1") == ["DeployStarted", "DeploySucceeded"]

@@ -220,11 +220,11 @@ def _one_app(item: dict[str, _Deploy]) -> dict[str, _Deploy]:
 class PipelineConfig(_Strict):
     integration: Integration | None = None
     pre_build: PreBuild | None = None
-    build: Build = Field(default_factory=Build)
+    build: Build = Field(default_factory=lambda: Build(timeout=None))
     post_build: PostBuild | None = None
     deploy_items: list[Annotated[dict[str, _Deploy], AfterValidator(_one_app)]] = Field(
         default_factory=list, alias="deploy")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=lambda: Resources(memory=None, cpu=None))
     _source: str | None = PrivateAttr(None)  # the file it was read from (None: the default config)
 
     @property
@@ -295,7 +295,7 @@ class PipelineConfig(_Strict):
         return mem * most, cpu * most
 
 
-def _msg(err: dict[str, Any]) -> str:
+def _msg(err: Any) -> str:
     kind = err.get("type", "")
     if kind == "missing":
         return "field required"

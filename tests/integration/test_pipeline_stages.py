@@ -153,6 +153,25 @@ post_build:
                                "last"]
 
 
+async def test_output_is_streamed_while_the_step_runs(versions, busybox_image):
+    """A line reaches the log while the command that printed it still runs (not after the step)."""
+    config = parse_config(f"""
+post_build:
+  image: {busybox_image}
+  commands: ["echo early; while [ ! -f /workspace/go-on ]; do sleep 0.1; done; echo late"]
+""")
+    ctx = versions.context()
+    stage = asyncio.create_task(run_stage(ctx, config, "post_build"))
+    for _ in range(600):
+        if "early" in ctx.log.texts() or stage.done():
+            break
+        await asyncio.sleep(0.1)
+    assert "early" in ctx.log.texts() and not stage.done()
+    (ctx.workspace / "go-on").touch()  # only now may the command finish
+    await stage
+    assert ctx.log.texts()[-2:] == ["early", "late"]
+
+
 async def test_sh_e_semantics_stop_at_a_failing_pipeline_element(versions, busybox_image):
     config = parse_config(f"""
 post_build:

@@ -259,6 +259,30 @@ SCHEMAS: dict[str, Any] = {
             "finished_at": {"type": "string"},
         },
     },
+    "UnpinRequest": {"type": "object", "required": ["target"], "properties": {"target": {"type": "string"}}},
+    "DeploymentList": {
+        "type": "object",
+        "properties": {
+            "deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}},
+            "targets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "target": {"type": "string"},
+                        "pinned": {"type": "boolean"},
+                        "pin_reason": {"type": "string"},
+                        "current_deployment_id": {"type": "string"},
+                        "current_version_id": {"type": "string"},
+                        "current_digest": {"type": "string"},
+                    },
+                },
+            },
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    },
     "LogLine": {
         "type": "object",
         "properties": {
@@ -442,13 +466,20 @@ def document() -> dict[str, Any]:
         },
         f"{p}/versions/{{version_id}}/logs": {
             "get": _op(
-                "The version's whole log; ?follow=true streams until the version ends",
-                (200, "log lines", {"type": "array", "items": {"$ref": "#/components/schemas/LogLine"}}),
+                "The version's log as NDJSON lines; ?follow=true streams until the version ends",
+                (200, "log lines (application/x-ndjson)", {"$ref": "#/components/schemas/LogLine"}),
                 401,
                 403,
                 404,
+                422,
                 503,
-                params=[USER, VERSION, _query("follow", "stream until the version ends", "boolean")],
+                params=[
+                    USER,
+                    VERSION,
+                    _query("since", "only lines with seq greater than this (default 0)"),
+                    _query("limit", "at most this many lines (1-10000, default 1000; not with follow)"),
+                    _query("follow", "stream new lines until the version ends", "boolean"),
+                ],
                 tag="logs",
             ),
         },
@@ -484,27 +515,38 @@ def document() -> dict[str, Any]:
                 tag="deploys",
             ),
         },
-        f"{p}/services/{{service_id}}/deployments": {
-            "get": _op(
-                "Deploy history, newest first",
+        f"{p}/services/{{service_id}}/unpin": {
+            "post": _op(
+                "Unpin a target (a rollback pins it against automatic deploys)",
                 (
-                    200,
-                    "deployments",
+                    202,
+                    "accepted",
                     {
                         "type": "object",
-                        "properties": {
-                            "deployments": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/Deployment"},
-                            }
-                        },
+                        "properties": {"target": {"type": "string"}, "pinned": {"type": "boolean"}},
                     },
                 ),
+                400,
                 401,
                 403,
                 404,
+                422,
                 503,
-                params=[USER, SERVICE, *PAGING[:2]],
+                body="UnpinRequest",
+                params=[USER, SERVICE],
+                tag="deploys",
+            ),
+        },
+        f"{p}/services/{{service_id}}/deployments": {
+            "get": _op(
+                "Deploy history, newest first, paginated, with each target's pin state",
+                (200, "deployments", "DeploymentList"),
+                401,
+                403,
+                404,
+                422,
+                503,
+                params=[USER, SERVICE, *PAGING],
                 tag="deploys",
             ),
         },

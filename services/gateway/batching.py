@@ -103,7 +103,8 @@ class BatchingEventBus(EventBus):
             groups.setdefault((topic, partition), []).append(item)
         acks: list[asyncio.Future[Any]] = []
         for (topic, partition), group in groups.items():
-            batch, members = producer.create_batch(), []
+            batch = producer.create_batch()
+            members: list[_Item] = []
             for item in group:
                 if batch.append(key=item[1], value=item[2], timestamp=None) is None:
                     if members:  # full: send it and start the next one

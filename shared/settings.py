@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     # Builder workers: builds run at once per process; a version whose heartbeat is older than
     # builder_lost_after seconds has lost its worker; the reaper looks every builder_reap_every seconds.
     builder_concurrency: int = Field(4, ge=1, validation_alias=_alias("builder_concurrency"))
-    builder_lost_after: float = Field(30.0, gt=0, validation_alias=_alias("builder_lost_after"))
-    builder_reap_every: float = Field(15.0, gt=0, validation_alias=_alias("builder_reap_every"))
+    builder_lost_after: float = Field(20.0, gt=0, validation_alias=_alias("builder_lost_after"))
+    builder_reap_every: float = Field(5.0, gt=0, validation_alias=_alias("builder_reap_every"))
 
     @field_validator("mongo_url", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ REPO_CHECK_WAIT = 10.0
 
 async def acquire_version(b: Builder, vid: str, *, skip: Any = None) -> tuple[dict[str, Any], Any] | None:
     """Read the version, skip it if finished (or `skip(doc)`), and own it: (doc, Active) or None."""
+    log.info("%s: version %s received", b.worker, vid)
     doc = await b.state.wait_version(vid, PROJECTION_WAIT)
     if doc is None:
         log.warning("version %s: not in the read model after %ss; skipped", vid, PROJECTION_WAIT)
@@ -52,7 +53,12 @@ async def acquire_version(b: Builder, vid: str, *, skip: Any = None) -> tuple[di
     if active is None:
         return None
     try:
+        waiting = False
         while not await b.state.claim(vid):
+            if not waiting:
+                hb = await b.state.heartbeat(vid) or {}
+                log.info("version %s: owned by %s; waiting (taken over if its heartbeat stops)", vid, hb.get("worker"))
+                waiting = True
             # Another live worker has it (e.g. partitions moved while it builds): wait, take over if it dies.
             await asyncio.sleep(2.0)
             doc = await b.state.version(vid) or doc
@@ -78,6 +84,7 @@ async def on_version_requested(b: Builder, event: Event) -> None:
     if owned is None:
         return
     doc, active = owned
+    log.info("version %s: building (status %s)", event.aggregate_id, doc.get("status"))
     run = Run(b, event, doc, active)
     try:
         await run_guarded(b, run, lambda r: build_version(b, r, event))

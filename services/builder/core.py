@@ -78,6 +78,7 @@ class Builder:
     worker: str = field(default_factory=worker_id)
     active: dict[str, Active] = field(default_factory=dict)
     logs: dict[str, LogWriter] = field(default_factory=dict)
+    resuming: set[str] = field(default_factory=set)  # versions the reaper is resuming here
     cleanup: Callable[[Any, str], None] = pipeline.cleanup_version
 
     async def emit(self, *events: Event) -> None:

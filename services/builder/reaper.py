@@ -1,10 +1,13 @@
-"""The reaper: fails versions whose worker died ("worker lost") and removes what finished versions left.
+"""The reaper: resumes versions whose worker died, fails them ("worker lost") when resuming keeps
+failing, and removes what finished versions left.
 
 Runs at start and every settings.builder_reap_every seconds. Only objects of versions known to this
 installation's read model are touched (the Docker engine may be shared with other installations).
-- A `running`/`queued` version not worked on here whose heartbeat (or, without one, its start) is
-  older than 1.5 × builder_lost_after is claimed (atomically, so one reaper wins) and failed.
-  The extra half gives a redelivered event the chance to resume it first.
+- An active (pending/queued/running) version not worked on here whose heartbeat (or, without one,
+  its creation) is older than builder_lost_after is claimed (atomically: one worker wins) and resumed
+  at its next step from the read model: tag if pushed, push if built, else the build from the
+  clone. This does not rely on Kafka redelivering the event (Faust may skip events fetched during
+  a rebalance). After MAX_TAKEOVERS takeovers the version fails with "worker lost".
 - Containers and networks labelled `fornax.version` of versions that are no longer active, and
   workspaces of finished versions, are removed.
 """
@@ -17,38 +20,81 @@ import shutil
 import time
 from typing import Any
 
-from shared.events import StageFinished, VersionFailed
-from shared.events.versions import StageFinishedPayload, VersionFailedPayload
+from shared.events import ImageBuilt, ImagePushed, StageFinished, VersionFailed, VersionRequested
+from shared.events.versions import (
+    ImageBuiltPayload,
+    ImagePushedPayload,
+    StageFinishedPayload,
+    VersionFailedPayload,
+    VersionRequestedPayload,
+)
 
 from . import pipeline
+from .build import on_version_requested
 from .core import Builder
+from .push import on_image_built
 from .state import ACTIVE, age_of
+from .tag import on_image_pushed
 
 log = logging.getLogger(__name__)
 LABEL = "fornax.version"
 ORPHAN_WORKSPACE_AGE = 3600.0
+MAX_TAKEOVERS = 2
 
 
 async def reap_lost(b: Builder) -> list[str]:
-    limit = 1.5 * b.settings.builder_lost_after
+    """Take over active versions nobody works on: resume them at their next step, or fail them
+    ("worker lost") once they were taken over MAX_TAKEOVERS times already. Returns their ids."""
+    limit = b.settings.builder_lost_after
     docs = await asyncio.to_thread(
-        lambda: list(b.store.versions.find({"status": {"$in": ["running", "queued"]}},
-                                           {"stages": 1, "user_id": 1, "host": 1, "started_at": 1,
-                                            "created_at": 1})))
-    lost = []
+        lambda: list(b.store.versions.find({"status": {"$in": list(ACTIVE)}})))
+    taken = []
     for doc in docs:
         vid = doc["_id"]
-        if vid in b.active:
+        if vid in b.active or vid in b.resuming:
             continue
         hb = await b.state.heartbeat(vid)
         age = time.time() - float(hb["at"]) if hb else age_of(doc.get("started_at") or doc.get("created_at"))
         if age is None or age < limit:
             continue
-        if hb is not None and not await b.state.claim(vid):
-            continue  # someone else reaped or resumed it just now
-        await fail_lost(b, doc)
-        lost.append(vid)
-    return lost
+        if not await b.state.claim(vid):
+            continue  # someone else resumed or reaped it just now
+        taken.append(vid)
+        if await b.state.count_takeover(vid) > MAX_TAKEOVERS:
+            await fail_lost(b, doc)
+            continue
+        log.warning("version %s: no worker for %.0fs; resuming it here", vid, age)
+        b.resuming.add(vid)
+        task = asyncio.create_task(_resume(b, doc))
+        task.add_done_callback(lambda _t, v=vid: b.resuming.discard(v))
+    return taken
+
+
+def _stage_ok(doc: dict[str, Any], stage: str) -> bool:
+    return ((doc.get("stages") or {}).get(stage) or {}).get("status") == "success"
+
+
+async def _resume(b: Builder, doc: dict[str, Any]) -> None:
+    """Run the version's next step as if its event had just been delivered."""
+    vid, user = doc["_id"], doc.get("user_id")
+    try:
+        if doc.get("digest") and _stage_ok(doc, "push"):
+            event = ImagePushed.make(vid, ImagePushedPayload(image=doc["image"], digest=doc["digest"]),
+                                     correlation_id=vid, actor=user)
+            await on_image_pushed(b, event)
+        elif doc.get("image_id") and _stage_ok(doc, "build"):
+            event = ImageBuilt.make(vid, ImageBuiltPayload(image=doc["image"], image_id=doc["image_id"],
+                                                           host=doc.get("host") or b.hosts.hosts[0]),
+                                    correlation_id=vid, actor=user)
+            await on_image_built(b, event)
+        else:
+            payload = VersionRequestedPayload(
+                service_id=doc["service_id"], user_id=user, name=doc["name"],
+                description=doc.get("description") or "", commit=doc.get("commit"), branch=doc.get("branch"),
+                trigger=doc.get("trigger") or "api", operations=doc.get("operations"))
+            await on_version_requested(b, VersionRequested.make(vid, payload, correlation_id=vid, actor=user))
+    except Exception:  # noqa: BLE001
+        log.exception("version %s: resume failed", vid)
 
 
 async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """What the builder reads and the little it writes itself: read models, secrets, heartbeats (claims).
 
-`builder_heartbeats` {_id: version_id, worker, at (epoch seconds)}: the worker building a version
+`builder_heartbeats` {_id: version_id, worker, at (epoch seconds), takeovers}: the worker building a version
 refreshes `at` every few seconds. A step that finishes hands the version on with `worker: None`
 (in transit to the next step's event). Another worker may take a version over only when its
 heartbeat is older than `lost_after` seconds (its owner died); the reaper fails a running version
@@ -110,6 +110,12 @@ class BuilderState:
         await asyncio.to_thread(self.store.builder_heartbeats.update_one,
                                 {"_id": version_id, "worker": self.worker},
                                 {"$set": {"worker": None, "at": time.time()}})
+
+    async def count_takeover(self, version_id: str) -> int:
+        """Count one more takeover of the version (after claiming it); returns the new count."""
+        doc = await asyncio.to_thread(self.store.builder_heartbeats.find_one_and_update,
+                                      {"_id": version_id}, {"$inc": {"takeovers": 1}}, return_document=True)
+        return int((doc or {}).get("takeovers", 1))
 
     async def forget(self, version_id: str) -> None:
         await asyncio.to_thread(self.store.builder_heartbeats.delete_one, {"_id": version_id})

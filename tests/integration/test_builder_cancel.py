@@ -37,7 +37,7 @@ def _sleep_containers() -> list[str]:
 
 def test_cancel_running_build(api, settings, store, tmp_path: Path) -> None:
     repo = GitRepo(tmp_path)
-    repo.commit({"Dockerfile": dockerfile("RUN echo sleeping; sleep 30 # fornax-cancel-test")})
+    repo.commit({"Dockerfile": dockerfile(f"RUN echo sleeping {uuid.uuid4().hex}; sleep 30 # fornax-cancel-test")})
     sid = api.create_service(f"cancel-{uuid.uuid4().hex[:6]}", repo.url)["service_id"]
     api.wait_repo_status(sid)
     vid = api.new_version(sid, "slow")

@@ -1,6 +1,11 @@
-"""The log archiver: consumer group `fornax-logarchiver` (one share of the partitions per logstream
-instance) writes every LogLine into Mongo `logs`, batched with insert_many(ordered=False). Offsets are
-committed only after the insert, and duplicate keys are ignored, so a replay after a crash is harmless."""
+"""The log archiver: writes every LogLine into Mongo `logs`, batched with insert_many(ordered=False).
+
+Every logstream instance archives every partition of fornax.logs (assigned by hand) and keeps its position
+as the committed offsets of group `fornax-logarchiver`, committed only after the insert; duplicate keys
+are ignored, so a replay, or two instances writing the same line, is harmless. Why not a joined consumer
+group: on Tansu a (re)join after a restart took 18 s to over a minute, during which nothing was archived;
+with manual assignment there is no rebalance at all, at the price of each instance repeating the inserts
+(cheap: they are ignored duplicates)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from shared.settings import Settings
@@ -34,8 +38,15 @@ def log_doc(raw: bytes | None) -> dict[str, Any] | None:
             return None
         p = event["payload"]
         seq = int(p["seq"])
-        return {"_id": f"{p['version_id']}:{seq:012d}", "version_id": p["version_id"], "seq": seq,
-                "stage": p["stage"], "stream": p.get("stream", "stdout"), "text": p["text"], "ts": p["ts"]}
+        return {
+            "_id": f"{p['version_id']}:{seq:012d}",
+            "version_id": p["version_id"],
+            "seq": seq,
+            "stage": p["stage"],
+            "stream": p.get("stream", "stdout"),
+            "text": p["text"],
+            "ts": p["ts"],
+        }
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("archiver: skipping malformed log record")
         return None
@@ -63,17 +74,12 @@ class Archiver:
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
-            self.settings.topic("logs"),
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=group_id(self.settings),
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=2000,
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="logstream-archiver")
 
     async def stop(self) -> None:
@@ -83,8 +89,34 @@ class Archiver:
         if self.consumer is not None:
             await self.consumer.stop()
 
+    async def _assign(self) -> None:
+        """Every partition, from the group's committed offset (the earliest line when there is none)."""
+        assert self.consumer is not None
+        await self.consumer.start()
+        topic = self.settings.topic("logs")
+        parts = self.consumer.partitions_for_topic(topic)
+        while not parts:
+            await self.consumer.force_metadata_update()
+            parts = self.consumer.partitions_for_topic(topic)
+            await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        for tp in tps:
+            offset = await self.consumer.committed(tp)
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
     async def _run(self) -> None:
         assert self.consumer is not None
+        while True:
+            try:
+                await self._assign()
+                break
+            except Exception:  # noqa: BLE001 - broker not there yet
+                log.warning("archiver could not start; retrying", exc_info=True)
+                await asyncio.sleep(1)
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
@@ -105,30 +137,88 @@ class Archiver:
             if batches:
                 try:
                     await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
-                except Exception:  # noqa: BLE001 - a rebalance: the next owner replays (harmless)
+                except Exception:  # noqa: BLE001 - the lines are stored; a replay would only repeat them
                     log.warning("archiver: commit failed", exc_info=True)
 
 
-async def wait_archived(settings: Settings, ends: dict[TopicPartition, int], timeout: float = 10.0,
-                        admin: AIOKafkaAdminClient | None = None) -> bool:
-    """Wait until the archiver group has committed (so stored) every fornax.logs offset below `ends`."""
-    own = admin is None
-    if admin is None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
-        await admin.start()
-    deadline = time.monotonic() + timeout
-    try:
+class ArchiveProgress:
+    """The archiver group's committed offsets, read at most every 50 ms however many callers ask.
+
+    A consumer that names the group but never subscribes only fetches offsets (it does not join the group;
+    Tansu does not answer the admin client's OffsetFetch, the consumer's works)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._at = 0.0
+        self._committed: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=group_id(self.settings),
+            enable_auto_commit=False,
+        )
+        await self.consumer.start()
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        asked = time.monotonic()
+        async with self._lock:
+            if self._at >= asked - 0.05 and all(tp in self._committed for tp in tps):
+                return self._committed
+            assert self.consumer is not None
+            at = time.monotonic()
+            found = await asyncio.gather(*(self.consumer.committed(tp) for tp in tps))
+            self._committed = {tp: -1 if off is None else off for tp, off in zip(tps, found, strict=True)}
+            self._at = at
+            return self._committed
+
+    async def wait(self, ends: dict[TopicPartition, int], timeout: float = 10.0) -> bool:
+        """Wait until the group has committed (so stored) every fornax.logs offset below `ends`."""
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                committed = await admin.list_consumer_group_offsets(group_id(settings))
-                if all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items()):
+                committed = await self.committed(list(ends))
+                if all(end == 0 or committed.get(tp, -1) >= end for tp, end in ends.items()):
                     return True
             except Exception:  # noqa: BLE001 - group not there yet, broker blip
                 log.debug("archiver offsets not readable yet", exc_info=True)
-            if time.monotonic() > deadline:
-                log.warning("log archiver did not catch up within %.1fs", timeout)
+            if time.monotonic() >= deadline:
+                if timeout:
+                    log.warning("log archiver did not catch up within %.1fs", timeout)
                 return False
             await asyncio.sleep(0.05)
+
+
+async def log_end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The current end offset of every fornax.logs partition (a short-lived client, for the gateway)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(settings.topic("logs")) or set()
+        tps = [TopicPartition(settings.topic("logs"), p) for p in sorted(parts)]
+        return await consumer.end_offsets(tps) if tps else {}
     finally:
-        if own:
-            await admin.close()
+        await consumer.stop()
+
+
+async def settle_archive(settings: Settings, timeout: float = 10.0) -> bool:
+    """Wait until every line written so far is in Mongo `logs` (best effort: False after `timeout`)."""
+    try:
+        ends = await asyncio.wait_for(log_end_offsets(settings), timeout)
+    except Exception:  # noqa: BLE001 - no broker: what is archived is all we can give
+        log.warning("could not read fornax.logs end offsets", exc_info=True)
+        return False
+    progress = ArchiveProgress(settings)
+    await progress.start()
+    try:
+        return await progress.wait(ends, timeout)
+    finally:
+        await progress.close()

@@ -49,8 +49,9 @@ def close_later(conn: ServerConnection, code: int, reason: str) -> None:
     asyncio.get_running_loop().create_task(conn.close(code, reason[:120]))
 
 
-async def version_logs(ctx: Context, conn: ServerConnection, version_id: str, query: dict[str, list[str]],
-                       token: str | None) -> None:
+async def version_logs(
+    ctx: Context, conn: ServerConnection, version_id: str, query: dict[str, list[str]], token: str | None
+) -> None:
     try:
         since = int(query.get("since", ["0"])[0] or 0)
         if since < 0:

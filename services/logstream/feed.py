@@ -13,12 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from shared.settings import Settings
 from shared.store import Store
 
-from .archiver import wait_archived
+from .archiver import ArchiveProgress
 from .history import TERMINAL, read_lines
 from .hub import Hub, Line, Subscriber
 from .tail import Tail
@@ -26,7 +25,9 @@ from .tail import Tail
 log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 1000
-GAP_WAIT = 5.0
+GAP_WAIT = 60.0
+# A send that cannot complete for this long means the client stopped reading: cut it off.
+SEND_TIMEOUT = 10.0
 
 Send = Callable[[list[Line]], Awaitable[None]]
 
@@ -47,17 +48,25 @@ class Context:
     store: Store
     hub: Hub
     tail: Tail
-    admin: Any = None
+    progress: ArchiveProgress
 
     async def settle(self) -> None:
         """Every line written before now has reached the hub, and the archive (best effort)."""
         ends = await self.tail.caught_up()
-        await wait_archived(self.settings, ends, admin=self.admin)
+        await self.progress.wait(ends, timeout=60.0)
 
 
 class Feed:
-    def __init__(self, ctx: Context, version_id: str, since: int, send: Send, *, window: float = 0.01,
-                 on_overflow: Callable[[Subscriber], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        version_id: str,
+        since: int,
+        send: Send,
+        *,
+        window: float = 0.01,
+        on_overflow: Callable[[Subscriber], None] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.version_id = version_id
         self.last_sent = since
@@ -68,14 +77,18 @@ class Feed:
 
     async def _send(self, lines: list[Line]) -> None:
         if lines:
-            await self.send_lines(lines)
+            try:
+                await asyncio.wait_for(self.send_lines(lines), SEND_TIMEOUT)
+            except TimeoutError:
+                raise TooSlow(self.last_sent) from None
             self.last_sent = lines[-1].seq
             self.sub.last_sent = self.last_sent
 
     async def _history(self, until: int | None = None) -> None:
         while True:
-            docs = await asyncio.to_thread(read_lines, self.ctx.store, self.version_id, self.last_sent,
-                                           HISTORY_PAGE, until)
+            docs = await asyncio.to_thread(
+                read_lines, self.ctx.store, self.version_id, self.last_sent, HISTORY_PAGE, until
+            )
             if not docs:
                 return
             await self._send([Line(d) for d in docs])
@@ -83,19 +96,27 @@ class Feed:
                 return
 
     async def _fill_gap(self, first_live: int) -> None:
-        """Lines last_sent+1 .. first_live-1 are older than the live ones: the archive has (or soon has) them."""
+        """Lines last_sent+1 .. first_live-1 are older than the live ones: the archive has (or soon has) them.
+        Give up on a missing seq only once the archiver has stored everything written so far."""
+        ends = await self.ctx.tail.end_offsets()
         deadline = time.monotonic() + GAP_WAIT
-        while self.last_sent < first_live - 1:
-            before = self.last_sent
+        while True:
             await self._history(until=first_live - 1)
             if self.last_sent >= first_live - 1:
                 return
-            if self.last_sent == before and time.monotonic() > deadline:
-                log.warning("version %s: lines %d..%d never arrived; continuing", self.version_id,
-                            self.last_sent + 1, first_live - 1)
+            archived = await self.ctx.progress.wait(ends, timeout=0)
+            if archived:
+                await self._history(until=first_live - 1)
+            if archived or time.monotonic() > deadline:
+                if self.last_sent < first_live - 1:
+                    log.warning(
+                        "version %s: lines %d..%d are not in the log; continuing",
+                        self.version_id,
+                        self.last_sent + 1,
+                        first_live - 1,
+                    )
                 return
-            if self.last_sent == before:
-                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)
 
     async def _deliver(self, lines: list[Line]) -> None:
         fresh = sorted((ln for ln in lines if ln.seq > self.last_sent), key=lambda ln: ln.seq)

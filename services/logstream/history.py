@@ -17,8 +17,9 @@ def line_of(doc: dict[str, Any]) -> dict[str, Any]:
     return {f: doc.get(f) for f in LINE_FIELDS}
 
 
-def read_lines(store: Store, version_id: str, since: int = 0, limit: int = 0, until: int | None = None
-               ) -> list[dict[str, Any]]:
+def read_lines(
+    store: Store, version_id: str, since: int = 0, limit: int = 0, until: int | None = None
+) -> list[dict[str, Any]]:
     """Archived lines with since < seq (<= until), in sequence order; `limit` 0 means all."""
     seq: dict[str, int] = {"$gt": since}
     if until is not None:
@@ -42,4 +43,7 @@ def statuses(store: Store, version_ids: list[str]) -> dict[str, str]:
     """Current status of each known version (one query, for the fallback poll)."""
     if not version_ids:
         return {}
-    return {d["_id"]: d.get("status", "") for d in store.versions.find({"_id": {"$in": version_ids}}, {"status": 1})}
+    return {
+        d["_id"]: d.get("status", "")
+        for d in store.versions.find({"_id": {"$in": version_ids}}, {"status": 1})
+    }

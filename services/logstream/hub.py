@@ -25,7 +25,9 @@ class Line:
 class Subscriber:
     """A bounded buffer of one connection's pending lines plus the version's end, when known."""
 
-    def __init__(self, version_id: str, limit: int, on_overflow: Callable[[Subscriber], None] | None = None) -> None:
+    def __init__(
+        self, version_id: str, limit: int, on_overflow: Callable[[Subscriber], None] | None = None
+    ) -> None:
         self.version_id = version_id
         self.limit = limit
         self.pending: deque[Line] = deque()

@@ -36,8 +36,9 @@ AUTH_CODES = {4401: 1401, 4403: 1403, 4404: 1404}
 
 
 def response(action: str, id_ack: Any, code: int = 0, msg: str = "") -> str:
-    return json.dumps({"action": "response", "response": action, "id_ack": id_ack, "error_code": code,
-                       "error_msg": msg})
+    return json.dumps(
+        {"action": "response", "response": action, "id_ack": id_ack, "error_code": code, "error_msg": msg}
+    )
 
 
 class Session:
@@ -115,23 +116,41 @@ class Session:
             return
         await self.reply("watch_log", id_ack)
         if version_id not in self.watches or self.watches[version_id].done():
-            head = {"action": "push_log", "api": msg.get("api") or "create_version",
-                    "user_id": info.get("user_id"), "service_id": info.get("service_id"), "version_id": version_id}
+            head = {
+                "action": "push_log",
+                "api": msg.get("api") or "create_version",
+                "user_id": info.get("user_id"),
+                "service_id": info.get("service_id"),
+                "version_id": version_id,
+            }
             self.watches[version_id] = asyncio.create_task(self.watch(version_id, since, info, head))
 
     async def watch(self, version_id: str, since: int, info: dict[str, Any], head: dict[str, Any]) -> None:
         async def send(lines: list[Line]) -> None:
             last = lines[-1].seq
-            await self.conn.send(json.dumps({**head, "log": "\n".join(ln.data["text"] for ln in lines),
-                                             "id": f"{version_id}:{last}", "seq": last}))
+            await self.conn.send(
+                json.dumps(
+                    {
+                        **head,
+                        "log": "\n".join(ln.data["text"] for ln in lines),
+                        "id": f"{version_id}:{last}",
+                        "seq": last,
+                    }
+                )
+            )
 
         def overflow(sub: Subscriber) -> None:
-            close_later(self.conn, TOO_SLOW, f"too slow watching {version_id}: resume with since={sub.last_sent}")
+            close_later(
+                self.conn, TOO_SLOW, f"too slow watching {version_id}: resume with since={sub.last_sent}"
+            )
 
         try:
-            status = await Feed(self.ctx, version_id, since, send, on_overflow=overflow).run(info.get("status"))
-            await self.conn.send(json.dumps({**head, "log": "", "id": f"{version_id}:final", "final": True,
-                                             "status": status}))
+            status = await Feed(self.ctx, version_id, since, send, on_overflow=overflow).run(
+                info.get("status")
+            )
+            await self.conn.send(
+                json.dumps({**head, "log": "", "id": f"{version_id}:final", "final": True, "status": status})
+            )
         except TooSlow as exc:
             with contextlib.suppress(ConnectionClosed):
                 await self.conn.close(TOO_SLOW, f"too slow: resume with since={exc.last_sent}")

@@ -22,7 +22,6 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from aiokafka.admin import AIOKafkaAdminClient
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -31,7 +30,7 @@ from shared.settings import Settings, get_settings
 from shared.store import Store
 
 from . import endpoint, original
-from .archiver import Archiver
+from .archiver import ArchiveProgress, Archiver
 from .feed import Context
 from .history import TERMINAL, statuses
 from .hub import Hub
@@ -80,9 +79,9 @@ async def serve_logs(settings: Settings, stop: asyncio.Event) -> None:
     await tail.start()
     archiver = Archiver(settings, store)
     await archiver.start()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
-    await admin.start()
-    ctx = Context(settings, store, hub, tail, admin)
+    progress = ArchiveProgress(settings)
+    await progress.start()
+    ctx = Context(settings, store, hub, tail, progress)
     poller = asyncio.create_task(poll_statuses(ctx))
 
     async def handler(conn: ServerConnection) -> None:
@@ -97,8 +96,15 @@ async def serve_logs(settings: Settings, stop: asyncio.Event) -> None:
             await original.session(ctx, conn, token)
 
     try:
-        async with serve(handler, settings.logstream_host, settings.logstream_port, process_request=_route,
-                         close_timeout=2, max_size=64 * 1024, write_limit=64 * 1024) as server:
+        async with serve(
+            handler,
+            settings.logstream_host,
+            settings.logstream_port,
+            process_request=_route,
+            close_timeout=2,
+            max_size=64 * 1024,
+            write_limit=64 * 1024,
+        ) as server:
             log.info("logstream on ws://%s:%d", settings.logstream_host, settings.logstream_port)
             await stop.wait()
             server.close()
@@ -108,7 +114,7 @@ async def serve_logs(settings: Settings, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await part.stop()
         with contextlib.suppress(Exception):
-            await admin.close()
+            await progress.close()
         store.close()
 
 

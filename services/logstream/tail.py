@@ -97,8 +97,13 @@ class Tail:
             if event.get("type") != "LogLine":
                 return
             p = event["payload"]
-            data = {"seq": int(p["seq"]), "stage": p["stage"], "stream": p.get("stream", "stdout"),
-                    "text": p["text"], "ts": p["ts"]}
+            data = {
+                "seq": int(p["seq"]),
+                "stage": p["stage"],
+                "stream": p.get("stream", "stdout"),
+                "text": p["text"],
+                "ts": p["ts"],
+            }
             version_id = p["version_id"]
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("skipping malformed log record")

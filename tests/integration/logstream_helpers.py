@@ -42,8 +42,15 @@ async def wait_for(check: Any, timeout: float = 60.0, what: str = "condition") -
 async def request_version(bus: EventBus, store: Any, user: str, service_id: str | None = None) -> str:
     """A version in status pending, made by the projector from a real VersionRequested event."""
     vid = uuid.uuid4().hex
-    await bus.publish(VersionRequested.make(vid, VersionRequestedPayload(
-        service_id=service_id or uuid.uuid4().hex, user_id=user, name=f"v-{vid[:6]}"), actor=user))
+    await bus.publish(
+        VersionRequested.make(
+            vid,
+            VersionRequestedPayload(
+                service_id=service_id or uuid.uuid4().hex, user_id=user, name=f"v-{vid[:6]}"
+            ),
+            actor=user,
+        )
+    )
     await wait_for(lambda: store.versions.find_one({"_id": vid}), what=f"version {vid} projected")
     return vid
 
@@ -58,8 +65,17 @@ async def end_version(bus: EventBus, vid: str, outcome: str = "success") -> None
     await bus.publish(event)
 
 
-async def write_lines(bus: EventBus, vid: str, count: int, start: int = 1, *, pause_every: int = 0,
-                      pause: float = 0.0, text: str = "line {seq}", secrets: tuple[str, ...] = ()) -> None:
+async def write_lines(
+    bus: EventBus,
+    vid: str,
+    count: int,
+    start: int = 1,
+    *,
+    pause_every: int = 0,
+    pause: float = 0.0,
+    text: str = "line {seq}",
+    secrets: tuple[str, ...] = (),
+) -> None:
     writer = LogWriter(bus, vid, start_seq=start, secrets=secrets)
     for seq in range(start, start + count):
         await writer.write("build", text.format(seq=seq))

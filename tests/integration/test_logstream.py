@@ -8,12 +8,6 @@ import asyncio
 import json
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from infra.local.stack import free_port
-from shared.bus import EventBus
-
 from logstream_helpers import (
     Watcher,
     end_version,
@@ -24,6 +18,11 @@ from logstream_helpers import (
     write_lines,
     ws_url,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from infra.local.stack import free_port
+from shared.bus import EventBus
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +40,15 @@ def services(stack):
 def second(services):
     """A second logstream instance: short idle timeout and a small subscriber buffer."""
     port = free_port()
-    services.start_service("logstream", instance="logstream2", env={
-        "FORNAX_LOGSTREAM_PORT": str(port), "FORNAX_IDLE_TIMEOUT": "3", "FORNAX_LOGSTREAM_QUEUE_LINES": "200"})
+    services.start_service(
+        "logstream",
+        instance="logstream2",
+        env={
+            "FORNAX_LOGSTREAM_PORT": str(port),
+            "FORNAX_IDLE_TIMEOUT": "3",
+            "FORNAX_LOGSTREAM_QUEUE_LINES": "200",
+        },
+    )
     yield port
     services.stop("logstream2")
 
@@ -117,7 +123,9 @@ async def test_ended_version_sends_history_then_final(services, store, bus, alic
     vid = await request_version(bus, store, user)
     await write_lines(bus, vid, 2500)
     await end_version(bus, vid, "success")
-    await wait_for(lambda: store.versions.find_one({"_id": vid, "status": "success"}), 30, "success projected")
+    await wait_for(
+        lambda: store.versions.find_one({"_id": vid, "status": "success"}), 30, "success projected"
+    )
     w = await asyncio.wait_for(Watcher(ws_url(services.logstream_port, vid), token).run(), 60)
     assert w.seqs == list(range(1, 2501))
     assert w.final["status"] == "success"
@@ -131,7 +139,9 @@ async def test_ended_version_sends_history_then_final(services, store, bus, alic
 async def test_two_instances_each_serve_any_version(services, second, store, bus, alice):
     user, token = alice
     vids = [await request_version(bus, store, user) for _ in range(4)]  # spread over partitions
-    watchers = [Watcher(ws_url(port, vid), token) for vid in vids for port in (services.logstream_port, second)]
+    watchers = [
+        Watcher(ws_url(port, vid), token) for vid in vids for port in (services.logstream_port, second)
+    ]
     tasks = [asyncio.create_task(w.run()) for w in watchers]
     await asyncio.sleep(0.5)
     await asyncio.gather(*(write_lines(bus, vid, 50) for vid in vids))
@@ -215,23 +225,40 @@ async def test_original_protocol_session(services, store, bus, alice):
     vid = await request_version(bus, store, user, service_id="svc-1")
     async with connect(f"ws://127.0.0.1:{services.logstream_port}/ws") as ws:
         assert await _reply(ws, {"action": "heart_beat", "id": "h1"}) == {
-            "action": "response", "response": "heart_beat", "id_ack": "h1", "error_code": 0, "error_msg": ""}
+            "action": "response",
+            "response": "heart_beat",
+            "id_ack": "h1",
+            "error_code": 0,
+            "error_msg": "",
+        }
         # Bad frames get an error reply; the session stays usable.
         assert (await _reply(ws, "{not json"))["error_code"] == 1001
         assert (await _reply(ws, "[1, 2]"))["error_code"] == 1001
         assert (await _reply(ws, {"id": "x"}))["error_code"] == 1002
         bad = await _reply(ws, {"action": "dance", "id": "d1"})
         assert bad["error_code"] == 1003 and bad["id_ack"] == "d1"
-        watch = {"action": "watch_log", "api": "create_version", "user_id": user, "service_id": "svc-1",
-                 "version_id": vid, "operation": "start", "id": "w1"}
+        watch = {
+            "action": "watch_log",
+            "api": "create_version",
+            "user_id": user,
+            "service_id": "svc-1",
+            "version_id": vid,
+            "operation": "start",
+            "id": "w1",
+        }
         # No token at connect and none in the frame: refused.
         assert (await _reply(ws, watch))["error_code"] == 1401
         assert (await _reply(ws, {**watch, "token": mallory}))["error_code"] == 1403
         assert (await _reply(ws, {**watch, "version_id": "f" * 32, "token": token}))["error_code"] == 1404
         assert (await _reply(ws, {**watch, "operation": "pause", "token": token}))["error_code"] == 1004
         ok = await _reply(ws, {**watch, "token": token})
-        assert ok == {"action": "response", "response": "watch_log", "id_ack": "w1", "error_code": 0,
-                      "error_msg": ""}
+        assert ok == {
+            "action": "response",
+            "response": "watch_log",
+            "id_ack": "w1",
+            "error_code": 0,
+            "error_msg": "",
+        }
         await write_lines(bus, vid, 30)
         await end_version(bus, vid, "success")
         texts, final = [], None
@@ -239,7 +266,11 @@ async def test_original_protocol_session(services, store, bus, alice):
             msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
             assert msg["action"] == "push_log"
             assert (msg["api"], msg["user_id"], msg["service_id"], msg["version_id"]) == (
-                "create_version", user, "svc-1", vid)
+                "create_version",
+                user,
+                "svc-1",
+                vid,
+            )
             if msg.get("final"):
                 final = msg
             else:
@@ -247,7 +278,9 @@ async def test_original_protocol_session(services, store, bus, alice):
         assert texts == [f"line {i}" for i in range(1, 31)]
         assert final["status"] == "success"
         # Still usable after the watch ended; stop is acknowledged.
-        assert (await _reply(ws, {**watch, "operation": "stop", "id": "w2", "token": token}))["error_code"] == 0
+        assert (await _reply(ws, {**watch, "operation": "stop", "id": "w2", "token": token}))[
+            "error_code"
+        ] == 0
         assert (await _reply(ws, {"action": "heart_beat", "id": "h2"}))["id_ack"] == "h2"
 
 

@@ -1,7 +1,115 @@
-"""logs routes (stub: filled in by a later issue)."""
+"""A version's log over REST: `GET /api/v1/{user_id}/versions/{version_id}/logs`.
+
+    ?since=<seq>&limit=<n>   one page: {"lines": [{seq, stage, stream, text, ts}], "next_since", "total",
+                             "has_more", "status"}; default limit 1000, at most 10000
+    ?follow=true             NDJSON (one JSON object per line) from `since` until the version ends, then
+                             {"final": true, "status", "version_id"} as the last line
+
+Lines come from the Mongo `logs` archive (written by the logstream's archiver). Before the final line,
+the stream waits until the archiver has stored everything written to fornax.logs, so no line is missing.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
 
-routes: list[BaseRoute] = []
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from services.logstream.archiver import settle_archive
+from services.logstream.history import TERMINAL, count_lines, read_lines, version_info
+from shared.settings import Settings
+from shared.store import Store
+
+from ..auth import authorize
+from ..errors import ApiError
+from ..io import db_call, store_of
+from ..ownership import owned_version
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+FOLLOW_POLL = 0.25
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, "validation_error", f"{name} must be an integer", field=name) from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(422, "validation_error", f"{name} must be {bound}", field=name)
+    return value
+
+
+def _ndjson(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+async def follow_lines(store: Store, settings: Settings, version_id: str, since: int) -> AsyncIterator[bytes]:
+    """Every line after `since` as NDJSON until the version ends, then the final status object."""
+    last = since
+    while True:
+        page = await db_call(read_lines, store, version_id, last, MAX_LIMIT)
+        for line in page:
+            yield _ndjson(line)
+        if page:
+            last = page[-1]["seq"]
+            continue
+        info = await db_call(version_info, store, version_id)
+        status = (info or {}).get("status")
+        if status in TERMINAL:
+            await settle_archive(settings)
+            while True:
+                rest = await db_call(read_lines, store, version_id, last, MAX_LIMIT)
+                if not rest:
+                    break
+                for line in rest:
+                    yield _ndjson(line)
+                last = rest[-1]["seq"]
+            yield _ndjson({"final": True, "status": status, "version_id": version_id})
+            return
+        await asyncio.sleep(FOLLOW_POLL)
+
+
+async def version_logs(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    version_id = request.path_params["version_id"]
+    await authorize(request, user_id)
+    version = await owned_version(request, user_id, version_id)
+    since = _int_param(request, "since", 0, 0)
+    store = store_of(request)
+    follow = request.query_params.get("follow", "").lower() in ("1", "true", "yes")
+    if follow:
+        return StreamingResponse(
+            follow_lines(store, request.app.state.settings, version_id, since),
+            media_type="application/x-ndjson",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    lines = await db_call(read_lines, store, version_id, since, limit + 1)
+    has_more = len(lines) > limit
+    lines = lines[:limit]
+    total = await db_call(count_lines, store, version_id)
+    return JSONResponse(
+        {
+            "version_id": version_id,
+            "status": version.get("status"),
+            "lines": lines,
+            "next_since": lines[-1]["seq"] if lines else since,
+            "has_more": has_more,
+            "total": total,
+        }
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/api/v1/{user_id}/versions/{version_id}/logs", version_logs, methods=["GET"]),
+]

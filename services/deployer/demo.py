@@ -70,3 +70,20 @@ def deploy_and_probe(
     _, host, port = ports[0]
     url = f"http://{host}:{port}/"
     return f"deployed to {target}: {detail}\n  {url} answered {probe(url)}"
+
+
+def demo_step(demo: Any) -> int | None:
+    """`fornax demo`'s step after the build (services/builder/demo.py AFTER_BUILD): deploy to `local`."""
+    version_id = (demo.version or {}).get("version_id")
+    if not version_id:
+        return None
+    demo.out("deploying to the local Docker engine (target 'local') ...")
+    try:
+        summary = deploy_and_probe(
+            str(demo.http.base_url), demo.token, demo.user, demo.service_id, version_id
+        )
+    except (DemoDeployError, httpx.HTTPError) as exc:
+        demo.out(f"fornax demo: deploy: {exc}")
+        return 1
+    demo.out(summary)
+    return None

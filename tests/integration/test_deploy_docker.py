@@ -267,7 +267,29 @@ def test_demo_deploy_and_probe(world: World, stack) -> None:
     from services.deployer.demo import deploy_and_probe
 
     w = world
-    summary = deploy_and_probe(f"http://127.0.0.1:{stack.gateway_port}", w.token, w.user, w.service_id,
-                               w.versions["v1"])
+    summary = deploy_and_probe(
+        f"http://127.0.0.1:{stack.gateway_port}", w.token, w.user, w.service_id, w.versions["v1"]
+    )
     assert f"container fornax-{w.name}-{w.name} running" in summary
     assert summary.endswith("answered HTTP 200: v1"), summary
+
+
+def test_demo_step_deploys_the_demo_version(world: World, stack) -> None:
+    from types import SimpleNamespace
+
+    from services.deployer.demo import demo_step
+
+    w = world
+    lines: list[str] = []
+    demo = SimpleNamespace(
+        http=httpx.Client(base_url=f"http://127.0.0.1:{stack.gateway_port}"),
+        token=w.token,
+        user=w.user,
+        service_id=w.service_id,
+        version={"version_id": w.versions["v2"]},
+        out=lines.append,
+    )
+    assert demo_step(demo) is None, lines
+    assert lines[-1].endswith("answered HTTP 200: v2"), lines
+    demo.version = {"version_id": "no-such-version"}
+    assert demo_step(demo) == 1 and "deploy refused (404)" in lines[-1]

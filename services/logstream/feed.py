@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 1000
 GAP_WAIT = 60.0
+CATCH_UP_WAIT = 10.0
 # A send that cannot complete for this long means the client stopped reading: cut it off.
 SEND_TIMEOUT = 10.0
 
@@ -140,6 +141,10 @@ class Feed:
         hub.add(self.sub)
         try:
             await self._history()
+            # Lines written before we subscribed but not archived yet would otherwise wait for the next
+            # live line (or the end) to reveal the gap: wait for the archiver to pass them, read again.
+            if await self.ctx.progress.wait(await self.ctx.tail.end_offsets(), timeout=CATCH_UP_WAIT):
+                await self._history()
             if status in TERMINAL:
                 self.sub.finish(status)  # type: ignore[arg-type]
             last_send = 0.0

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 _PORT = re.compile(r"(\d+)/tcp -> ([0-9.]+):(\d+)")
+_TAG = re.compile(r"<[^>]+>")
 
 
 class DemoDeployError(RuntimeError):
@@ -35,7 +36,7 @@ def probe(url: str, timeout: float = 20.0) -> str:
     while time.monotonic() < deadline:
         try:
             resp = httpx.get(url, timeout=2)
-            body = " ".join(resp.text.split())[:200]
+            body = " ".join(_TAG.sub(" ", resp.text).split())[:200]  # readable in a terminal
             return f"HTTP {resp.status_code}: {body}"
         except httpx.HTTPError as exc:
             last = type(exc).__name__

@@ -1,0 +1,47 @@
+"""`fornax demo` ends by deploying the demo version to the `local` Docker target and showing the app
+answering on localhost (services/deployer/demo.py: demo_step in the builder demo's AFTER_BUILD)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from services.builder import demo
+from services.deployer.demo import demo_step
+from tests.integration.builder_helpers import remove_images
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def services(stack, busybox_image) -> Iterator[object]:
+    started = []
+    for name in ("projector", "gateway", "builder", "deployer"):
+        if name not in stack.procs or stack.procs[name].poll() is not None:
+            stack.start_service(name)
+            started.append(name)
+    yield stack
+    client = docker.from_env()
+    for c in client.containers.list(all=True, filters={"name": "fornax-demo-app-demo-app"}):
+        c.remove(force=True)
+    remove_images(f"127.0.0.1:{stack.registry_port}/demo")
+    for name in reversed(started):
+        stack.stop(name)
+
+
+def test_demo_deploys_and_the_app_answers(services, capsys) -> None:
+    added = demo_step not in demo.AFTER_BUILD
+    if added:
+        demo.AFTER_BUILD.append(demo_step)
+    try:
+        assert demo.main(["--timeout", "120"]) == 0
+    finally:
+        if added:
+            demo.AFTER_BUILD.remove(demo_step)
+    out = capsys.readouterr().out
+    assert "deploying to the local Docker engine" in out
+    assert "container fornax-demo-app-demo-app running" in out
+    answered = next(line for line in out.splitlines() if "answered HTTP" in line)
+    assert answered.strip().startswith("http://127.0.0.1:") and "HTTP 200: Hello from Fornax built from a commit" in answered

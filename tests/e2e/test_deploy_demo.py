@@ -44,4 +44,5 @@ def test_demo_deploys_and_the_app_answers(services, capsys) -> None:
     assert "deploying to the local Docker engine" in out
     assert "container fornax-demo-app-demo-app running" in out
     answered = next(line for line in out.splitlines() if "answered HTTP" in line)
-    assert answered.strip().startswith("http://127.0.0.1:") and "HTTP 200: Hello from Fornax built from a commit" in answered
+    assert answered.strip().startswith("http://127.0.0.1:")
+    assert "HTTP 200: Hello from Fornax built from a commit" in answered

@@ -38,7 +38,9 @@ CLIENT_PROCS = 4
 
 
 # -- subscribers (in client processes) ---------------------------------------------------------------
-async def _subscribe(url: str, expected: int, lat: array, deadline: float) -> tuple[int, int, int]:
+async def _subscribe(
+    url: str, expected: int, lat: array, deadline: float, ready: Any
+) -> tuple[int, int, int]:
     from websockets.asyncio.client import connect
 
     got, dups, last = 0, 0, 0
@@ -58,36 +60,41 @@ async def _subscribe(url: str, expected: int, lat: array, deadline: float) -> tu
                         continue
                     last = line["seq"]
                     got += 1
+                    if line["seq"] == 1 and "bare" not in url:  # the warm-up line: subscribed for sure
+                        with ready.get_lock():
+                            ready.value += 1
+                        continue
                     lat.append(now - line["ts"])
                 if got >= expected and "bare" in url:
                     break
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pass
         except Exception:  # noqa: BLE001 - counted as lost lines
             pass
     return got, dups, last
 
 
-def _client_proc(urls: list[tuple[str, int]], deadline: float, out: Any) -> None:
+def _client_proc(urls: list[tuple[str, int]], deadline: float, out: Any, ready: Any) -> None:
     async def main() -> list[Any]:
         lat = array("d")
-        results = await asyncio.gather(*(_subscribe(u, n, lat, deadline) for u, n in urls))
+        results = await asyncio.gather(*(_subscribe(u, n, lat, deadline, ready) for u, n in urls))
         return [results, lat.tobytes()]
 
     out.put(asyncio.run(main()))
 
 
-def run_clients(urls: list[tuple[str, int]], deadline: float) -> tuple[list[Any], mp.Queue, list[mp.Process]]:
+def run_clients(urls: list[tuple[str, int]], deadline: float) -> tuple[Any, mp.Queue, list[mp.Process]]:
     ctx = mp.get_context("fork")
     q: mp.Queue = ctx.Queue()
+    ready = ctx.Value("i", 0)
     procs = []
     for i in range(CLIENT_PROCS):
         share = urls[i::CLIENT_PROCS]
         if share:
-            p = ctx.Process(target=_client_proc, args=(share, deadline, q), daemon=True)
+            p = ctx.Process(target=_client_proc, args=(share, deadline, q, ready), daemon=True)
             p.start()
             procs.append(p)
-    return [], q, procs
+    return ready, q, procs
 
 
 def collect(q: mp.Queue, procs: list[mp.Process]) -> tuple[list[tuple[int, int, int]], array]:
@@ -104,7 +111,9 @@ def collect(q: mp.Queue, procs: list[mp.Process]) -> tuple[list[tuple[int, int, 
     return results, lat
 
 
-def summary(name: str, results: list[tuple[int, int, int]], lat: array, expected: int, rss_mb: float | None) -> str:
+def summary(
+    name: str, results: list[tuple[int, int, int]], lat: array, expected: int, rss_mb: float | None
+) -> str:
     values = sorted(lat)
 
     def pct(p: float) -> float:
@@ -113,13 +122,15 @@ def summary(name: str, results: list[tuple[int, int, int]], lat: array, expected
     lost = sum(max(0, expected - got) for got, _, _ in results)
     dups = sum(d for _, d, _ in results)
     rss = f", peak RSS {rss_mb:.0f} MB" if rss_mb is not None else ""
-    return (f"{name}: {len(results)} subscribers, {expected} lines each expected; p50 {pct(0.5):.1f} ms, "
-            f"p99 {pct(0.99):.1f} ms, max {values[-1] * 1000 if values else float('nan'):.1f} ms; "
-            f"lost {lost}, duplicates {dups}{rss}")
+    return (
+        f"{name}: {len(results)} subscribers, {expected} lines each expected; p50 {pct(0.5):.1f} ms, "
+        f"p99 {pct(0.99):.1f} ms, max {values[-1] * 1000 if values else float('nan'):.1f} ms; "
+        f"lost {lost}, duplicates {dups}{rss}"
+    )
 
 
 # -- the floor: bare websockets broadcast --------------------------------------------------------------
-def _bare_server(port: int, seconds: float, versions: int, start_at: float) -> None:
+def _bare_server(port: int, seconds: float, versions: int, start_at: float, subscribers: int) -> None:
     from collections import deque
 
     from websockets.asyncio.server import serve
@@ -154,8 +165,8 @@ def _bare_server(port: int, seconds: float, versions: int, start_at: float) -> N
             except Exception:  # noqa: BLE001
                 return
 
-        async with serve(handler, "127.0.0.1", port, max_size=None, write_limit=64 * 1024):
-            while time.time() < start_at:
+        async with serve(handler, "127.0.0.1", port, max_size=None, write_limit=64 * 1024, compression=None):
+            while time.time() < start_at or sum(map(len, subs.values())) < subscribers:
                 await asyncio.sleep(0.01)
             vids = sorted(subs)
             t0 = time.monotonic()
@@ -166,9 +177,16 @@ def _bare_server(port: int, seconds: float, versions: int, start_at: float) -> N
                 while sent < due:
                     vid = vids[sent % len(vids)]
                     seq = sent // len(vids) + 1
-                    line = json.dumps({"seq": seq, "stage": "build", "stream": "stdout",
-                                       "text": f"line {seq} of a build log, about sixty bytes long", "ts": time.time()},
-                                      separators=(",", ":"))
+                    line = json.dumps(
+                        {
+                            "seq": seq,
+                            "stage": "build",
+                            "stream": "stdout",
+                            "text": f"line {seq} of a build log, about sixty bytes long",
+                            "ts": time.time(),
+                        },
+                        separators=(",", ":"),
+                    )
                     for pending, wake in subs.get(vid, []):
                         pending.append(line)
                         wake.set()
@@ -188,8 +206,9 @@ def floor(subscribers: int, versions: int, seconds: float) -> str:
 
     port = free_port()
     start_at = time.time() + 3 + subscribers / 300
-    server = mp.get_context("fork").Process(target=_bare_server, args=(port, seconds, versions, start_at),
-                                            daemon=True)
+    server = mp.get_context("fork").Process(
+        target=_bare_server, args=(port, seconds, versions, start_at, subscribers), daemon=True
+    )
     server.start()
     time.sleep(0.5)
     per_version = int(RATE * seconds) // versions
@@ -200,11 +219,17 @@ def floor(subscribers: int, versions: int, seconds: float) -> str:
     server.join(10)
     if server.is_alive():
         server.kill()
-    return summary(f"floor (bare websockets) {subscribers} subs / {versions} versions", results, lat,
-                   per_version, None)
+    return summary(
+        f"floor (bare websockets) {subscribers} subs / {versions} versions", results, lat, per_version, None
+    )
 
 
 # -- the real logstream ------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -212,13 +237,16 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def produce(settings: Any, vids: list[str], seconds: float) -> None:
+async def produce(settings: Any, vids: list[str], seconds: float, warmup: bool = False) -> None:
     """`RATE` lines/s spread round-robin over `vids`, by LogWriter (one per version), on a fixed schedule."""
     from shared.bus import EventBus
     from shared.logwriter import LogWriter
 
     async with EventBus(settings) as bus:
-        writers = [LogWriter(bus, vid, flush_every=WINDOW) for vid in vids]
+        writers = [LogWriter(bus, vid, flush_every=WINDOW, start_seq=1 if warmup else 2) for vid in vids]
+        if warmup:
+            await bus.publish(*(_line(w) for w in writers))
+            return
         total = int(RATE * seconds)
         t0 = time.monotonic()
         sent = 0
@@ -244,8 +272,14 @@ def _line(writer: Any) -> Any:
 
     seq = writer.seq
     writer.seq += 1
-    payload = LogLinePayload(version_id=writer.version_id, seq=seq, stage="build", stream="stdout",
-                             text=f"line {seq} of a build log, about sixty bytes long", ts=time.time())
+    payload = LogLinePayload(
+        version_id=writer.version_id,
+        seq=seq,
+        stage="build",
+        stream="stdout",
+        text=f"line {seq} of a build log, about sixty bytes long",
+        ts=time.time(),
+    )
     return LogLine.make(writer.version_id, payload)
 
 
@@ -258,35 +292,68 @@ async def end_versions(settings: Any, vids: list[str]) -> None:
         await bus.publish(*(VersionSucceeded.make(v, VersionSucceededPayload()) for v in vids))
 
 
-def scenario(stack: Any, settings: Any, store: Any, token: str, user: str, subscribers: int, versions: int,
-             seconds: float) -> str:
+def scenario(
+    stack: Any,
+    settings: Any,
+    store: Any,
+    token: str,
+    user: str,
+    subscribers: int,
+    versions: int,
+    seconds: float,
+) -> str:
     vids = [uuid.uuid4().hex for _ in range(versions)]
-    store.versions.insert_many([{"_id": v, "user_id": user, "service_id": "bench", "status": "running"}
-                                for v in vids])
-    per_version = int(RATE * seconds) // versions
-    urls = [(f"ws://127.0.0.1:{stack.logstream_port}/ws/versions/{vids[i % versions]}/logs?token={token}",
-             per_version) for i in range(subscribers)]
-    _, q, procs = run_clients(urls, time.time() + seconds + 60 + subscribers / 50)
-    time.sleep(3 + subscribers / 300)  # let every subscriber connect and register
+    store.versions.insert_many(
+        [{"_id": v, "user_id": user, "service_id": "bench", "status": "running"} for v in vids]
+    )
+    per_version = int(RATE * seconds) // versions + 1  # + the warm-up line
+    urls = [
+        (
+            f"ws://127.0.0.1:{stack.logstream_port}/ws/versions/{vids[i % versions]}/logs?token={token}",
+            per_version,
+        )
+        for i in range(subscribers)
+    ]
+    ready, q, procs = run_clients(urls, time.time() + seconds + 120 + subscribers / 20)
+    # One warm-up line per version; measuring starts once every subscriber has received it.
+    asyncio.run(produce(settings, vids, 0, warmup=True))
+    deadline = time.time() + 120
+    while ready.value < subscribers and time.time() < deadline:
+        time.sleep(0.1)
+    print(f"  {ready.value}/{subscribers} subscribers ready", flush=True)
+    pid = stack.procs["logstream"].pid
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
     asyncio.run(produce(settings, vids, seconds))
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
     asyncio.run(end_versions(settings, vids))
     results, lat = collect(q, procs)
     rss = peak_rss_mb(stack.procs["logstream"].pid)
-    return summary(f"logstream {subscribers} subs / {versions} versions", results, lat, per_version, rss)
+    return summary(f"logstream {subscribers} subs / {versions} versions", results, lat, per_version, rss) + (
+        f", logstream CPU {cpu * 100:.0f}% of one core"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--subs", type=int, default=100, help="subscribers of the one version in A")
     parser.add_argument("--only", choices=["A", "B", "F"], action="append")
     args = parser.parse_args()
     from infra.local.stack import Stack, free_port
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-logs-"))
-    stack = Stack(base=base, kafka_port=free_port(), mongo_port=free_port(), registry_port=free_port(),
-                  gateway_port=free_port(), logstream_port=free_port())
-    report = [f"log_latency: {RATE} lines/s for {args.seconds:.0f} s, {WINDOW * 1000:.0f} ms batches, "
-              f"{os.cpu_count()} CPUs"]
+    stack = Stack(
+        base=base,
+        kafka_port=free_port(),
+        mongo_port=free_port(),
+        registry_port=free_port(),
+        gateway_port=free_port(),
+        logstream_port=free_port(),
+    )
+    report = [
+        f"log_latency: {RATE} lines/s for {args.seconds:.0f} s, {WINDOW * 1000:.0f} ms batches, "
+        f"{os.cpu_count()} CPUs"
+    ]
     only = set(args.only or ["A", "B", "F"])
     try:
         stack.start_kafka()
@@ -306,7 +373,7 @@ def main() -> int:
             print(report[-1], flush=True)
         if "A" in only:
             stack.start_service("logstream")
-            report.append(scenario(stack, settings, store, token, user, 100, 1, args.seconds))
+            report.append(scenario(stack, settings, store, token, user, args.subs, 1, args.seconds))
             print(report[-1], flush=True)
             stack.stop("logstream")
         if "F" in only:

@@ -104,6 +104,9 @@ async def serve_logs(settings: Settings, stop: asyncio.Event) -> None:
             close_timeout=2,
             max_size=64 * 1024,
             write_limit=64 * 1024,
+            # Per-message deflate costs a zlib stream per connection and CPU per frame per subscriber;
+            # for the fan-out of small lines that CPU is better spent on latency.
+            compression=None,
         ) as server:
             log.info("logstream on ws://%s:%d", settings.logstream_host, settings.logstream_port)
             await stop.wait()

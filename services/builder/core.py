@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class Builder:
     active: dict[str, Active] = field(default_factory=dict)
     logs: dict[str, LogWriter] = field(default_factory=dict)
     resuming: set[str] = field(default_factory=set)  # versions the reaper is resuming here
+    finished: OrderedDict[str, None] = field(default_factory=OrderedDict)  # runs that ended here (recent)
     cleanup: Callable[[Any, str], None] = pipeline.cleanup_version
 
     async def emit(self, *events: Event) -> None:
@@ -111,14 +113,19 @@ class Builder:
                 await writer.close()
 
     def begin(self, version_id: str) -> Active | None:
-        """Mark the version as being worked on here; None if it already is (a repeated event)."""
-        if version_id in self.active:
+        """Mark the version as being worked on here; None if it already is, or if a run here already
+        took it to its end (a later step's event arriving before the read model shows that)."""
+        if version_id in self.active or version_id in self.finished:
             return None
         self.active[version_id] = act = Active(version_id)
         return act
 
-    def end(self, version_id: str) -> None:
+    def end(self, version_id: str, finished: bool = False) -> None:
         self.active.pop(version_id, None)
+        if finished:
+            self.finished[version_id] = None
+            while len(self.finished) > 10000:
+                self.finished.popitem(last=False)
 
     async def remove_leftovers(self, version_id: str, host: str | None) -> None:
         """Containers and network by label (on every pool host that may hold them), then the workspace."""
@@ -218,6 +225,7 @@ class Run:
             raise Cancelled()
         self.current = name
         await self.emit(StageStarted, StageStartedPayload(stage=name))  # type: ignore[arg-type]
+        began = time.monotonic()
         try:
             result = await self.guard(work(), name, timeout)
         except Cancelled:
@@ -237,6 +245,7 @@ class Run:
             reason = self.masked(str(exc))
             await self.finish(name, "failed", reason)
             raise Failed(reason, name) from None
+        log.info("version %s: %s done in %.3fs", self.vid, name, time.monotonic() - began)
         await self.finish(name, "success")
         return result
 

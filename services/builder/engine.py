@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import docker
+from docker.api.build import process_dockerfile
 from docker.errors import APIError, DockerException, ImageNotFound
 
 OnLine = Callable[[str], Awaitable[None]]
@@ -103,6 +104,20 @@ async def stream_items(start: Callable[[], Iterator[dict[str, Any]]]) -> Any:
             _abort(holder["response"])
 
 
+VCS_DIRS = [".git", ".svn", ".hg"]
+
+
+def build_context(context: Path, dockerfile: Path) -> tuple[str, Any]:
+    """The build context as a tar (honouring .dockerignore, without VCS metadata) and the Dockerfile's
+    name in it (a Dockerfile outside the context is added under a generated name, as the CLI does)."""
+    ignore = context / ".dockerignore"
+    exclude = list(VCS_DIRS)
+    if ignore.is_file():
+        exclude += [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    name, inline = process_dockerfile(str(dockerfile), str(context))
+    return name, docker.utils.tar(str(context), exclude=exclude, dockerfile=(name, inline))
+
+
 def image_name(registry: str, user: str, service: str, version: str) -> str:
     """`<registry>/<user>/<service>:<version>`, lower-cased; characters a tag cannot hold become '-'."""
     tag = re.sub(r"[^a-z0-9_.-]", "-", version.lower()).lstrip(".-")[:128] or "latest"
@@ -124,11 +139,11 @@ class DockerImageBuilder:
     async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
                     memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
         api = client.api
-        rel = str(dockerfile.relative_to(context)) if context in dockerfile.parents else str(dockerfile)
 
         def start() -> Iterator[dict[str, Any]]:
-            return api.build(path=str(context), dockerfile=rel, tag=image, rm=True, forcerm=True, decode=True,
-                             labels=labels, pull=False,
+            name, tarball = build_context(context, dockerfile)
+            return api.build(fileobj=tarball, custom_context=True, dockerfile=name, tag=image, rm=True,
+                             forcerm=True, decode=True, labels=labels, pull=False,
                              container_limits={"memory": memory_mb * 1024 * 1024,
                                                "memswap": memory_mb * 1024 * 1024, "cpushares": cpu_shares})
 

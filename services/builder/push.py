@@ -28,10 +28,12 @@ async def on_image_built(b: Builder, event: Event) -> None:
         return
     doc, active = owned
     run = Run(b, event, doc, active)
+    ended = False
     try:
         await run_guarded(b, run, lambda r: push_image(b, r, event))
+        ended = True
     finally:
-        b.end(run.vid)
+        b.end(run.vid, finished=ended)
 
 
 async def push_image(b: Builder, run: Run, event: Event) -> None:
@@ -44,5 +46,9 @@ async def push_image(b: Builder, run: Run, event: Event) -> None:
 
     digest = await run.stage("push", push, timeout=PUSH_TIMEOUT, errors=(PushError,))
     await run.write("push", f"pushed {p.image}@{digest}", "system")
-    await run.emit(ImagePushed, ImagePushedPayload(image=p.image, digest=digest))
-    await b.state.hand_on(run.vid)
+    pushed = run.make(ImagePushed, ImagePushedPayload(image=p.image, digest=digest))
+    await b.emit(pushed)
+    from .tag import tag_version
+
+    run.cause = pushed
+    await tag_version(b, run, pushed)

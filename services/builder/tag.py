@@ -25,10 +25,12 @@ async def on_image_pushed(b: Builder, event: Event) -> None:
         return
     doc, active = owned
     run = Run(b, event, doc, active)
+    ended = False
     try:
         await run_guarded(b, run, lambda r: tag_version(b, r, event))
+        ended = True
     finally:
-        b.end(run.vid)
+        b.end(run.vid, finished=ended)
 
 
 async def tag_version(b: Builder, run: Run, event: Event) -> None:

@@ -1,0 +1,134 @@
+"""Pure builder logic: image names, the host pool's choice, the build context, step guarding."""
+
+from __future__ import annotations
+
+import asyncio
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from services.builder.core import Active, Cancelled, Failed, Run
+from services.builder.engine import build_context, image_name
+from services.builder.hosts import HostPool, NoHost
+from services.builder.vcs import FakeVcs, RepoSpec
+
+
+def test_image_name_is_lower_case_and_tag_safe() -> None:
+    assert image_name("127.0.0.1:5000", "Alice", "WebApp", "V1.0") == "127.0.0.1:5000/alice/webapp:v1.0"
+    assert image_name("reg:5000/", "u", "s", "release/1.0+build") == "reg:5000/u/s:release-1.0-build"
+    assert image_name("r", "u", "s", "...") == "r/u/s:latest"
+
+
+class _Versions:
+    def __init__(self, running: dict[str, int]) -> None:
+        self.running = running
+        self.queries: list[dict] = []
+
+    def count_documents(self, query: dict) -> int:
+        self.queries.append(query)
+        return self.running.get(query["host"], 0)
+
+
+class _Client:
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+    def ping(self) -> bool:
+        if not self.alive:
+            raise ConnectionError("down")
+        return True
+
+
+def _pool(running: dict[str, int], dead: set[str] = frozenset()) -> HostPool:
+    store = SimpleNamespace(versions=_Versions(running))
+    return HostPool(["a", "b", "c"], store, connect=lambda host, cert: _Client(host not in dead))
+
+
+def test_host_pool_picks_the_least_loaded_reachable_host() -> None:
+    pool = _pool({"a": 3, "b": 1, "c": 2})
+    assert asyncio.run(pool.pick("v1")) == "b"
+    # v1 now counts on b in memory: b=2, c=2 → the first of the two by order
+    assert asyncio.run(pool.pick("v2")) == "b"
+    assert asyncio.run(pool.pick("v3")) == "c"
+    assert asyncio.run(pool.pick("v1")) == "b"  # a version keeps its host
+    pool.release("v1")
+    pool.release("v2")
+    assert pool.local["b"] == 0
+    # this process's own versions are not counted twice from the read model
+    assert pool.store.versions.queries[-1]["_id"] == {"$nin": ["v1", "v2"]}
+
+
+def test_host_pool_skips_dead_hosts_and_says_so() -> None:
+    assert asyncio.run(_pool({"a": 0, "b": 5, "c": 9}, dead={"a"}).pick("v")) == "b"
+    with pytest.raises(NoHost, match="no Docker host answers"):
+        asyncio.run(_pool({}, dead={"a", "b", "c"}).pick("v"))
+
+
+def test_build_context_leaves_out_vcs_metadata_and_honours_dockerignore(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("secret-ish")
+    (tmp_path / ".svn").mkdir()
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "app.py").write_text("print(1)\n")
+    (tmp_path / "notes.log").write_text("x\n")
+    (tmp_path / ".dockerignore").write_text("# comment\n*.log\n")
+    name, tar = build_context(tmp_path, tmp_path / "Dockerfile")
+    names = set(tarfile.open(fileobj=tar).getnames())
+    assert name == "Dockerfile"
+    assert {"Dockerfile", "app.py"} <= names
+    assert not any(n.startswith((".git", ".svn")) or n.endswith(".log") for n in names)
+
+
+def test_fake_vcs_is_steerable(tmp_path: Path) -> None:
+    vcs = FakeVcs(heads={"u": "a" * 40})
+    repo = RepoSpec("u")
+    lines: list[str] = []
+
+    async def on_line(text: str) -> None:
+        lines.append(text)
+
+    assert asyncio.run(vcs.clone(repo, tmp_path / "w", None, None, on_line)) == "a" * 40
+    assert (tmp_path / "w" / "Dockerfile").exists()
+    asyncio.run(vcs.tag(repo, tmp_path / "w", "v1", "a" * 40, on_line))
+    asyncio.run(vcs.tag(repo, tmp_path / "w", "v1", "a" * 40, on_line))  # same commit: fine
+    with pytest.raises(Exception, match="already exists at"):
+        asyncio.run(vcs.tag(repo, tmp_path / "w", "v1", "b" * 40, on_line))
+    assert asyncio.run(vcs.probe(RepoSpec("x", vcs="hg"))).status == "unknownvcs"
+
+
+def _run(timeout: float = 3600) -> Run:
+    b = SimpleNamespace(settings=SimpleNamespace(version_timeout=timeout), registry_secret="registry-pw")
+    return Run(b, None, {"_id": "v1", "user_id": "u"}, Active("v1"))  # type: ignore[arg-type]
+
+
+def test_guard_returns_the_result_or_stops_on_cancel_and_timeout() -> None:
+    async def scenario() -> None:
+        run = _run()
+        assert await run.guard(asyncio.sleep(0, result=7), "build") == 7
+
+        stopped = asyncio.Event()
+
+        async def long_step() -> None:
+            try:
+                await asyncio.sleep(30)
+            finally:
+                stopped.set()  # the step itself is cancelled (its docker call aborted)
+
+        asyncio.get_running_loop().call_later(0.05, run.active.cancelled.set)
+        with pytest.raises(Cancelled):
+            await run.guard(long_step(), "build")
+        assert stopped.is_set()
+
+        with pytest.raises(Failed, match="build timed out after 0s"):
+            await _run().guard(asyncio.sleep(30), "build", timeout=0.05)
+        with pytest.raises(Failed, match="timed out"):
+            await _run(timeout=0.05).guard(asyncio.sleep(30), "push")  # the version's own deadline
+
+    asyncio.run(scenario())
+
+
+def test_secrets_are_masked_in_messages() -> None:
+    run = _run()
+    assert run.masked("login with registry-pw failed") == "login with **** failed"

@@ -4,8 +4,9 @@ Its own local stack (Tansu, nx-27017, docker-registry, the shared dockerd) with 
 builder. In the same run, interleaved, RUNS times per context:
 
 - fornax: wall time from POSTing a signed GitHub push webhook until the builder emits ImagePushed for
-  that version (its `occurred_at`, read back from fornax.versions; same machine, same clock) (gateway → PushReceived → projector trigger → VersionRequested → builder:
-  clone, config, build, ImageBuilt → push → ImagePushed);
+  that version (its `occurred_at`, read back from fornax.versions; same machine, same clock):
+  gateway → PushReceived → projector trigger → VersionRequested → builder: clone, config, build,
+  ImageBuilt → push → ImagePushed. `-v` prints each run's event timeline;
 - raw: `docker build --no-cache` + `docker push` of the same context with the docker CLI.
 
 Every run changes the context (a nonce), so neither side gets a layer-cache hit. Contexts: `tiny`
@@ -46,7 +47,9 @@ CASES = {
 
 
 def sh(*argv: str, cwd: Path | None = None, input: str | None = None) -> str:
-    return subprocess.run(argv, cwd=cwd, check=True, capture_output=True, text=True, input=input).stdout.strip()
+    return subprocess.run(
+        argv, cwd=cwd, check=True, capture_output=True, text=True, input=input
+    ).stdout.strip()
 
 
 def write_context(path: Path, case: str, nonce: str) -> None:
@@ -56,12 +59,23 @@ def write_context(path: Path, case: str, nonce: str) -> None:
 
 
 def signed_push(url: str, sha: str, secret: str) -> tuple[dict[str, str], bytes, str]:
-    body = json.dumps({"ref": "refs/heads/main", "before": "0" * 40, "after": sha,
-                       "repository": {"name": "bench", "clone_url": url},
-                       "head_commit": {"id": sha, "message": "bench"}, "pusher": {"name": "bench"}}).encode()
+    body = json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "before": "0" * 40,
+            "after": sha,
+            "repository": {"name": "bench", "clone_url": url},
+            "head_commit": {"id": sha, "message": "bench"},
+            "pusher": {"name": "bench"},
+        }
+    ).encode()
     delivery = str(uuid.uuid4())
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
-               "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
     return headers, body, delivery
 
 
@@ -81,8 +95,12 @@ class Watcher:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        self.consumer = AIOKafkaConsumer(self.settings.topic("versions"), bootstrap_servers=self.settings.kafka_bootstrap,
-                                         auto_offset_reset="latest", group_id=None)
+        self.consumer = AIOKafkaConsumer(
+            self.settings.topic("versions"),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            auto_offset_reset="latest",
+            group_id=None,
+        )
         await self.consumer.start()
         await self.consumer.getmany(timeout_ms=200)  # settle the assignment at the end of the log
 
@@ -100,13 +118,19 @@ class Watcher:
                     now = datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00")).timestamp()
                     self.seen.setdefault((e["aggregate_id"], e["type"]), now)
                     self.timeline.setdefault(e["aggregate_id"], []).append(
-                        (now, e["type"] + (f"({e['payload'].get('stage')})" if "stage" in e["payload"] else "")))
+                        (
+                            now,
+                            e["type"] + (f"({e['payload'].get('stage')})" if "stage" in e["payload"] else ""),
+                        )
+                    )
                     if e["type"] == "VersionFailed":
                         raise RuntimeError(f"version failed: {e['payload']}")
         raise TimeoutError(f"no {etype} for {ids - {v for v, t in self.seen if t == etype}}")
 
 
-async def fornax_run(http, watcher: Watcher, repo, service_id: str, secret: str, case: str, nonce: str) -> float:
+async def fornax_run(
+    http, watcher: Watcher, repo, service_id: str, secret: str, case: str, nonce: str
+) -> float:
     write_context(repo["work"], case, nonce)
     sha = commit(repo["work"], nonce)
     headers, body, delivery = signed_push(repo["url"], sha, secret)
@@ -152,12 +176,24 @@ async def bench(stack, settings) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="fornax-bench-po-"))
     config_dir = str(tmp / "docker-config")
-    sh("docker", "--config", config_dir, "login", "-u", REGISTRY_USER, "--password-stdin", settings.registry_location,
-       input=REGISTRY_PASSWORD)
+    sh(
+        "docker",
+        "--config",
+        config_dir,
+        "login",
+        "-u",
+        REGISTRY_USER,
+        "--password-stdin",
+        settings.registry_location,
+        input=REGISTRY_PASSWORD,
+    )
     store = Store(settings)
     token = create_user(store, "bench")
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.gateway_port}", timeout=60,
-                             headers={"Authorization": f"Bearer {token}"})
+    http = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{stack.gateway_port}",
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     origin, work = tmp / "origin.git", tmp / "work"
     sh("git", "init", "-q", "--bare", "-b", "main", str(origin))
     sh("git", "init", "-q", "-b", "main", str(work))
@@ -166,8 +202,10 @@ async def bench(stack, settings) -> dict:
     commit(work, "init")
     repo = {"work": work, "url": str(origin)}
     secret = "bench-secret-123"
-    resp = await http.post("/api/v1/bench/services", json={"name": "bench", "webhook_secret": secret,
-                                                           "repository": {"url": str(origin), "vcs": "git"}})
+    resp = await http.post(
+        "/api/v1/bench/services",
+        json={"name": "bench", "webhook_secret": secret, "repository": {"url": str(origin), "vcs": "git"}},
+    )
     resp.raise_for_status()
     service_id = resp.json()["service_id"]
     for _ in range(300):
@@ -216,21 +254,32 @@ def main() -> int:
     from shared.settings import Settings
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-stack-"))
-    stack = Stack(base=base, kafka_port=free_port(), mongo_port=free_port(), registry_port=free_port(),
-                  gateway_port=free_port(), logstream_port=free_port(),
-                  extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
+    stack = Stack(
+        base=base,
+        kafka_port=free_port(),
+        mongo_port=free_port(),
+        registry_port=free_port(),
+        gateway_port=free_port(),
+        logstream_port=free_port(),
+        extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")},
+    )
     try:
         stack.start_infra()
         os.environ.update(stack.env())
         settings = Settings()
         ensure_busybox_image()
         stack.start_services(("projector", "gateway", "builder"))
-        print(f"pipeline overhead: {RUNS} runs per context, builder concurrency {settings.builder_concurrency}")
+        print(
+            f"pipeline overhead: {RUNS} runs per context, builder concurrency {settings.builder_concurrency}"
+        )
         results = asyncio.run(bench(stack, settings))
     finally:
         stack.stop_all()
-        subprocess.run(f"docker images -q '127.0.0.1:{stack.registry_port}/*' | xargs -r docker rmi -f",
-                       shell=True, capture_output=True)
+        subprocess.run(
+            f"docker images -q '127.0.0.1:{stack.registry_port}/*' | xargs -r docker rmi -f",
+            shell=True,
+            capture_output=True,
+        )
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(base, ignore_errors=True)
         else:
@@ -240,8 +289,10 @@ def main() -> int:
         r, f = median(results[case]["raw"]), median(results[case]["fornax"])
         print(f"{case:9} {r:9.2f}s {f:12.2f}s {f - r:+10.2f}s {f / r:6.2f}")
     p = results["parallel"]
-    print(f"\n{p['versions']} webhooks at once, one Docker host: all succeeded in {p['seconds']:.1f}s "
-          f"→ {p['per_minute']:.1f} builds/minute")
+    print(
+        f"\n{p['versions']} webhooks at once, one Docker host: all succeeded in {p['seconds']:.1f}s "
+        f"→ {p['per_minute']:.1f} builds/minute"
+    )
     return 0
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from shared.events import Event, utcnow, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded
+from shared.events import Event, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded, utcnow
 from shared.events.versions import (
     ImageBuiltPayload,
     SourceFetchedPayload,
@@ -32,8 +32,9 @@ PROJECTION_WAIT = 10.0
 REPO_CHECK_WAIT = 10.0
 
 
-async def acquire_version(b: Builder, vid: str, *, skip: Any = None,
-                          fallback: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any] | None:
+async def acquire_version(
+    b: Builder, vid: str, *, skip: Any = None, fallback: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Any] | None:
     """Read the version, skip it if finished (or `skip(doc)`) or already worked on here, and own it:
     (doc, Active) or None. `fallback` (from the event) stands in while the read model lags."""
     doc = await b.state.version(vid)
@@ -54,8 +55,11 @@ async def acquire_version(b: Builder, vid: str, *, skip: Any = None,
         while not await b.state.claim(vid):
             if not waiting:
                 hb = await b.state.heartbeat(vid) or {}
-                log.info("version %s: owned by %s; waiting (taken over if its heartbeat stops)", vid,
-                         hb.get("worker"))
+                log.info(
+                    "version %s: owned by %s; waiting (taken over if its heartbeat stops)",
+                    vid,
+                    hb.get("worker"),
+                )
                 waiting = True
             # Another live worker has it (e.g. partitions moved while it builds): wait, take over if it dies.
             await asyncio.sleep(2.0)
@@ -75,9 +79,19 @@ def _built(doc: dict[str, Any]) -> bool:
 
 def _from_request(event: Event) -> dict[str, Any]:
     p: Any = event.payload
-    return {"_id": event.aggregate_id, "status": "pending", "stages": {}, "service_id": p.service_id,
-            "user_id": p.user_id, "name": p.name, "description": p.description, "commit": p.commit,
-            "branch": p.branch, "trigger": p.trigger, "operations": p.operations}
+    return {
+        "_id": event.aggregate_id,
+        "status": "pending",
+        "stages": {},
+        "service_id": p.service_id,
+        "user_id": p.user_id,
+        "name": p.name,
+        "description": p.description,
+        "commit": p.commit,
+        "branch": p.branch,
+        "trigger": p.trigger,
+        "operations": p.operations,
+    }
 
 
 async def on_version_requested(b: Builder, event: Event) -> None:
@@ -85,8 +99,12 @@ async def on_version_requested(b: Builder, event: Event) -> None:
     if owned is None:
         return
     doc, active = owned
-    log.info("version %s: building (status %s, %.3fs after the request)", event.aggregate_id, doc.get("status"),
-             (utcnow() - event.occurred_at).total_seconds())
+    log.info(
+        "version %s: building (status %s, %.3fs after the request)",
+        event.aggregate_id,
+        doc.get("status"),
+        (utcnow() - event.occurred_at).total_seconds(),
+    )
     run = Run(b, event, doc, active)
     ended = False
     try:
@@ -125,8 +143,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
     branch = run.version.get("branch") or payload.branch
 
     async def clone() -> str:
-        return await b.vcs.clone(repo, workspace, run.version.get("commit") or payload.commit, branch,
-                                 run.line_writer("clone"))
+        return await b.vcs.clone(
+            repo, workspace, run.version.get("commit") or payload.commit, branch, run.line_writer("clone")
+        )
 
     commit = await run.stage("clone", clone, errors=(VcsError, OSError))
     await run.emit(SourceFetched, SourceFetchedPayload(commit=commit, host=run.host, branch=branch))
@@ -137,17 +156,29 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
     except pipeline.ConfigError as exc:
         raise Failed(str(exc), "config") from None
     stages = config.stages(run.version.get("operations"))
-    await run.write("clone", f"pipeline: {' → '.join(stages)} ({config.source or 'default: root Dockerfile'})",
-                    "system")
+    await run.write(
+        "clone", f"pipeline: {' → '.join(stages)} ({config.source or 'default: root Dockerfile'})", "system"
+    )
     await _reserve_quota(b, run, config)
 
     client = b.hosts.client(run.host)
-    ctx = pipeline.StageContext(docker=client, version_id=run.vid, user_id=run.version["user_id"],
-                                workspace=workspace, log=await run.open_log(), settings=b.settings,
-                                cancelled=run.active.cancelled, deadline=run.deadline)
+    ctx = pipeline.StageContext(
+        docker=client,
+        version_id=run.vid,
+        user_id=run.version["user_id"],
+        workspace=workspace,
+        log=await run.open_log(),
+        settings=b.settings,
+        cancelled=run.active.cancelled,
+        deadline=run.deadline,
+    )
     for name in ("integration", "pre_build"):
         if name in stages:
-            await run.stage(name, lambda n=name: pipeline.run_stage(ctx, config, n))
+
+            def step(n: str = name) -> Any:
+                return pipeline.run_stage(ctx, config, n)
+
+            await run.stage(name, step)
 
     if "build" not in stages:  # integration only: nothing to publish
         deploy = config.deploy if "deploy" in stages else []
@@ -156,7 +187,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
             await run.emit(VersionSucceeded, VersionSucceededPayload(deploy=deploy))
         return
 
-    image = image_name(b.settings.registry_location, run.version["user_id"], service["name"], run.version["name"])
+    image = image_name(
+        b.settings.registry_location, run.version["user_id"], service["name"], run.version["name"]
+    )
     memory, cpu = config.container_limits(b.settings)
 
     async def build() -> str:
@@ -165,14 +198,24 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         except pipeline.ConfigError as exc:
             raise Failed(str(exc)) from None
         if not dockerfile.is_file():
-            raise Failed(f"Dockerfile not found: {dockerfile.relative_to(workspace.resolve())} "
-                         "is not in the repository")
-        return await b.images.build(client, context=context, dockerfile=dockerfile, image=image,
-                                    labels={"fornax.version": run.vid, "fornax.service": service["_id"]},
-                                    memory_mb=memory, cpu_shares=cpu, on_line=run.line_writer("build"))
+            raise Failed(
+                f"Dockerfile not found: {dockerfile.relative_to(workspace.resolve())} "
+                "is not in the repository"
+            )
+        return await b.images.build(
+            client,
+            context=context,
+            dockerfile=dockerfile,
+            image=image,
+            labels={"fornax.version": run.vid, "fornax.service": service["_id"]},
+            memory_mb=memory,
+            cpu_shares=cpu,
+            on_line=run.line_writer("build"),
+        )
 
-    image_id = await run.stage("build", build, timeout=config.timeout("build", b.settings.stage_timeout),
-                               errors=(BuildError,))
+    image_id = await run.stage(
+        "build", build, timeout=config.timeout("build", b.settings.stage_timeout), errors=(BuildError,)
+    )
     built = run.make(ImageBuilt, ImageBuiltPayload(image=image, image_id=image_id, host=run.host))
     await b.emit(built)
     # Go on with push and tag right here (one broker round trip less per step). Their agents skip
@@ -191,12 +234,21 @@ async def _reserve_quota(b: Builder, run: Run, config: Any) -> None:
         await run.emit(VersionQueued, VersionQueuedPayload(reason=reason))
 
     try:
-        got = await pipeline.acquire(b.store, run.version["user_id"], run.vid, memory, cpu, on_wait=on_wait,
-                                     cancelled=run.active.cancelled, deadline=run.deadline)
+        got = await pipeline.acquire(
+            b.store,
+            run.version["user_id"],
+            run.vid,
+            memory,
+            cpu,
+            on_wait=on_wait,
+            cancelled=run.active.cancelled,
+            deadline=run.deadline,
+        )
     except pipeline.QuotaExceeded as exc:
         raise Failed(str(exc), "quota") from None
     if not got:
         if run.active.cancelled.is_set():
             from .core import Cancelled
+
             raise Cancelled()
         raise Failed("timed out waiting for quota", "quota")

@@ -28,9 +28,11 @@ async def on_service_event(b: Builder, event: Event) -> RepositoryChecked | None
     spec = await b.state.repo_spec({"_id": event.aggregate_id}, repository)
     probe = await b.vcs.probe(spec)
     message = mask(probe.message, [*spec.secrets(), b.registry_secret])[:1000]
-    checked = RepositoryChecked.make(event.aggregate_id,
-                                     RepositoryCheckedPayload(status=probe.status, message=message),  # type: ignore[arg-type]
-                                     cause=event)
+    checked = RepositoryChecked.make(
+        event.aggregate_id,
+        RepositoryCheckedPayload(status=probe.status, message=message),  # type: ignore[arg-type]
+        cause=event,
+    )
     await b.emit(checked)
     log.info("service %s: repository %s", event.aggregate_id, probe.status)
     return checked

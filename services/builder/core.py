@@ -100,8 +100,9 @@ class Builder:
             secrets = [self.registry_secret]
             if service_id:
                 secrets += await self.state.secret_values(service_id)
-            writer = LogWriter(self.bus, version_id, secrets=secrets,
-                               start_seq=await self.state.next_log_seq(version_id))
+            writer = LogWriter(
+                self.bus, version_id, secrets=secrets, start_seq=await self.state.next_log_seq(version_id)
+            )
             writer.start()
             self.logs[version_id] = writer
         return writer
@@ -147,8 +148,11 @@ def bootstrap(settings: Settings) -> Builder:
         bus=EventBus(settings),
         vcs=GitSvn(),
         images=DockerImageBuilder(),
-        registry=DockerRegistry(settings.registry_location, settings.registry_username,
-                                settings.registry_password.get_secret_value()),
+        registry=DockerRegistry(
+            settings.registry_location,
+            settings.registry_username,
+            settings.registry_password.get_secret_value(),
+        ),
         hosts=HostPool(settings.docker_hosts, store, settings.docker_cert_path),
         state=state,
         worker=state.worker,
@@ -173,8 +177,9 @@ class Run:
 
     # -- events and log ------------------------------------------------------------------------------
     def make(self, cls: type[Event], payload: Payload) -> Event:
-        return cls.make(self.vid, payload, cause=self.cause, correlation_id=self.vid,
-                        actor=self.version.get("user_id"))
+        return cls.make(
+            self.vid, payload, cause=self.cause, correlation_id=self.vid, actor=self.version.get("user_id")
+        )
 
     async def emit(self, cls: type[Event], payload: Payload) -> None:
         await self.b.emit(self.make(cls, payload))
@@ -190,6 +195,7 @@ class Run:
     def line_writer(self, stage: str) -> Callable[[str], Awaitable[None]]:
         async def on_line(text: str) -> None:
             await self.write(stage, text)
+
         return on_line
 
     def masked(self, text: str) -> str:
@@ -206,8 +212,9 @@ class Run:
         task = asyncio.ensure_future(coro)
         waiter = asyncio.ensure_future(self.active.cancelled.wait())
         try:
-            done, _ = await asyncio.wait({task, waiter}, timeout=max(limit, 0.01),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {task, waiter}, timeout=max(limit, 0.01), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiter.cancel()
         if task in done:
@@ -218,8 +225,13 @@ class Run:
             raise Cancelled()
         raise Failed(f"{stage} timed out after {limit:.0f}s", stage)
 
-    async def stage(self, name: str, work: Callable[[], Awaitable[Any]], timeout: float | None = None,
-                    errors: tuple[type[BaseException], ...] = ()) -> Any:
+    async def stage(
+        self,
+        name: str,
+        work: Callable[[], Awaitable[Any]],
+        timeout: float | None = None,
+        errors: tuple[type[BaseException], ...] = (),
+    ) -> Any:
         """StageStarted, the work (guarded), StageFinished(success|failed|cancelled)."""
         if self.active.cancelled.is_set():
             raise Cancelled()

@@ -99,8 +99,19 @@ def _commit(work: Path) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     (work / "index.html").write_text(f"<h1>Hello from Fornax</h1><p>built from a commit made {stamp}</p>\n")
     _sh("git", "-C", str(work), "add", "-A")
-    _sh("git", "-C", str(work), "-c", "user.name=Fornax demo", "-c", "user.email=demo@fornax.local",
-        "commit", "-q", "-m", f"demo change {stamp}")
+    _sh(
+        "git",
+        "-C",
+        str(work),
+        "-c",
+        "user.name=Fornax demo",
+        "-c",
+        "user.email=demo@fornax.local",
+        "commit",
+        "-q",
+        "-m",
+        f"demo change {stamp}",
+    )
     _sh("git", "-C", str(work), "push", "-q", "origin", "HEAD:refs/heads/main")
     return _sh("git", "-C", str(work), "rev-parse", "HEAD")
 
@@ -109,8 +120,15 @@ def _service(demo: Demo, home: Path) -> str:
     """Create the demo service (or reuse it, giving it a fresh webhook secret); returns the secret."""
     secret = secrets.token_hex(16)
     api = f"/api/v1/{demo.user}/services"
-    resp = demo.http.post(api, json={"name": SERVICE, "description": "fornax demo",
-                                     "repository": {"url": demo.repo_url, "vcs": "git"}, "webhook_secret": secret})
+    resp = demo.http.post(
+        api,
+        json={
+            "name": SERVICE,
+            "description": "fornax demo",
+            "repository": {"url": demo.repo_url, "vcs": "git"},
+            "webhook_secret": secret,
+        },
+    )
     if resp.status_code == 202:
         demo.service_id = resp.json()["service_id"]
     elif resp.status_code == 409:
@@ -138,14 +156,25 @@ def _wait_service(demo: Demo, timeout: float = 60) -> str:
 
 def webhook(repo_url: str, sha: str, secret: str) -> tuple[dict[str, str], bytes]:
     """A signed GitHub push delivery for `sha` on main."""
-    body = json.dumps({
-        "ref": "refs/heads/main", "before": "0" * 40, "after": sha, "created": False, "deleted": False,
-        "repository": {"name": SERVICE, "full_name": f"demo/{SERVICE}", "clone_url": repo_url},
-        "head_commit": {"id": sha, "message": "demo change"}, "pusher": {"name": "demo"},
-    }).encode()
+    body = json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "before": "0" * 40,
+            "after": sha,
+            "created": False,
+            "deleted": False,
+            "repository": {"name": SERVICE, "full_name": f"demo/{SERVICE}", "clone_url": repo_url},
+            "head_commit": {"id": sha, "message": "demo change"},
+            "pusher": {"name": "demo"},
+        }
+    ).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": "push",
-               "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature}
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature,
+    }
     return headers, body
 
 
@@ -185,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"base image: {ensure_busybox_image()}")
         user, token = _user_and_token(settings, home)
         origin, work = _repository(home)
-        http = httpx.Client(base_url=f"http://{settings.gateway_host}:{settings.gateway_port}", timeout=30,
-                            headers={"Authorization": f"Bearer {token}"})
+        http = httpx.Client(
+            base_url=f"http://{settings.gateway_host}:{settings.gateway_port}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         demo = Demo(settings, http, user, token, str(origin))
         secret = _service(demo, home)
         print(f"service {SERVICE} ({demo.service_id}) for {origin}: repository {_wait_service(demo)}")

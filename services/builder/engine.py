@@ -48,8 +48,9 @@ def connect(base_url: str, cert_path: str | None = None, timeout: int = 120) -> 
     tls: Any = False
     if cert_path and base_url.startswith("tcp://"):
         p = Path(cert_path)
-        tls = docker.tls.TLSConfig(client_cert=(str(p / "cert.pem"), str(p / "key.pem")),
-                                   ca_cert=str(p / "ca.pem"), verify=True)
+        tls = docker.tls.TLSConfig(
+            client_cert=(str(p / "cert.pem"), str(p / "key.pem")), ca_cert=str(p / "ca.pem"), verify=True
+        )
     client = docker.DockerClient(base_url=base_url, version="auto", timeout=timeout, tls=tls)
     client.api = _TrackingAPI(base_url=base_url, version="auto", timeout=timeout, tls=tls)
     return client
@@ -113,7 +114,9 @@ def build_context(context: Path, dockerfile: Path) -> tuple[str, Any]:
     ignore = context / ".dockerignore"
     exclude = list(VCS_DIRS)
     if ignore.is_file():
-        exclude += [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        exclude += [
+            ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+        ]
     name, inline = process_dockerfile(str(dockerfile), str(context))
     return name, docker.utils.tar(str(context), exclude=exclude, dockerfile=(name, inline))
 
@@ -125,8 +128,18 @@ def image_name(registry: str, user: str, service: str, version: str) -> str:
 
 
 class ImageBuilder(Protocol):
-    async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
-                    memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
+    async def build(
+        self,
+        client: Any,
+        *,
+        context: Path,
+        dockerfile: Path,
+        image: str,
+        labels: dict[str, str],
+        memory_mb: int,
+        cpu_shares: int,
+        on_line: OnLine,
+    ) -> str:
         """Build and tag `image`; returns the image id; BuildError names the failing step."""
 
 
@@ -136,16 +149,38 @@ class Registry(Protocol):
 
 
 class DockerImageBuilder:
-    async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
-                    memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
+    async def build(
+        self,
+        client: Any,
+        *,
+        context: Path,
+        dockerfile: Path,
+        image: str,
+        labels: dict[str, str],
+        memory_mb: int,
+        cpu_shares: int,
+        on_line: OnLine,
+    ) -> str:
         api = client.api
 
         def start() -> Iterator[dict[str, Any]]:
             name, tarball = build_context(context, dockerfile)
-            return api.build(fileobj=tarball, custom_context=True, dockerfile=name, tag=image, rm=True,
-                             forcerm=True, decode=True, labels=labels, pull=False,
-                             container_limits={"memory": memory_mb * 1024 * 1024,
-                                               "memswap": memory_mb * 1024 * 1024, "cpushares": cpu_shares})
+            return api.build(
+                fileobj=tarball,
+                custom_context=True,
+                dockerfile=name,
+                tag=image,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                labels=labels,
+                pull=False,
+                container_limits={
+                    "memory": memory_mb * 1024 * 1024,
+                    "memswap": memory_mb * 1024 * 1024,
+                    "cpushares": cpu_shares,
+                },
+            )
 
         image_id = None
         step = None
@@ -164,7 +199,9 @@ class DockerImageBuilder:
                     elif "aux" in item and isinstance(item["aux"], dict) and item["aux"].get("ID"):
                         image_id = item["aux"]["ID"]
                     elif "error" in item:
-                        message = str(item.get("error") or item.get("errorDetail", {}).get("message", "")).strip()
+                        message = str(
+                            item.get("error") or item.get("errorDetail", {}).get("message", "")
+                        ).strip()
                         await on_line(f"ERROR: {message}")
                         where = f" at {step}" if step else ""
                         raise BuildError(f"docker build failed{where}: {message}")
@@ -211,8 +248,9 @@ class DockerRegistry:
                         seen.add((item.get("id", ""), status))
                         await on_line(f"{item['id']}: {status}" if item.get("id") else str(status))
         except (APIError, DockerException) as exc:
-            raise PushError(f"push of {image} to {self.registry} failed: "
-                            f"{getattr(exc, 'explanation', None) or exc}") from None
+            raise PushError(
+                f"push of {image} to {self.registry} failed: {getattr(exc, 'explanation', None) or exc}"
+            ) from None
         if not digest:
             raise PushError(f"push of {image} to {self.registry} returned no digest")
         return str(digest)
@@ -226,8 +264,18 @@ class FakeImageBuilder:
     delay: float = 0.0
     built: list[str] = field(default_factory=list)
 
-    async def build(self, client: Any, *, context: Path, dockerfile: Path, image: str, labels: dict[str, str],
-                    memory_mb: int, cpu_shares: int, on_line: OnLine) -> str:
+    async def build(
+        self,
+        client: Any,
+        *,
+        context: Path,
+        dockerfile: Path,
+        image: str,
+        labels: dict[str, str],
+        memory_mb: int,
+        cpu_shares: int,
+        on_line: OnLine,
+    ) -> str:
         await on_line(f"Step 1/1 : fake build of {image}")
         await asyncio.sleep(self.delay)
         if self.fail:

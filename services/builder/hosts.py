@@ -23,8 +23,13 @@ class NoHost(Exception):
 
 
 class HostPool:
-    def __init__(self, hosts: list[str], store: Any, cert_path: str | None = None,
-                 connect: Callable[..., Any] = engine.connect) -> None:
+    def __init__(
+        self,
+        hosts: list[str],
+        store: Any,
+        cert_path: str | None = None,
+        connect: Callable[..., Any] = engine.connect,
+    ) -> None:
         self.hosts = list(hosts)
         self.store = store
         self.cert_path = cert_path

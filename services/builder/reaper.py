@@ -46,8 +46,7 @@ async def reap_lost(b: Builder) -> list[str]:
     """Take over active versions nobody works on: resume them at their next step, or fail them
     ("worker lost") once they were taken over MAX_TAKEOVERS times already. Returns their ids."""
     limit = b.settings.builder_lost_after
-    docs = await asyncio.to_thread(
-        lambda: list(b.store.versions.find({"status": {"$in": list(ACTIVE)}})))
+    docs = await asyncio.to_thread(lambda: list(b.store.versions.find({"status": {"$in": list(ACTIVE)}})))
     taken = []
     for doc in docs:
         vid = doc["_id"]
@@ -66,8 +65,15 @@ async def reap_lost(b: Builder) -> list[str]:
         log.warning("version %s: no worker for %.0fs; resuming it here", vid, age)
         b.resuming.add(vid)
         task = asyncio.create_task(_resume(b, doc))
-        task.add_done_callback(lambda _t, v=vid: b.resuming.discard(v))
+        task.add_done_callback(_done_resuming(b, vid))
     return taken
+
+
+def _done_resuming(b: Builder, vid: str) -> Any:
+    def done(_task: Any) -> None:
+        b.resuming.discard(vid)
+
+    return done
 
 
 def _stage_ok(doc: dict[str, Any], stage: str) -> bool:
@@ -79,19 +85,34 @@ async def _resume(b: Builder, doc: dict[str, Any]) -> None:
     vid, user = doc["_id"], doc.get("user_id")
     try:
         if doc.get("digest") and _stage_ok(doc, "push"):
-            event = ImagePushed.make(vid, ImagePushedPayload(image=doc["image"], digest=doc["digest"]),
-                                     correlation_id=vid, actor=user)
-            await on_image_pushed(b, event)
+            pushed = ImagePushed.make(
+                vid,
+                ImagePushedPayload(image=doc["image"], digest=doc["digest"]),
+                correlation_id=vid,
+                actor=user,
+            )
+            await on_image_pushed(b, pushed)
         elif doc.get("image_id") and _stage_ok(doc, "build"):
-            event = ImageBuilt.make(vid, ImageBuiltPayload(image=doc["image"], image_id=doc["image_id"],
-                                                           host=doc.get("host") or b.hosts.hosts[0]),
-                                    correlation_id=vid, actor=user)
-            await on_image_built(b, event)
+            built = ImageBuilt.make(
+                vid,
+                ImageBuiltPayload(
+                    image=doc["image"], image_id=doc["image_id"], host=doc.get("host") or b.hosts.hosts[0]
+                ),
+                correlation_id=vid,
+                actor=user,
+            )
+            await on_image_built(b, built)
         else:
             payload = VersionRequestedPayload(
-                service_id=doc["service_id"], user_id=user, name=doc["name"],
-                description=doc.get("description") or "", commit=doc.get("commit"), branch=doc.get("branch"),
-                trigger=doc.get("trigger") or "api", operations=doc.get("operations"))
+                service_id=doc["service_id"],
+                user_id=str(user),
+                name=doc["name"],
+                description=doc.get("description") or "",
+                commit=doc.get("commit"),
+                branch=doc.get("branch"),
+                trigger=doc.get("trigger") or "api",
+                operations=doc.get("operations"),
+            )
             await on_version_requested(b, VersionRequested.make(vid, payload, correlation_id=vid, actor=user))
     except Exception:  # noqa: BLE001
         log.exception("version %s: resume failed", vid)
@@ -105,8 +126,17 @@ async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
     for name, st in (doc.get("stages") or {}).items():
         if (st or {}).get("status") == "running":
             stage = name
-            events.append(StageFinished.make(vid, StageFinishedPayload(stage=name, status="failed",  # type: ignore[arg-type]
-                                                                       error="worker lost"), correlation_id=vid))
+            events.append(
+                StageFinished.make(
+                    vid,
+                    StageFinishedPayload(
+                        stage=name,
+                        status="failed",  # type: ignore[arg-type]
+                        error="worker lost",
+                    ),
+                    correlation_id=vid,
+                )
+            )
     await b.remove_leftovers(vid, None)
     if doc.get("user_id"):
         try:
@@ -115,8 +145,14 @@ async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
             pass
     fresh = await b.state.version(vid)
     if fresh is None or fresh.get("status") in ACTIVE:
-        events.append(VersionFailed.make(vid, VersionFailedPayload(reason="worker lost", stage=stage),
-                                         correlation_id=vid, actor=doc.get("user_id")))
+        events.append(
+            VersionFailed.make(
+                vid,
+                VersionFailedPayload(reason="worker lost", stage=stage),
+                correlation_id=vid,
+                actor=doc.get("user_id"),
+            )
+        )
         await b.emit(*events)
     await b.state.forget(vid)
 

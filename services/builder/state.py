@@ -46,8 +46,9 @@ class BuilderState:
     async def version(self, version_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.store.versions.find_one, {"_id": version_id})
 
-    async def wait_version(self, version_id: str, timeout: float = 10.0,
-                           until: Any = None) -> dict[str, Any] | None:
+    async def wait_version(
+        self, version_id: str, timeout: float = 10.0, until: Any = None
+    ) -> dict[str, Any] | None:
         """The version doc, polling while the projector catches up (and until `until(doc)` holds)."""
         deadline = time.monotonic() + timeout
         doc = None
@@ -68,29 +69,40 @@ class BuilderState:
     async def repo_spec(self, service: dict[str, Any], repository: dict[str, Any] | None = None) -> RepoSpec:
         repo = repository or service.get("repository") or {}
         sec = await self.secrets(service["_id"])
-        return RepoSpec(url=str(repo.get("url", "")), vcs=str(repo.get("vcs", "git")),
-                        username=repo.get("username"), password=sec.get("repo_password"),
-                        token=sec.get("repo_token"))
+        return RepoSpec(
+            url=str(repo.get("url", "")),
+            vcs=str(repo.get("vcs", "git")),
+            username=repo.get("username"),
+            password=sec.get("repo_password"),
+            token=sec.get("repo_token"),
+        )
 
     async def secret_values(self, service_id: str) -> list[str]:
         sec = await self.secrets(service_id)
-        return [v for v in (sec.get("repo_password"), sec.get("repo_token"), *(sec.get("values") or {}).values())
-                if isinstance(v, str) and v]
+        return [
+            v
+            for v in (sec.get("repo_password"), sec.get("repo_token"), *(sec.get("values") or {}).values())
+            if isinstance(v, str) and v
+        ]
 
     async def next_log_seq(self, version_id: str) -> int:
         def read() -> int:
             doc = self.store.logs.find_one({"version_id": version_id}, {"seq": 1}, sort=[("seq", -1)])
             return int(doc["seq"]) + 1 if doc else 1
+
         return await asyncio.to_thread(read)
 
     # -- heartbeats / claims -------------------------------------------------------------------------
     def _claim(self, version_id: str) -> bool:
         now = time.time()
-        query = {"_id": version_id, "$or": [{"worker": self.worker}, {"worker": None},
-                                             {"at": {"$lt": now - self.lost_after}}]}
+        query = {
+            "_id": version_id,
+            "$or": [{"worker": self.worker}, {"worker": None}, {"at": {"$lt": now - self.lost_after}}],
+        }
         try:
-            self.store.builder_heartbeats.update_one(query, {"$set": {"worker": self.worker, "at": now}},
-                                                     upsert=True)
+            self.store.builder_heartbeats.update_one(
+                query, {"$set": {"worker": self.worker, "at": now}}, upsert=True
+            )
             return True
         except DuplicateKeyError:
             return False
@@ -101,20 +113,28 @@ class BuilderState:
 
     async def beat(self, version_ids: list[str]) -> None:
         if version_ids:
-            await asyncio.to_thread(self.store.builder_heartbeats.update_many,
-                                    {"_id": {"$in": version_ids}, "worker": self.worker},
-                                    {"$set": {"at": time.time()}})
+            await asyncio.to_thread(
+                self.store.builder_heartbeats.update_many,
+                {"_id": {"$in": version_ids}, "worker": self.worker},
+                {"$set": {"at": time.time()}},
+            )
 
     async def hand_on(self, version_id: str) -> None:
         """The step is done and its event is out: fresh, but owned by nobody until the next step."""
-        await asyncio.to_thread(self.store.builder_heartbeats.update_one,
-                                {"_id": version_id, "worker": self.worker},
-                                {"$set": {"worker": None, "at": time.time()}})
+        await asyncio.to_thread(
+            self.store.builder_heartbeats.update_one,
+            {"_id": version_id, "worker": self.worker},
+            {"$set": {"worker": None, "at": time.time()}},
+        )
 
     async def count_takeover(self, version_id: str) -> int:
         """Count one more takeover of the version (after claiming it); returns the new count."""
-        doc = await asyncio.to_thread(self.store.builder_heartbeats.find_one_and_update,
-                                      {"_id": version_id}, {"$inc": {"takeovers": 1}}, return_document=True)
+        doc = await asyncio.to_thread(
+            self.store.builder_heartbeats.find_one_and_update,
+            {"_id": version_id},
+            {"$inc": {"takeovers": 1}},
+            return_document=True,
+        )
         return int((doc or {}).get("takeovers", 1))
 
     async def forget(self, version_id: str) -> None:

@@ -66,13 +66,22 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
     if "post_build" in stages:
         host = version.get("host") or b.hosts.hosts[0]
         run.host = host
-        ctx = pipeline.StageContext(docker=b.hosts.client(host), version_id=run.vid, user_id=version["user_id"],
-                                    workspace=workspace, log=await run.open_log(), settings=b.settings,
-                                    cancelled=run.active.cancelled, deadline=run.deadline)
+        ctx = pipeline.StageContext(
+            docker=b.hosts.client(host),
+            version_id=run.vid,
+            user_id=version["user_id"],
+            workspace=workspace,
+            log=await run.open_log(),
+            settings=b.settings,
+            cancelled=run.active.cancelled,
+            deadline=run.deadline,
+        )
         await run.stage("post_build", lambda: pipeline.run_stage(ctx, config, "post_build"))
 
     deploy = config.deploy if "deploy" in stages else []
     await run.write("tag", f"version {version['name']} succeeded: {p.image}@{p.digest}", "system")
     await run.teardown()
     if await run.still_wanted():
-        await run.emit(VersionSucceeded, VersionSucceededPayload(image=p.image, digest=p.digest, deploy=deploy))
+        await run.emit(
+            VersionSucceeded, VersionSucceededPayload(image=p.image, digest=p.digest, deploy=deploy)
+        )

@@ -59,8 +59,9 @@ class Vcs(Protocol):
     async def probe(self, repo: RepoSpec) -> Probe:
         """Is the repository reachable with its credentials?"""
 
-    async def clone(self, repo: RepoSpec, dest: Path, commit: str | None, branch: str | None,
-                    on_line: OnLine) -> str:
+    async def clone(
+        self, repo: RepoSpec, dest: Path, commit: str | None, branch: str | None, on_line: OnLine
+    ) -> str:
         """Fresh checkout of `commit` (default: the branch head) into `dest`; returns the resolved commit."""
 
     async def tag(self, repo: RepoSpec, workspace: Path, name: str, commit: str, on_line: OnLine) -> None:
@@ -82,14 +83,25 @@ class _Run:
     out: str
 
 
-async def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-               stdin: str | None = None, timeout: float | None = None, on_line: OnLine | None = None,
-               secrets: list[str] | None = None) -> _Run:
+async def _run(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float | None = None,
+    on_line: OnLine | None = None,
+    secrets: list[str] | None = None,
+) -> _Run:
     """Run a command in its own process group; killed on timeout or when the caller is cancelled."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(cwd) if cwd else None, env={**os.environ, "LC_ALL": "C", **(env or {})},
+        *argv,
+        cwd=str(cwd) if cwd else None,
+        env={**os.environ, "LC_ALL": "C", **(env or {})},
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )
     lines: list[str] = []
 
@@ -111,7 +123,7 @@ async def _run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] 
 
     try:
         await asyncio.wait_for(pump(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise VcsError(f"`{argv[0]} {argv[1]}` timed out after {timeout:.0f}s") from None
     finally:
         if proc.returncode is None:
@@ -136,31 +148,64 @@ class GitSvn:
     # -- git --------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _git_env(self, repo: RepoSpec):
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "/bin/false",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        }
         tmp = None
         if repo.secret:
             tmp = tempfile.mkdtemp(prefix="fornax-askpass-")
             script = Path(tmp) / "askpass"
             script.write_text(_ASKPASS)
             script.chmod(stat.S_IRWXU)
-            env.update(GIT_ASKPASS=str(script), FORNAX_VCS_USERNAME=repo.username or "x-access-token",
-                       FORNAX_VCS_SECRET=repo.secret)
+            env.update(
+                GIT_ASKPASS=str(script),
+                FORNAX_VCS_USERNAME=repo.username or "x-access-token",
+                FORNAX_VCS_SECRET=repo.secret,
+            )
         try:
             yield env
         finally:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    async def _git(self, repo: RepoSpec, *args: str, cwd: Path | None = None, timeout: float | None = None,
-                   on_line: OnLine | None = None) -> _Run:
+    async def _git(
+        self,
+        repo: RepoSpec,
+        *args: str,
+        cwd: Path | None = None,
+        timeout: float | None = None,
+        on_line: OnLine | None = None,
+    ) -> _Run:
         with self._git_env(repo) as env:
-            return await _run(["git", "-c", "user.name=Fornax", "-c", "user.email=fornax@localhost",
-                               "-c", "advice.detachedHead=false", *args], cwd=cwd, env=env,
-                              timeout=timeout or self.timeout, on_line=on_line, secrets=repo.secrets())
+            return await _run(
+                [
+                    "git",
+                    "-c",
+                    "user.name=Fornax",
+                    "-c",
+                    "user.email=fornax@localhost",
+                    "-c",
+                    "advice.detachedHead=false",
+                    *args,
+                ],
+                cwd=cwd,
+                env=env,
+                timeout=timeout or self.timeout,
+                on_line=on_line,
+                secrets=repo.secrets(),
+            )
 
     # -- svn --------------------------------------------------------------------------------------
-    async def _svn(self, repo: RepoSpec, *args: str, cwd: Path | None = None, timeout: float | None = None,
-                   on_line: OnLine | None = None) -> _Run:
+    async def _svn(
+        self,
+        repo: RepoSpec,
+        *args: str,
+        cwd: Path | None = None,
+        timeout: float | None = None,
+        on_line: OnLine | None = None,
+    ) -> _Run:
         argv = ["svn", "--non-interactive", "--no-auth-cache"]
         stdin = None
         if repo.username:
@@ -168,8 +213,14 @@ class GitSvn:
         if repo.secret:
             argv += ["--password-from-stdin"]
             stdin = repo.secret + "\n"
-        return await _run([*argv, *args], cwd=cwd, stdin=stdin, timeout=timeout or self.timeout,
-                          on_line=on_line, secrets=repo.secrets())
+        return await _run(
+            [*argv, *args],
+            cwd=cwd,
+            stdin=stdin,
+            timeout=timeout or self.timeout,
+            on_line=on_line,
+            secrets=repo.secrets(),
+        )
 
     # -- the port ---------------------------------------------------------------------------------
     async def probe(self, repo: RepoSpec) -> Probe:
@@ -177,18 +228,23 @@ class GitSvn:
             return Probe("unknownvcs", f"unknown vcs {repo.vcs!r}: use git or svn")
         try:
             if repo.vcs == "git":
-                res = await self._git(repo, "ls-remote", "--heads", "--", repo.url, timeout=self.probe_timeout)
+                res = await self._git(
+                    repo, "ls-remote", "--heads", "--", repo.url, timeout=self.probe_timeout
+                )
             else:
                 res = await self._svn(repo, "info", "--", repo.url, timeout=self.probe_timeout)
         except VcsError as exc:
             return Probe("missing", str(exc))
         if res.code != 0:
-            return Probe("missing", f"{repo.vcs} repository {mask(repo.url, repo.secrets())} unreachable: "
-                                    f"{_last(res.out)}")
+            return Probe(
+                "missing",
+                f"{repo.vcs} repository {mask(repo.url, repo.secrets())} unreachable: {_last(res.out)}",
+            )
         return Probe("healthy", "")
 
-    async def clone(self, repo: RepoSpec, dest: Path, commit: str | None, branch: str | None,
-                    on_line: OnLine) -> str:
+    async def clone(
+        self, repo: RepoSpec, dest: Path, commit: str | None, branch: str | None, on_line: OnLine
+    ) -> str:
         if repo.vcs == "svn":
             return await self._svn_checkout(repo, dest, commit, on_line)
         if repo.vcs != "git":
@@ -196,8 +252,9 @@ class GitSvn:
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await on_line(f"$ git clone {mask(repo.url, repo.secrets())}")
-        res = await self._git(repo, "clone", "--no-checkout", "--progress", "--", repo.url, str(dest),
-                              on_line=on_line)
+        res = await self._git(
+            repo, "clone", "--no-checkout", "--progress", "--", repo.url, str(dest), on_line=on_line
+        )
         if res.code != 0:
             raise VcsError(f"git clone failed: {_last(res.out)}")
         ref = commit or (f"origin/{branch}" if branch else "HEAD")
@@ -221,15 +278,22 @@ class GitSvn:
         rev = (commit or "HEAD").removeprefix("r")
         if rev != "HEAD" and not rev.isdigit():
             raise VcsError(f"unknown commit: {commit!r} is not an svn revision")
-        info = await self._svn(repo, "info", "--show-item", "last-changed-revision", "--", f"{repo.url}@{rev}")
+        info = await self._svn(
+            repo, "info", "--show-item", "last-changed-revision", "--", f"{repo.url}@{rev}"
+        )
         if info.code != 0:
-            raise VcsError(f"unknown commit: revision {rev} of {mask(repo.url, repo.secrets())}: {_last(info.out)}"
-                           if rev != "HEAD" else f"svn info failed: {_last(info.out)}")
+            raise VcsError(
+                f"unknown commit: revision {rev} of {mask(repo.url, repo.secrets())}: {_last(info.out)}"
+                if rev != "HEAD"
+                else f"svn info failed: {_last(info.out)}"
+            )
         resolved = rev if rev != "HEAD" else info.out.strip().splitlines()[-1]
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await on_line(f"$ svn checkout {mask(repo.url, repo.secrets())}@{resolved}")
-        res = await self._svn(repo, "checkout", "-q", "--", f"{repo.url}@{resolved}", str(dest), on_line=on_line)
+        res = await self._svn(
+            repo, "checkout", "-q", "--", f"{repo.url}@{resolved}", str(dest), on_line=on_line
+        )
         if res.code != 0:
             raise VcsError(f"svn checkout failed: {_last(res.out)}")
         return resolved
@@ -237,34 +301,72 @@ class GitSvn:
     async def tag(self, repo: RepoSpec, workspace: Path, name: str, commit: str, on_line: OnLine) -> None:
         if repo.vcs == "svn":
             return await self._svn_tag(repo, name, commit, on_line)
-        existing = await self._git(repo, "ls-remote", "--tags", "--", repo.url, f"refs/tags/{name}",
-                                   f"refs/tags/{name}^{{}}", timeout=self.probe_timeout)
+        existing = await self._git(
+            repo,
+            "ls-remote",
+            "--tags",
+            "--",
+            repo.url,
+            f"refs/tags/{name}",
+            f"refs/tags/{name}^{{}}",
+            timeout=self.probe_timeout,
+        )
         if existing.code != 0:
             raise VcsError(f"git ls-remote failed: {_last(existing.out)}")
-        refs = dict(reversed(line.split("\t", 1)) for line in existing.out.splitlines() if "\t" in line)
+        refs: dict[str, str] = {}
+        for line in existing.out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref:
+                refs[ref] = sha
         at = refs.get(f"refs/tags/{name}^{{}}") or refs.get(f"refs/tags/{name}")
         if at is not None:
             if at == commit:
                 await on_line(f"tag {name} already exists at {commit}")
                 return
             raise VcsError(f"tag {name} already exists at {at}")
-        res = await self._git(repo, "tag", "-f", "-a", name, "-m", f"Fornax version {name}", commit,
-                              cwd=workspace, on_line=on_line)
+        res = await self._git(
+            repo,
+            "tag",
+            "-f",
+            "-a",
+            name,
+            "-m",
+            f"Fornax version {name}",
+            commit,
+            cwd=workspace,
+            on_line=on_line,
+        )
         if res.code != 0:
             raise VcsError(f"git tag failed: {_last(res.out)}")
         await on_line(f"$ git push origin refs/tags/{name}")
-        res = await self._git(repo, "push", "--", repo.url, f"refs/tags/{name}", cwd=workspace, on_line=on_line)
+        res = await self._git(
+            repo, "push", "--", repo.url, f"refs/tags/{name}", cwd=workspace, on_line=on_line
+        )
         if res.code != 0:
             raise VcsError(f"git push of tag {name} failed: {_last(res.out)}")
 
     async def _svn_tag(self, repo: RepoSpec, name: str, commit: str, on_line: OnLine) -> None:
         url = repo.url.rstrip("/")
         if not url.endswith("/trunk"):
-            raise VcsError(f"cannot tag: {mask(url, repo.secrets())} is not a standard svn layout "
-                           "(the service URL must end in /trunk, with tags/ next to it)")
+            raise VcsError(
+                f"cannot tag: {mask(url, repo.secrets())} is not a standard svn layout "
+                "(the service URL must end in /trunk, with tags/ next to it)"
+            )
         tag_url = f"{url[: -len('/trunk')]}/tags/{name}"
-        log = await self._svn(repo, "log", "--xml", "-v", "--stop-on-copy", "-r", "1:HEAD", "-l", "1", "--",
-                              tag_url, timeout=self.probe_timeout)
+        log = await self._svn(
+            repo,
+            "log",
+            "--xml",
+            "-v",
+            "--stop-on-copy",
+            "-r",
+            "1:HEAD",
+            "-l",
+            "1",
+            "--",
+            tag_url,
+            timeout=self.probe_timeout,
+        )
         if log.code == 0:
             at = None
             with contextlib.suppress(ET.ParseError):
@@ -275,8 +377,9 @@ class GitSvn:
                 return
             raise VcsError(f"tag {name} already exists at r{at or '?'}")
         await on_line(f"$ svn copy {mask(url, repo.secrets())}@{commit} {mask(tag_url, repo.secrets())}")
-        res = await self._svn(repo, "copy", "-m", f"Fornax version {name}", "--", f"{url}@{commit}", tag_url,
-                              on_line=on_line)
+        res = await self._svn(
+            repo, "copy", "-m", f"Fornax version {name}", "--", f"{url}@{commit}", tag_url, on_line=on_line
+        )
         if res.code != 0:
             raise VcsError(f"svn copy to tags/{name} failed: {_last(res.out)}")
 
@@ -297,8 +400,9 @@ class FakeVcs:
             return Probe("unknownvcs", f"unknown vcs {repo.vcs!r}: use git or svn")
         return self.probes.get(repo.url, Probe("healthy"))
 
-    async def clone(self, repo: RepoSpec, dest: Path, commit: str | None, branch: str | None,
-                    on_line: OnLine) -> str:
+    async def clone(
+        self, repo: RepoSpec, dest: Path, commit: str | None, branch: str | None, on_line: OnLine
+    ) -> str:
         if repo.url in self.fail_clone:
             raise VcsError(self.fail_clone[repo.url])
         resolved = commit or self.heads.get(repo.url, "0" * 40)

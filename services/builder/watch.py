@@ -21,7 +21,8 @@ async def watch_once(b: Builder) -> list[str]:
     if not ids:
         return []
     docs = await asyncio.to_thread(
-        lambda: list(b.store.versions.find({"_id": {"$in": ids}, "status": "cancelled"}, {"_id": 1})))
+        lambda: list(b.store.versions.find({"_id": {"$in": ids}, "status": "cancelled"}, {"_id": 1}))
+    )
     flagged = []
     for doc in docs:
         act = b.active.get(doc["_id"])

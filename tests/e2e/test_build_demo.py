@@ -22,7 +22,9 @@ def test_demo_end_to_end(services, capsys) -> None:
     out = capsys.readouterr().out
     image = next(line.split()[1] for line in out.splitlines() if line.startswith("image:"))
     assert image.startswith(f"127.0.0.1:{services.registry_port}/demo/demo-app:main-")
-    assert next(line for line in out.splitlines() if line.startswith("digest:")).split()[1].startswith("sha256:")
+    assert (
+        next(line for line in out.splitlines() if line.startswith("digest:")).split()[1].startswith("sha256:")
+    )
     assert image.rsplit(":", 1)[1] in registry_tags(services.registry_port, "demo/demo-app")
 
     # Again: the same user and service, a new commit, a new version.

@@ -47,8 +47,12 @@ def _images(stack):
 
 def test_git_webhook_to_success(api, services, settings, tmp_path: Path) -> None:
     repo = GitRepo(tmp_path)
-    repo.commit({"Dockerfile": dockerfile("COPY index.html /www/index.html", 'CMD ["httpd", "-f", "-p", "8080"]'),
-                 "index.html": "<h1>hello</h1>\n"})
+    repo.commit(
+        {
+            "Dockerfile": dockerfile("COPY index.html /www/index.html", 'CMD ["httpd", "-f", "-p", "8080"]'),
+            "index.html": "<h1>hello</h1>\n",
+        }
+    )
     created = api.create_service("webapp", repo.url, webhook_secret="s3cret-webhook")
     sid = created["service_id"]
     assert api.wait_repo_status(sid) == "healthy"
@@ -64,6 +68,7 @@ def test_git_webhook_to_success(api, services, settings, tmp_path: Path) -> None
         return items[0]["version_id"] if items else None
 
     from tests.integration.builder_helpers import wait_until
+
     vid = wait_until(version_id, 30, "the webhook's version")
     doc = api.wait_version(vid, timeout=120)
     assert doc["status"] == "success", doc
@@ -81,7 +86,9 @@ def test_git_webhook_to_success(api, services, settings, tmp_path: Path) -> None
     client = docker.from_env()
     try:
         client.images.remove(image, force=True)
-        pulled = client.images.pull(image, auth_config={"username": REGISTRY_USER, "password": REGISTRY_PASSWORD})
+        pulled = client.images.pull(
+            image, auth_config={"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}
+        )
         assert doc["digest"] in " ".join(pulled.attrs.get("RepoDigests", []))
     finally:
         client.close()
@@ -91,8 +98,12 @@ def test_git_webhook_to_success(api, services, settings, tmp_path: Path) -> None
     assert repo.tag_type(name) == "tag"
 
     # The log: clone and build output, on fornax.logs with a per-version sequence.
-    lines = consume_until(settings.kafka_bootstrap, settings.topic("logs"),
-                          lambda e: e["aggregate_id"] == vid and "Step 2/" in e["payload"]["text"], timeout=20)
+    lines = consume_until(
+        settings.kafka_bootstrap,
+        settings.topic("logs"),
+        lambda e: e["aggregate_id"] == vid and "Step 2/" in e["payload"]["text"],
+        timeout=20,
+    )
     assert lines, "the build steps are in the version's log"
     assert leftovers(vid, settings.workspaces) == []
 

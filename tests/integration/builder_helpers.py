@@ -25,7 +25,9 @@ def sh(*argv: str, cwd: Path | None = None, input: str | None = None) -> str:
     return res.stdout.strip()
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", every: float = 0.2) -> Any:
+def wait_until(
+    check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", every: float = 0.2
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -61,8 +63,20 @@ class GitRepo:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         sh("git", "-C", str(self.work), "add", "-A")
-        sh("git", "-C", str(self.work), "-c", "user.name=T", "-c", "user.email=t@x", "commit", "-q",
-           "--allow-empty", "-m", message)
+        sh(
+            "git",
+            "-C",
+            str(self.work),
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        )
         if push:
             sh("git", "-C", str(self.work), "push", "-q", "origin", f"HEAD:refs/heads/{self.branch}")
         return sh("git", "-C", str(self.work), "rev-parse", "HEAD")
@@ -74,7 +88,15 @@ class GitRepo:
     def tag_commit(self, name: str) -> str | None:
         """The commit the origin's tag points at (None if no such tag)."""
         try:
-            return sh("git", "--git-dir", str(self.origin), "rev-parse", "--verify", "-q", f"refs/tags/{name}^{{commit}}")
+            return sh(
+                "git",
+                "--git-dir",
+                str(self.origin),
+                "rev-parse",
+                "--verify",
+                "-q",
+                f"refs/tags/{name}^{{commit}}",
+            )
         except RuntimeError:
             return None
 
@@ -127,8 +149,9 @@ class Api:
 
     def __init__(self, port: int, user: str, token: str) -> None:
         self.user = user
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"})
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def create_service(self, name: str, url: str, vcs: str = "git", **extra: Any) -> dict[str, Any]:
         body = {"name": name, "repository": {"url": url, "vcs": vcs, **extra.pop("repository", {})}, **extra}
@@ -149,10 +172,13 @@ class Api:
             data = resp.json()
             st = data.get("status") or (data.get("repository") or {}).get("status")
             return st if st and st != "accepted" else None
+
         return wait_until(status, timeout, f"repository check of {service_id}")
 
     def create_version(self, service_id: str, name: str, **extra: Any) -> httpx.Response:
-        return self.http.post(f"/api/v1/{self.user}/versions", json={"service_id": service_id, "name": name, **extra})
+        return self.http.post(
+            f"/api/v1/{self.user}/versions", json={"service_id": service_id, "name": name, **extra}
+        )
 
     def new_version(self, service_id: str, name: str | None = None, **extra: Any) -> str:
         resp = self.create_version(service_id, name or f"v-{uuid.uuid4().hex[:8]}", **extra)
@@ -163,10 +189,13 @@ class Api:
         resp = self.http.get(f"/api/v1/{self.user}/versions/{version_id}")
         return resp.json() if resp.status_code == 200 else None
 
-    def wait_version(self, version_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 90) -> dict:
+    def wait_version(
+        self, version_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 90
+    ) -> dict:
         def check() -> dict | None:
             doc = self.version(version_id)
             return doc if doc and doc.get("status") in statuses else None
+
         return wait_until(check, timeout, f"version {version_id} to reach {statuses}")
 
     def cancel(self, version_id: str) -> httpx.Response:

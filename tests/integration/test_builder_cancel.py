@@ -30,20 +30,27 @@ def api(services, store):
 def _sleep_containers() -> list[str]:
     client = docker.from_env()
     try:
-        return [c["Id"] for c in client.api.containers(all=True) if "fornax-cancel-test" in c.get("Command", "")]
+        return [
+            c["Id"] for c in client.api.containers(all=True) if "fornax-cancel-test" in c.get("Command", "")
+        ]
     finally:
         client.close()
 
 
 def test_cancel_running_build(api, settings, store, tmp_path: Path) -> None:
     repo = GitRepo(tmp_path)
-    repo.commit({"Dockerfile": dockerfile(f"RUN echo sleeping {uuid.uuid4().hex}; sleep 30 # fornax-cancel-test")})
+    repo.commit(
+        {"Dockerfile": dockerfile(f"RUN echo sleeping {uuid.uuid4().hex}; sleep 30 # fornax-cancel-test")}
+    )
     sid = api.create_service(f"cancel-{uuid.uuid4().hex[:6]}", repo.url)["service_id"]
     api.wait_repo_status(sid)
     vid = api.new_version(sid, "slow")
     # Wait until the RUN step is really running, then cancel.
-    wait_until(lambda: (api.version(vid) or {}).get("status") == "running" and _sleep_containers(), 60,
-               "the sleep step to run")
+    wait_until(
+        lambda: (api.version(vid) or {}).get("status") == "running" and _sleep_containers(),
+        60,
+        "the sleep step to run",
+    )
     started = time.monotonic()
     resp = api.cancel(vid)
     assert resp.status_code == 202, resp.text
@@ -53,8 +60,11 @@ def test_cancel_running_build(api, settings, store, tmp_path: Path) -> None:
     assert time.monotonic() - started < 30  # it did not just run to its end
     wait_clean(vid, settings.workspaces)
     stages = {s["name"]: s for s in api.version(vid)["stages"]}
-    wait_until(lambda: {s["name"]: s["status"] for s in api.version(vid)["stages"]}.get("build") == "cancelled",
-               15, "build stage cancelled")
+    wait_until(
+        lambda: {s["name"]: s["status"] for s in api.version(vid)["stages"]}.get("build") == "cancelled",
+        15,
+        "build stage cancelled",
+    )
     assert stages["clone"]["status"] == "success"
     # No VersionFailed/Succeeded after the cancel.
     time.sleep(2)

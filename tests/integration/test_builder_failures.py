@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from shared.auth import create_user
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, leftovers, registry_tags, remove_images, sh
+from tests.integration.builder_helpers import (
+    Api,
+    GitRepo,
+    dockerfile,
+    leftovers,
+    registry_tags,
+    remove_images,
+    sh,
+)
 from tests.integration.gateway_helpers import consume_until
 
 
@@ -90,9 +98,13 @@ def test_failing_dockerfile_names_the_step(api, settings, repo) -> None:
     assert "RUN echo about-to-fail && exit 3" in doc["error"], doc["error"]
     assert "3" in doc["error"]
     vid = doc["version_id"]
-    lines = consume_until(settings.kafka_bootstrap, settings.topic("logs"),
-                          lambda e: e["aggregate_id"] == vid and "about-to-fail" in e["payload"]["text"], count=2,
-                          timeout=20)
+    lines = consume_until(
+        settings.kafka_bootstrap,
+        settings.topic("logs"),
+        lambda e: e["aggregate_id"] == vid and "about-to-fail" in e["payload"]["text"],
+        count=2,
+        timeout=20,
+    )
     assert len(lines) >= 2  # the step header and its output
 
 
@@ -103,8 +115,12 @@ def test_bad_config_names_key_and_line(api, settings, repo) -> None:
 
 
 def test_integration_only_pushes_nothing(api, services, settings, repo) -> None:
-    repo.commit({"Dockerfile": dockerfile(),
-                 "fornax.yml": "integration:\n  image: fornax/busybox:latest\n  commands: [echo ci-ok]\n"})
+    repo.commit(
+        {
+            "Dockerfile": dockerfile(),
+            "fornax.yml": "integration:\n  image: fornax/busybox:latest\n  commands: [echo ci-ok]\n",
+        }
+    )
     sid = _service(api, repo.url)
     name = api.service(sid)["name"]
     vid = api.new_version(sid, "ci-only", operations=["integration"])

@@ -66,8 +66,15 @@ def test_credentials_never_show_in_messages(tmp_path: Path) -> None:
     probe = run(vcs.probe(spec))
     assert probe.status == "missing" and secret not in probe.message
     with pytest.raises(VcsError) as info:
-        run(vcs.clone(RepoSpec(f"http://bob:{secret}@127.0.0.1:9/r.git", password=secret), tmp_path / "w", None,
-                      None, Lines()))
+        run(
+            vcs.clone(
+                RepoSpec(f"http://bob:{secret}@127.0.0.1:9/r.git", password=secret),
+                tmp_path / "w",
+                None,
+                None,
+                Lines(),
+            )
+        )
     assert secret not in str(info.value)
 
 

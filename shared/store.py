@@ -19,7 +19,7 @@ Collections (projections are written only by the projector from events; the rest
 - users        {_id: user name, token_hash, created_at}                 (`fornax user create`)
 - secrets      {_id: service_id, webhook_secret, repo_password, repo_token, values{name: value}}
                 (gateway, before it emits ServiceCreated/Updated; secrets never go into events)
-- builder_heartbeats {_id: version_id, worker (None while handed on between steps), at (epoch s)}
+- builder_heartbeats {_id: version_id, worker, at (epoch s), takeovers}
                 (builder: the worker building a version refreshes it; see services/builder/state.py)
 - reservations {_id: "service:<user>/<name>" | "version:<service_id>/<name>" |
                 "delivery:<provider>/<id>", ref}       (unique-name guards, written before emitting)

@@ -1,10 +1,10 @@
 """What the builder reads and the little it writes itself: read models, secrets, heartbeats (claims).
 
-`builder_heartbeats` {_id: version_id, worker, at (epoch seconds), takeovers}: the worker building a version
-refreshes `at` every few seconds. A step that finishes hands the version on with `worker: None`
-(in transit to the next step's event). Another worker may take a version over only when its
-heartbeat is older than `lost_after` seconds (its owner died); the reaper fails a running version
-whose heartbeat is older still. Claiming is one guarded upsert: atomic across builder processes.
+`builder_heartbeats` {_id: version_id, worker, at (epoch seconds), takeovers}: the worker building a
+version refreshes `at` every few seconds while it works on it (build → push → tag run as one chain).
+Another worker may take a version over only when its heartbeat is older than `lost_after` seconds
+(its owner died); the reaper then resumes it, and fails it ("worker lost") after repeated takeovers.
+Claiming is one guarded upsert: atomic across builder processes.
 """
 
 from __future__ import annotations
@@ -118,14 +118,6 @@ class BuilderState:
                 {"_id": {"$in": version_ids}, "worker": self.worker},
                 {"$set": {"at": time.time()}},
             )
-
-    async def hand_on(self, version_id: str) -> None:
-        """The step is done and its event is out: fresh, but owned by nobody until the next step."""
-        await asyncio.to_thread(
-            self.store.builder_heartbeats.update_one,
-            {"_id": version_id, "worker": self.worker},
-            {"$set": {"worker": None, "at": time.time()}},
-        )
 
     async def count_takeover(self, version_id: str) -> int:
         """Count one more takeover of the version (after claiming it); returns the new count."""

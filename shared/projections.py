@@ -148,7 +148,10 @@ def version_requested(store: Store, e: Event) -> None:
 
 @folds("VersionQueued")
 def version_queued(store: Store, e: Event) -> None:
-    _version(store, e, {"status": "queued", "queued_reason": e.payload.reason}, only_from=["pending", "queued"])
+    # From running too: the builder knows a version's demand only after the clone (its config file), so
+    # it may wait for quota after StageStarted(clone); the next StageStarted sets it running again.
+    _version(store, e, {"status": "queued", "queued_reason": e.payload.reason},
+             only_from=["pending", "queued", "running"])
 
 
 @folds("SourceFetched")

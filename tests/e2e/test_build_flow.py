@@ -120,3 +120,30 @@ def test_svn_service_through_the_api(api, services, settings, tmp_path: Path) ->
     assert "v1.0.0" in registry_tags(services.registry_port, f"{api.user}/svnapp")
     assert repo.tag_source("v1.0.0") == rev
     assert leftovers(vid, settings.workspaces) == []
+
+
+def test_log_is_masked_and_sequenced(api, services, settings, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path)
+    secret = f"very-secret-{uuid.uuid4().hex[:8]}"
+    repo.commit({"Dockerfile": dockerfile(f"RUN echo the key is {secret}; echo {REGISTRY_PASSWORD}")})
+    sid = api.create_service(
+        "masked", repo.url, secrets={"API_KEY": secret}, repository={"password": "repo-pass-123"}
+    )["service_id"]
+    api.wait_repo_status(sid)
+    vid = api.new_version(sid, "v1")
+    assert api.wait_version(vid, timeout=120)["status"] == "success"
+    lines = consume_until(
+        settings.kafka_bootstrap,
+        settings.topic("logs"),
+        lambda e: e["aggregate_id"] == vid,
+        count=10_000,
+        timeout=10,
+    )
+    texts = [e["payload"]["text"] for e in lines]
+    assert any("the key is ****" in t for t in texts), texts
+    joined = "\n".join(texts)
+    assert secret not in joined and REGISTRY_PASSWORD not in joined and "repo-pass-123" not in joined
+    seqs = [e["payload"]["seq"] for e in lines]
+    assert seqs == list(range(1, len(seqs) + 1))  # one writer across build, push and tag: no gap, no repeat
+    stages = {e["payload"]["stage"] for e in lines}
+    assert {"clone", "build", "push", "tag"} <= stages

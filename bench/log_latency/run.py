@@ -368,17 +368,17 @@ def main() -> int:
         store.ensure_indexes()
         user = "bench"
         token = create_user(store, user)
+        # The floors first: a logstream scenario leaves nx-27017 busy archiving for a while.
         if "F" in only:
             report.append(floor(100, 1, args.seconds))
+            print(report[-1], flush=True)
+            report.append(floor(1000, 100, args.seconds))
             print(report[-1], flush=True)
         if "A" in only:
             stack.start_service("logstream")
             report.append(scenario(stack, settings, store, token, user, args.subs, 1, args.seconds))
             print(report[-1], flush=True)
             stack.stop("logstream")
-        if "F" in only:
-            report.append(floor(1000, 100, args.seconds))
-            print(report[-1], flush=True)
         if "B" in only:
             stack.start_service("logstream")
             report.append(scenario(stack, settings, store, token, user, 1000, 100, args.seconds))

@@ -153,11 +153,11 @@ class Feed:
                 if self.sub.final_status is not None:
                     break
                 if not self.sub.pending:
-                    try:
-                        await asyncio.wait_for(self.sub.wakeup.wait(), 1.0)
-                    except TimeoutError:
-                        continue
+                    # New lines, the version's end (tail or status poll) and overflow all set wakeup.
+                    await self.sub.wakeup.wait()
                     self._check()
+                    if self.sub.final_status is not None:
+                        break
                 # Batch window: at most one frame per `window`, so a fast build's lines share frames.
                 pause = self.window - (time.monotonic() - last_send)
                 if pause > 0:

@@ -51,9 +51,11 @@ def fornax_yml(image: str) -> str:
 
 
 def write_repo(path: Path, image: str) -> None:
+    """The repository; a fresh nonce each time, so no build hits another run's layer cache."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "fornax.yml").write_text(fornax_yml(image))
-    (path / "Dockerfile").write_text(f"FROM {image}\nCOPY fornax.yml /app/fornax.yml\n")
+    (path / "nonce.txt").write_text(uuid.uuid4().hex + "\n")
+    (path / "Dockerfile").write_text(f"FROM {image}\nCOPY nonce.txt /app/nonce.txt\n")
 
 
 def sh(*argv: str, config: str | None = None) -> str:
@@ -64,6 +66,7 @@ def sh(*argv: str, config: str | None = None) -> str:
 def by_hand(settings, image: str, ws: Path, config_dir: str, i: int) -> float:
     n = f"fornax-bench-hand-{uuid.uuid4().hex[:8]}"
     target = f"{settings.registry_location}/bench/hand:r{i}"
+    write_repo(ws, image)
     t0 = time.perf_counter()
     try:
         sh("network", "create", n)
@@ -82,7 +85,7 @@ def by_hand(settings, image: str, ws: Path, config_dir: str, i: int) -> float:
         subprocess.run(["docker", "rmi", "-f", target], capture_output=True)
 
 
-async def through_pipeline(settings, client, bus, ws: Path, i: int) -> float:
+async def through_pipeline(settings, client, bus, ws: Path, i: int, image: str) -> float:
     from services.builder.engine import DockerImageBuilder, DockerRegistry
     from services.builder.pipeline import StageContext, cleanup_version, load_config, run_stage
     from shared.logwriter import LogWriter
@@ -94,6 +97,8 @@ async def through_pipeline(settings, client, bus, ws: Path, i: int) -> float:
 
     async def on_line(line: str) -> None:
         await log.write("build", line)
+
+    write_repo(ws, image)
 
     t0 = time.perf_counter()
     try:
@@ -130,12 +135,14 @@ class SystemRunner:
         token = create_user(store, self.user)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{stack.gateway_port}", timeout=30,
                                  headers={"Authorization": f"Bearer {token}"})
-        work, bare = base / "repo-work", base / "repo.git"
+        self.image = image
+        self.work = work = base / "repo-work"
+        bare = base / "repo.git"
         write_repo(work, image)
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
         for args in (["init", "-q", "-b", "main"], ["add", "-A"],
                      ["-c", "user.name=b", "-c", "user.email=b@example.invalid", "commit", "-qm", "bench"],
-                     ["push", "-q", str(bare), "main"]):
+                     ["remote", "add", "origin", str(bare)], ["push", "-q", "origin", "HEAD:main"]):
             subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
         resp = self.http.post(f"/api/v1/{self.user}/services",
                               json={"name": "benchsvc",
@@ -160,6 +167,10 @@ class SystemRunner:
 
     async def run(self, i: int) -> tuple[float, float]:
         """(seconds until ImagePushed is on fornax.versions, until VersionSucceeded)."""
+        write_repo(self.work, self.image)
+        commit = ["-c", "user.name=b", "-c", "user.email=b@example.invalid", "commit", "-qm", f"run {i}"]
+        for args in (["add", "-A"], commit, ["push", "-q", "origin", "HEAD:main"]):
+            subprocess.run(["git", *args], cwd=self.work, check=True, capture_output=True)
         t0 = time.perf_counter()
         resp = self.http.post(f"/api/v1/{self.user}/versions",
                               json={"service_id": self.service_id, "name": f"r{i}"})
@@ -244,7 +255,7 @@ def main() -> int:
             async with EventBus(settings) as bus:
                 for i in range(RUNS + 1):  # run 0 warms caches (image layers, imports, connections)
                     hand = by_hand(settings, image, ws, config_dir, i)
-                    pipe = await through_pipeline(settings, client, bus, ws, i)
+                    pipe = await through_pipeline(settings, client, bus, ws, i, image)
                     full = await system.run(i) if system is not None else None
                     if i:
                         results["by hand"].append(hand)

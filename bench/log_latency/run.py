@@ -250,6 +250,7 @@ async def produce(settings: Any, vids: list[str], seconds: float, warmup: bool =
         total = int(RATE * seconds)
         t0 = time.monotonic()
         sent = 0
+        pub_times: list[float] = []
         while sent < total:
             due = min(total, int((time.monotonic() - t0) * RATE) + 1)
             touched = set()
@@ -263,8 +264,16 @@ async def produce(settings: Any, vids: list[str], seconds: float, warmup: bool =
             batch = [ev for i in touched for ev in writers[i]._pending]  # noqa: SLF001
             for i in touched:
                 writers[i]._pending = []  # noqa: SLF001
+            t_pub = time.monotonic()
             await bus.publish(*batch)
+            pub_times.append(time.monotonic() - t_pub)
             await asyncio.sleep(max(0.0, t0 + sent / RATE - time.monotonic()))
+        pub_times.sort()
+        print(
+            f"  producer: {len(pub_times)} publishes, broker ack p50 {pub_times[len(pub_times) // 2] * 1000:.1f} ms, "
+            f"p99 {pub_times[int(len(pub_times) * 0.99)] * 1000:.1f} ms",
+            flush=True,
+        )
 
 
 def _line(writer: Any) -> Any:
@@ -337,6 +346,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--subs", type=int, default=100, help="subscribers of the one version in A")
+    parser.add_argument("--keep", action="store_true", help="keep the stack directory (logs)")
+    parser.add_argument("--b-subs", type=int, default=1000, help="subscribers across the 100 versions in B")
     parser.add_argument("--only", choices=["A", "B", "F"], action="append")
     args = parser.parse_args()
     from infra.local.stack import Stack, free_port
@@ -381,13 +392,16 @@ def main() -> int:
             stack.stop("logstream")
         if "B" in only:
             stack.start_service("logstream")
-            report.append(scenario(stack, settings, store, token, user, 1000, 100, args.seconds))
+            report.append(scenario(stack, settings, store, token, user, args.b_subs, 100, args.seconds))
             print(report[-1], flush=True)
             stack.stop("logstream")
         store.close()
     finally:
         stack.stop_all()
-        shutil.rmtree(base, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"kept {base}")
     print("\n".join(report))
     return 0
 

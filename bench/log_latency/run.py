@@ -270,7 +270,8 @@ async def produce(settings: Any, vids: list[str], seconds: float, warmup: bool =
             await asyncio.sleep(max(0.0, t0 + sent / RATE - time.monotonic()))
         pub_times.sort()
         print(
-            f"  producer: {len(pub_times)} publishes, broker ack p50 {pub_times[len(pub_times) // 2] * 1000:.1f} ms, "
+            f"  producer: {len(pub_times)} publishes, "
+            f"broker ack p50 {pub_times[len(pub_times) // 2] * 1000:.1f} ms, "
             f"p99 {pub_times[int(len(pub_times) * 0.99)] * 1000:.1f} ms",
             flush=True,
         )

@@ -1,0 +1,77 @@
+"""Pure parts of the logstream: the hub's bounded subscriber buffers, frame encoding, archive documents."""
+
+from __future__ import annotations
+
+import json
+
+from services.logstream.archiver import log_doc
+from services.logstream.endpoint import frame
+from services.logstream.hub import Hub, Line, Subscriber
+from services.logstream.original import response
+from shared.events import LogLine, LogLinePayload
+
+
+def line(seq: int) -> dict:
+    return {"seq": seq, "stage": "build", "stream": "stdout", "text": f"line {seq}", "ts": 1.0}
+
+
+async def test_hub_delivers_to_the_versions_subscribers_only() -> None:
+    hub = Hub()
+    a, b, other = Subscriber("v1", 10), Subscriber("v1", 10), Subscriber("v2", 10)
+    for sub in (a, b, other):
+        hub.add(sub)
+    hub.publish("v1", line(1))
+    hub.publish("v1", line(2))
+    assert [ln.seq for ln in a.take()] == [1, 2]
+    assert [ln.seq for ln in b.take()] == [1, 2]
+    assert other.take() == [] and not other.wakeup.is_set()
+    hub.remove(a)
+    hub.publish("v1", line(3))
+    assert a.take() == [] and [ln.seq for ln in b.take()] == [3]
+    hub.finish("v1", "failed")
+    assert b.final_status == "failed" and b.wakeup.is_set() and other.final_status is None
+
+
+async def test_a_subscriber_past_its_bound_is_marked_and_reported_once() -> None:
+    reported: list[Subscriber] = []
+    slow = Subscriber("v1", 3, reported.append)
+    fast = Subscriber("v1", 3)
+    hub = Hub()
+    hub.add(slow)
+    hub.add(fast)
+    for seq in range(1, 7):
+        hub.publish("v1", line(seq))
+        fast.take()  # keeps up
+    assert slow.overflowed and reported == [slow]
+    assert slow.pending == type(slow.pending)()  # its buffer is dropped; it resumes with since
+    assert not fast.overflowed
+
+
+def test_frames_are_one_object_or_an_array() -> None:
+    assert json.loads(frame([Line(line(1))])) == line(1)
+    assert json.loads(frame([Line(line(1)), Line(line(2))])) == [line(1), line(2)]
+
+
+def test_original_protocol_response_shape() -> None:
+    assert json.loads(response("heart_beat", 7)) == {
+        "action": "response",
+        "response": "heart_beat",
+        "id_ack": 7,
+        "error_code": 0,
+        "error_msg": "",
+    }
+
+
+def test_archive_document_of_a_log_line() -> None:
+    event = LogLine.make("v9", LogLinePayload(version_id="v9", seq=42, stage="build", text="hi", ts=2.5))
+    assert log_doc(event.encode()) == {
+        "_id": "v9:000000000042",
+        "version_id": "v9",
+        "seq": 42,
+        "stage": "build",
+        "stream": "stdout",
+        "text": "hi",
+        "ts": 2.5,
+    }
+    assert log_doc(b"{not json") is None
+    assert log_doc(json.dumps({"type": "VersionSucceeded"}).encode()) is None

@@ -122,6 +122,7 @@ def summary(
     lost = sum(max(0, expected - got) for got, _, _ in results)
     dups = sum(d for _, d, _ in results)
     rss = f", peak RSS {rss_mb:.0f} MB" if rss_mb is not None else ""
+    rss += f", load average {os.getloadavg()[0]:.1f}"
     return (
         f"{name}: {len(results)} subscribers, {expected} lines each expected; p50 {pct(0.5):.1f} ms, "
         f"p99 {pct(0.99):.1f} ms, max {values[-1] * 1000 if values else float('nan'):.1f} ms; "

@@ -52,6 +52,8 @@ async def reap_lost(b: Builder) -> list[str]:
         vid = doc["_id"]
         if vid in b.active or vid in b.resuming:
             continue
+        if len(b.resuming) >= b.settings.builder_concurrency:
+            break  # resume at most as many at once as the agents build; the rest next round
         hb = await b.state.heartbeat(vid)
         age = time.time() - float(hb["at"]) if hb else age_of(doc.get("started_at") or doc.get("created_at"))
         if age is None or age < limit:

@@ -13,6 +13,7 @@ import asyncio
 import posixpath
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,10 @@ class _StageRun:
         self.memory_mb = ctx.memory_mb or mem
         self.cpu_shares = ctx.cpu_shares or cpu
         self.created: list[Any] = []
+        # A container whose creation was still in flight when the stage ended (timeout, cancel) must
+        # not outlive it: creation and removal agree under this lock.
+        self._lock = threading.Lock()
+        self._closed = False
         self.pumps: list[asyncio.Task[None]] = []
         self.network = network_name(ctx.version_id)
 
@@ -194,7 +199,13 @@ class _StageRun:
 
         def create_and_start() -> Any:
             container = C.create(ctx.docker, name, **kwargs)
-            self.created.append(container)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self.created.append(container)
+            if closed:
+                C.stop_and_remove(container)
+                raise StageFailed(f"{self.stage}: stopped")
             container.start()
             return container
 
@@ -235,8 +246,11 @@ class _StageRun:
         await self.ctx.log.write(self.stage, f"copied output {path} → {posixpath.basename(path)}", "system")
 
     async def remove_all(self, graceful: bool = False) -> None:
-        """Remove every container of this stage (after a graceful stop if asked); idempotent."""
-        doomed, self.created = self.created, []
+        """Remove every container of this stage (after a graceful stop if asked); idempotent. Any
+        container whose creation is still in flight removes itself."""
+        with self._lock:
+            self._closed = True
+            doomed, self.created = self.created, []
         await asyncio.gather(*(C.blocking(C.stop_and_remove, c, graceful) for c in doomed),
                              return_exceptions=True)
         for task in self.pumps:

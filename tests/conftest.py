@@ -58,6 +58,15 @@ def store(settings):
     s.close()
 
 
+@pytest.fixture(scope="module")
+def no_build_workers(stack: Stack) -> Iterator[None]:
+    """For modules that publish synthetic version/service events: no builder or deployer (left running
+    by an earlier module) may act on them. Modules that need those workers start them again."""
+    for name in [n for n in list(stack.procs) if n.startswith(("builder", "deployer"))]:
+        stack.stop(name)
+    yield
+
+
 @pytest.fixture(scope="session")
 def busybox_image(stack: Stack) -> str:
     from infra.local.images import ensure_busybox_image

@@ -21,7 +21,7 @@ SERVICES = ("projector", "logstream", "gateway")
 
 
 @pytest.fixture(scope="module")
-def services(stack):
+def services(stack, no_build_workers):
     for name in SERVICES:
         stack.start_service(name)
     yield stack

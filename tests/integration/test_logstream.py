@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def services(stack):
+def services(stack, no_build_workers):
     stack.start_service("projector")
     stack.start_service("logstream")
     yield stack

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def projector(stack):
+def projector(stack, no_build_workers):
     stack.start_service("projector")
     yield
     stack.stop("projector")

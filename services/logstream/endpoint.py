@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from shared.auth import user_for_token
+from shared.auth import hash_token, user_for_token
 
 from .feed import Context, Feed, TooSlow
 from .history import version_info
@@ -32,12 +34,52 @@ def frame(lines: list[Line]) -> str:
     return "[" + ",".join(ln.text_json for ln in lines) + "]"
 
 
+class _Lookups:
+    """Short-lived, shared answers to the two lookups every subscription makes: when 1,000 viewers connect
+    at once, one Mongo call per token and per version, not one per viewer. Only found values are cached
+    (a revoked token keeps working for at most TOKEN_TTL seconds on an instance that just saw it)."""
+
+    TOKEN_TTL = 10.0
+    VERSION_TTL = 1.0
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
+
+    async def get(self, kind: str, key: str, ttl: float, fn: Any, *args: Any) -> Any:
+        now = time.monotonic()
+        hit = self._done.get((kind, key))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        task = self._running.get((kind, key))
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            self._running[(kind, key)] = task
+            try:
+                value = await asyncio.shield(task)  # a viewer leaving must not cancel the others' lookup
+            finally:
+                self._running.pop((kind, key), None)
+            if value is not None:
+                if len(self._done) > 10000:
+                    self._done.clear()
+                self._done[(kind, key)] = (time.monotonic() + ttl, value)
+            return value
+        return await asyncio.shield(task)
+
+
+LOOKUPS = _Lookups()
+
+
 async def authorize(ctx: Context, version_id: str, token: str | None) -> tuple[int, str, dict | None]:
     """(0, "", version) when `token` belongs to the version's owner, else (close code, reason, None)."""
-    user = await asyncio.to_thread(user_for_token, ctx.store, token) if token else None
+    user = None
+    if token:
+        user = await LOOKUPS.get(
+            "token", hash_token(token), LOOKUPS.TOKEN_TTL, user_for_token, ctx.store, token
+        )
     if user is None:
         return 4401, "missing or invalid token", None
-    info = await asyncio.to_thread(version_info, ctx.store, version_id)
+    info = await LOOKUPS.get("version", version_id, LOOKUPS.VERSION_TTL, version_info, ctx.store, version_id)
     if info is None:
         return 4404, f"version {version_id} not found", None
     if info.get("user_id") != user:

@@ -49,7 +49,13 @@ class Demo:
     out: Callable[[str], None] = print
 
 
-AFTER_BUILD: list[Callable[[Demo], int | None]] = []
+def _deploy_to_local(demo: Demo) -> int | None:
+    from services.deployer.demo import demo_step  # deploy to target `local`, probe the app on localhost
+
+    return demo_step(demo)
+
+
+AFTER_BUILD: list[Callable[[Demo], int | None]] = [_deploy_to_local]
 
 
 def _sh(*argv: str, cwd: Path | None = None) -> str:

@@ -11,9 +11,13 @@ from tests.integration.builder_helpers import registry_tags, remove_images
 
 @pytest.fixture(scope="module")
 def services(stack, busybox_image):
-    for name in ("projector", "gateway", "builder"):
+    for name in ("projector", "gateway", "builder", "deployer"):  # the demo ends with a deploy
         stack.start_service(name)
     yield stack
+    import docker
+
+    for c in docker.from_env().containers.list(all=True, filters={"name": "fornax-demo-app-demo-app"}):
+        c.remove(force=True)
     remove_images(f"127.0.0.1:{stack.registry_port}/demo")
 
 

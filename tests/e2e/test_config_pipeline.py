@@ -100,7 +100,10 @@ class System:
         repo = f"{self.settings.registry_location}/{self.user}/{service_name}"
         auth = {"username": "admin", "password": "admin_password"}
         self.docker.images.pull(repo, tag=tag, auth_config=auth)
-        return self.docker.containers.run(f"{repo}:{tag}", list(cmd), remove=True).decode()
+        # Built images carry fornax.version=<id> and containers inherit it: blank it, or the builder's
+        # reaper (removing leftovers of finished versions) may remove this container under us.
+        return self.docker.containers.run(f"{repo}:{tag}", list(cmd), remove=True,
+                                          labels={"fornax.version": ""}).decode()
 
     def events(self, version_id: str) -> list[dict[str, Any]]:
         return list(self.store.events.find({"aggregate_id": version_id}).sort("occurred_at", 1))

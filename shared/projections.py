@@ -258,10 +258,9 @@ def deploy_requested(store: Store, e: Event) -> None:
             "namespace": p.namespace,
             "application": p.application,
             "kind": p.kind,
-            "actor": e.actor,
-            "requested_at": _ts(e),
         },
-        on_insert={"status": "requested"},
+        # A second request for the same deployment keeps the first one's time and author.
+        on_insert={"status": "requested", "actor": e.actor, "requested_at": _ts(e)},
     )
 
 
@@ -277,10 +276,8 @@ def rollback_requested(store: Store, e: Event) -> None:
             "to_version_id": p.to_version_id,
             "target": p.target,
             "kind": "rollback",
-            "actor": e.actor,
-            "requested_at": _ts(e),
         },
-        on_insert={"status": "requested"},
+        on_insert={"status": "requested", "actor": e.actor, "requested_at": _ts(e)},
     )
 
 

@@ -16,8 +16,32 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+FETCH_MAX_WAIT_MS = 100
+
+
+def _short_fetch_wait() -> None:
+    """Faust hard-codes fetch_max_wait_ms=1500, and a broker that does not answer a long-poll early
+    (Tansu) then adds ~0.75 s per hop on average; a build crosses several hops. 100 ms here (the cost
+    is a few more empty fetches per second on an idle consumer)."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls = driver.AIOKafkaConsumerThread
+    if getattr(cls, "_fornax_short_wait", False):
+        return
+    original = cls._create_worker_consumer
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    setattr(cls, "_create_worker_consumer", create)  # noqa: B010 - a deliberate, contained patch
+    setattr(cls, "_fornax_short_wait", True)  # noqa: B010
+
+
 def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
     """A Faust app whose consumer group is `fornax-<name>`; topics must already exist (bootstrap)."""
+    _short_fetch_wait()
     app = faust.App(
         f"{settings.topic_prefix}-{name}",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -47,7 +71,9 @@ def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
 
 
 def topic(app: faust.App, settings: Settings, short: str) -> Any:
-    return app.topic(settings.topic(short), value_type=bytes, key_type=bytes, partitions=settings.topic_partitions)
+    return app.topic(
+        settings.topic(short), value_type=bytes, key_type=bytes, partitions=settings.topic_partitions
+    )
 
 
 def decoded(raw: bytes) -> Event | None:

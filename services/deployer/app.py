@@ -21,28 +21,6 @@ from .state import MongoState
 from .targets.registry import build_targets
 
 log = logging.getLogger(__name__)
-FETCH_MAX_WAIT_MS = 100
-
-
-def _short_fetch_wait() -> None:
-    """Faust hard-codes fetch_max_wait_ms=1500, and a broker that does not answer a long-poll early
-    (Tansu) then adds ~0.75 s per hop on average; a deploy crosses two hops. 100 ms here."""
-    from faust.transport.drivers import aiokafka as driver
-
-    cls = driver.AIOKafkaConsumerThread
-    if getattr(cls, "_fornax_short_wait", False):
-        return
-    original = cls._create_worker_consumer
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
-
-    setattr(cls, "_create_worker_consumer", create)  # noqa: B010 - a deliberate, local patch
-    setattr(cls, "_fornax_short_wait", True)  # noqa: B010
-
-
 def bootstrap(settings: Settings) -> tuple[Deployer, EventBus, Store]:
     """Adapters from settings; nothing connects until first use."""
     store = Store(settings)
@@ -70,7 +48,6 @@ async def _handle(fn: Callable[[Event], Awaitable[None]], event: Event) -> None:
 
 
 def build_app(settings: Settings) -> faust.App:
-    _short_fetch_wait()
     app = make_app("deployer", settings)
     deployer, bus, _store = bootstrap(settings)
 

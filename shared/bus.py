@@ -63,7 +63,7 @@ class EventBus:
             )
             try:
                 await asyncio.wait_for(producer.start(), self.timeout)
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 await producer.stop()
                 raise BusUnavailable(f"event broker at {self.settings.kafka_bootstrap} unavailable: {exc}") from exc
             self._producer = producer
@@ -83,7 +83,7 @@ class EventBus:
                 await self._producer.send(self.settings.topic(e.TOPIC), e.encode(), key=e.key()) for e in events
             ]
             await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             raise BusUnavailable(f"event broker did not acknowledge: {exc!r}") from exc
 
     async def __aenter__(self) -> EventBus:

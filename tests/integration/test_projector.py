@@ -153,5 +153,6 @@ def test_rebuild_gives_equal_read_models(settings, store, projector):
     after = {c: sorted(store[c].find(), key=lambda d: d["_id"]) for c in before}
     for c in before:
         for old, new in zip(before[c], after[c], strict=False):
-            assert old == new, (c, {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)})
+            differing = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+            assert old == new, (c, differing)
     assert after == before

@@ -44,7 +44,7 @@ def test_every_event_round_trips(cls):
 
 
 def test_caused_event_inherits_correlation_and_actor():
-    from shared.events import VersionRequested, VersionCancelled
+    from shared.events import VersionCancelled, VersionRequested
     from shared.events.versions import VersionCancelledPayload
 
     first = VersionRequested.make("v1", VersionRequestedPayload(service_id="s", user_id="u", name="n"), actor="u")

@@ -20,4 +20,5 @@ lint: install
 	.venv/bin/ruff check shared services infra tests bench
 
 bench: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || true
 	@ls bench/*/run.py | while read b; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from shared.events import Event, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded, utcnow
@@ -94,24 +95,39 @@ def _from_request(event: Event) -> dict[str, Any]:
     }
 
 
-async def on_version_requested(b: Builder, event: Event) -> None:
-    owned = await acquire_version(b, event.aggregate_id, skip=_built, fallback=_from_request(event))
+async def run_owned(
+    b: Builder,
+    event: Event,
+    step: Callable[[Run], Awaitable[None]],
+    *,
+    skip: Any = None,
+    fallback: dict[str, Any] | None = None,
+) -> None:
+    """Own the event's version (or return if finished / worked on here), run `step` guarded, release."""
+    owned = await acquire_version(b, event.aggregate_id, skip=skip, fallback=fallback)
     if owned is None:
         return
     doc, active = owned
     log.info(
-        "version %s: building (status %s, %.3fs after the request)",
+        "version %s: %s (status %s, %.3fs after the event)",
         event.aggregate_id,
+        event.type,
         doc.get("status"),
         (utcnow() - event.occurred_at).total_seconds(),
     )
     run = Run(b, event, doc, active)
     ended = False
     try:
-        await run_guarded(b, run, lambda r: build_version(b, r, event))
+        await run_guarded(b, run, step)
         ended = True
     finally:
         b.end(run.vid, finished=ended)
+
+
+async def on_version_requested(b: Builder, event: Event) -> None:
+    await run_owned(
+        b, event, lambda r: build_version(b, r, event), skip=_built, fallback=_from_request(event)
+    )
 
 
 async def _service(b: Builder, run: Run) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any
 from shared.events import Event, ImagePushed
 from shared.events.versions import ImagePushedPayload
 
-from .build import acquire_version
-from .core import Builder, Run, run_guarded
+from .build import run_owned
+from .core import Builder, Run
 from .engine import PushError
 
 PUSH_TIMEOUT = 600.0
@@ -23,17 +23,7 @@ def _pushed(doc: dict[str, Any]) -> bool:
 
 
 async def on_image_built(b: Builder, event: Event) -> None:
-    owned = await acquire_version(b, event.aggregate_id, skip=_pushed)
-    if owned is None:
-        return
-    doc, active = owned
-    run = Run(b, event, doc, active)
-    ended = False
-    try:
-        await run_guarded(b, run, lambda r: push_image(b, r, event))
-        ended = True
-    finally:
-        b.end(run.vid, finished=ended)
+    await run_owned(b, event, lambda r: push_image(b, r, event), skip=_pushed)
 
 
 async def push_image(b: Builder, run: Run, event: Event) -> None:

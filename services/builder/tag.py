@@ -12,25 +12,15 @@ from shared.events import Event, VersionSucceeded, VersionTagged
 from shared.events.versions import VersionSucceededPayload, VersionTaggedPayload
 
 from . import pipeline
-from .build import acquire_version
-from .core import Builder, Failed, Run, run_guarded
+from .build import run_owned
+from .core import Builder, Failed, Run
 from .vcs import VcsError
 
 TAG_TIMEOUT = 300.0
 
 
 async def on_image_pushed(b: Builder, event: Event) -> None:
-    owned = await acquire_version(b, event.aggregate_id)
-    if owned is None:
-        return
-    doc, active = owned
-    run = Run(b, event, doc, active)
-    ended = False
-    try:
-        await run_guarded(b, run, lambda r: tag_version(b, r, event))
-        ended = True
-    finally:
-        b.end(run.vid, finished=ended)
+    await run_owned(b, event, lambda r: tag_version(b, r, event))
 
 
 async def tag_version(b: Builder, run: Run, event: Event) -> None:

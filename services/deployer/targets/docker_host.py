@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -183,7 +184,7 @@ def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: floa
         state = container.attrs.get("State") or {}
         status = state.get("Status")
         if status in ("exited", "dead") or state.get("Restarting") or container.attrs.get("RestartCount"):
-            return f"container exited with code {state.get('ExitCode')}{_tail(container)}"
+            return f"container exited with code {_exit_code(container, state)}{_tail(container)}"
         if status == "running":
             running_since = running_since or time.monotonic()
             health = (state.get("Health") or {}).get("Status")
@@ -195,6 +196,36 @@ def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: floa
             what = "healthy" if healthcheck else "running"
             return f"timeout: container not {what} within the deploy timeout"
         time.sleep(0.05)
+
+
+def _exit_code(container: Any, state: dict[str, Any]) -> Any:
+    """The code the container last exited with.
+
+    Once the restart policy has started it again, State.ExitCode is the running attempt's (0), so the
+    engine's `die` events are the record of how the earlier attempts ended.
+    """
+    if state.get("Status") in ("exited", "dead"):
+        return state.get("ExitCode")
+    try:
+        events = container.client.events(
+            since=_created_ts(container),
+            until=int(time.time()) + 1,
+            filters={"container": container.id, "event": "die"},
+            decode=True,
+        )
+        codes = [e.get("Actor", {}).get("Attributes", {}).get("exitCode") for e in events]
+    except DockerException:
+        codes = []
+    codes = [c for c in codes if c is not None]
+    return codes[-1] if codes else state.get("ExitCode")
+
+
+def _created_ts(container: Any) -> int:
+    created = container.attrs.get("Created", "")[:19]
+    try:
+        return int(datetime.fromisoformat(created + "+00:00").timestamp()) - 1
+    except ValueError:
+        return int(time.time()) - 3600
 
 
 def _tail(container: Any) -> str:

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     idle_timeout: float = Field(120.0, gt=0, validation_alias=_alias("idle_timeout"))
     # Lines buffered per log subscriber before it counts as too slow and is closed (it resumes with since).
     logstream_queue_lines: int = Field(10000, ge=10, validation_alias=_alias("logstream_queue_lines"))
+    # Bytes a caught-up subscriber's connection may have waiting to be sent before it counts as too slow.
+    logstream_buffer_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, validation_alias=_alias("logstream_buffer_bytes")
+    )
     # Deploy targets, configured on the server only
     kubernetes_clusters: dict[str, KubernetesCluster] = Field(
         default_factory=dict, validation_alias=_alias("kubernetes_clusters")

@@ -21,7 +21,7 @@ from shared.auth import hash_token, user_for_token
 
 from .feed import Context, Feed, TooSlow
 from .history import version_info
-from .hub import Line, Subscriber
+from .hub import Direct, Line, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ async def version_logs(
     def overflow(sub: Subscriber) -> None:
         close_later(conn, TOO_SLOW, f"too slow: resume with since={sub.last_sent}")
 
-    feed = Feed(ctx, version_id, since, send, on_overflow=overflow)
+    direct = Direct(conn, frame, "lines", ctx.settings.logstream_buffer_bytes)
+    feed = Feed(ctx, version_id, since, send, on_overflow=overflow, direct=direct)
     try:
         status = await feed.run(info.get("status"))
         await conn.send(json.dumps({"final": True, "status": status, "version_id": version_id}))

@@ -19,7 +19,7 @@ from shared.store import Store
 
 from .archiver import ArchiveProgress
 from .history import TERMINAL, read_lines
-from .hub import Hub, Line, Subscriber
+from .hub import Direct, Hub, Line, Subscriber
 from .tail import Tail
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,19 @@ class Feed:
         *,
         window: float = 0.01,
         on_overflow: Callable[[Subscriber], None] | None = None,
+        direct: Direct | None = None,
     ) -> None:
         self.ctx = ctx
         self.version_id = version_id
-        self.last_sent = since
         self.send_lines = send
         self.window = window
-        self.sub = Subscriber(version_id, ctx.settings.logstream_queue_lines, on_overflow)
+        self.sub = Subscriber(version_id, ctx.settings.logstream_queue_lines, on_overflow, direct)
         self.sub.last_sent = since
+
+    @property
+    def last_sent(self) -> int:
+        """The last seq written to the connection, by this feed or (live) by the hub."""
+        return self.sub.last_sent
 
     async def _send(self, lines: list[Line]) -> None:
         if lines:
@@ -82,8 +87,7 @@ class Feed:
                 await asyncio.wait_for(self.send_lines(lines), SEND_TIMEOUT)
             except TimeoutError:
                 raise TooSlow(self.last_sent) from None
-            self.last_sent = lines[-1].seq
-            self.sub.last_sent = self.last_sent
+            self.sub.last_sent = lines[-1].seq
 
     async def _history(self, until: int | None = None) -> None:
         while True:
@@ -153,8 +157,11 @@ class Feed:
                 if self.sub.final_status is not None:
                     break
                 if not self.sub.pending:
-                    # New lines, the version's end (tail or status poll) and overflow all set wakeup.
+                    # Caught up: the hub writes the next lines itself (when it can), until a gap, the
+                    # version's end (tail or status poll) or an overflow wakes this feed again.
+                    hub.go_live(self.sub)
                     await self.sub.wakeup.wait()
+                    hub.go_queued(self.sub)
                     self._check()
                     if self.sub.final_status is not None:
                         break

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .endpoint import TOO_SLOW, authorize, close_later
 from .feed import Context, Feed, TooSlow
-from .hub import Line, Subscriber
+from .hub import Direct, Line, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +126,19 @@ class Session:
             self.watches[version_id] = asyncio.create_task(self.watch(version_id, since, info, head))
 
     async def watch(self, version_id: str, since: int, info: dict[str, Any], head: dict[str, Any]) -> None:
-        async def send(lines: list[Line]) -> None:
+        def render(lines: list[Line]) -> str:
             last = lines[-1].seq
-            await self.conn.send(
-                json.dumps(
-                    {
-                        **head,
-                        "log": "\n".join(ln.data["text"] for ln in lines),
-                        "id": f"{version_id}:{last}",
-                        "seq": last,
-                    }
-                )
+            return json.dumps(
+                {
+                    **head,
+                    "log": "\n".join(ln.data["text"] for ln in lines),
+                    "id": f"{version_id}:{last}",
+                    "seq": last,
+                }
             )
+
+        async def send(lines: list[Line]) -> None:
+            await self.conn.send(render(lines))
 
         def overflow(sub: Subscriber) -> None:
             close_later(
@@ -145,9 +146,12 @@ class Session:
             )
 
         try:
-            status = await Feed(self.ctx, version_id, since, send, on_overflow=overflow).run(
-                info.get("status")
+            # Watchers with the same head get the same push_log frame: the hub renders it once.
+            direct = Direct(
+                self.conn, render, json.dumps(head, sort_keys=True), self.ctx.settings.logstream_buffer_bytes
             )
+            feed = Feed(self.ctx, version_id, since, send, on_overflow=overflow, direct=direct)
+            status = await feed.run(info.get("status"))
             await self.conn.send(
                 json.dumps({**head, "log": "", "id": f"{version_id}:final", "final": True, "status": status})
             )

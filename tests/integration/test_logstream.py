@@ -48,6 +48,7 @@ def second(services):
             "FORNAX_LOGSTREAM_PORT": str(port),
             "FORNAX_IDLE_TIMEOUT": "3",
             "FORNAX_LOGSTREAM_QUEUE_LINES": "200",
+            "FORNAX_LOGSTREAM_BUFFER_BYTES": str(256 * 1024),
         },
     )
     yield port
@@ -186,7 +187,8 @@ async def test_stalled_subscriber_is_cut_off_while_others_keep_up(services, seco
     vid = await request_version(bus, store, user)
     fast = Watcher(ws_url(second, vid), token)
     fast_task = asyncio.create_task(fast.run())
-    # The stalled client never reads: its socket buffers fill, then its 200-line buffer overflows.
+    # The stalled client never reads: its socket buffers fill, then the 256 KiB its connection may
+    # buffer (or, while it is not caught up, its 200-line buffer) overflows.
     stalled = await connect(ws_url(second, vid, token=token), max_queue=1, max_size=None)
     await asyncio.sleep(0.5)
     await write_lines(bus, vid, 3000, text="{seq} " + "x" * 4000, pause_every=100, pause=0.01)

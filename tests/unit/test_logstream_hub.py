@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from services.logstream.archiver import log_doc
 from services.logstream.endpoint import frame
-from services.logstream.hub import Hub, Line, Subscriber
+from services.logstream.hub import Direct, Hub, Line, Subscriber
 from services.logstream.original import response
 from shared.events import LogLine, LogLinePayload
 
@@ -75,3 +76,60 @@ def test_archive_document_of_a_log_line() -> None:
     }
     assert log_doc(b"{not json") is None
     assert log_doc(json.dumps({"type": "VersionSucceeded"}).encode()) is None
+
+
+class _Stuck(Direct):
+    """A connection whose write buffer is over its bound (the hub must not write to it)."""
+
+    def buffered(self) -> int:
+        return self.limit + 1
+
+
+async def test_live_subscribers_get_one_frame_per_window_and_drop_back_on_a_gap() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    server_side: list = []
+    done = asyncio.Event()
+
+    async def handler(conn) -> None:
+        server_side.append(conn)
+        await done.wait()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as c1, connect(f"ws://127.0.0.1:{port}") as c2:
+            while len(server_side) < 2:
+                await asyncio.sleep(0.01)
+            hub = Hub(window=0.01)
+            subs = [Subscriber("v1", 10, direct=Direct(conn, frame, "lines", 1 << 20)) for conn in server_side]
+            for sub in subs:
+                hub.add(sub)
+                hub.go_live(sub)
+            assert all(sub.live for sub in subs)
+            for seq in range(1, 6):
+                hub.publish("v1", line(seq))
+            for client in (c1, c2):  # the five lines of one fetch share one frame
+                assert json.loads(await asyncio.wait_for(client.recv(), 5)) == [line(s) for s in range(1, 6)]
+            assert [sub.last_sent for sub in subs] == [5, 5]
+            assert all(not sub.pending and not sub.wakeup.is_set() for sub in subs)
+
+            hub.publish("v1", line(7))  # line 6 went missing: the feeds must fill the gap from history
+            await asyncio.sleep(0.05)
+            for sub in subs:
+                assert not sub.live and sub.wakeup.is_set()
+                assert [ln.seq for ln in sub.take()] == [7]
+            hub.publish("v1", line(8))  # queued again: lines go to the buffers
+            assert [[ln.seq for ln in sub.pending] for sub in subs] == [[8], [8]]
+            done.set()
+
+
+async def test_a_live_subscriber_over_its_byte_bound_is_cut_off() -> None:
+    reported: list[Subscriber] = []
+    hub = Hub(window=0.0)
+    sub = Subscriber("v1", 10, reported.append, direct=_Stuck(object(), frame, "lines", 100))
+    hub.add(sub)
+    hub.go_live(sub)
+    hub.publish("v1", line(1))
+    await asyncio.sleep(0.01)
+    assert sub.overflowed and reported == [sub] and not sub.live and sub.last_sent == 0

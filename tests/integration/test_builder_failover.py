@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.auth import create_user
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, wait_clean, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_clean, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def services(stack, busybox_image):
     yield stack
     stack.stop("builder2")
     stack.start_service("builder")
+    remove_images(f"127.0.0.1:{stack.registry_port}/fo-")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ Starts its own stack (Tansu, nx-27017, one logstream process) in a temp dir on f
   B. 1,000 subscribers across 100 versions (10 each) while the producer writes 1,000 lines/s spread
      over the 100 versions;
   F. the floor: a bare `websockets` broadcast server (no Kafka, no Mongo) in its own process sends the
-     same lines at the same rate with the same 10 ms batching to 100 subscribers (and to 1,000).
+     same lines at the same rate with the same 10 ms batching (one frame per version per window,
+     `websockets.broadcast`) to 100 subscribers (and to 1,000 across 100 versions).
 Reports p50/p99/max latency from produce time (the line's `ts`) to receipt, lines lost (must be 0),
 duplicates/out-of-order, and the logstream process's peak RSS (VmHWM). Subscribers run in several client
 processes so the client side is not the bottleneck. Version docs are inserted into `versions` directly
@@ -132,44 +133,24 @@ def summary(
 
 # -- the floor: bare websockets broadcast --------------------------------------------------------------
 def _bare_server(port: int, seconds: float, versions: int, start_at: float, subscribers: int) -> None:
-    from collections import deque
-
-    from websockets.asyncio.server import serve
+    """Each version's new lines, collected for at most WINDOW, go out as one frame to all its viewers
+    (websockets' `broadcast`): the same batching the logstream does, without Kafka or Mongo."""
+    from websockets.asyncio.server import broadcast, serve
 
     async def main() -> None:
-        subs: dict[str, list[tuple[deque, asyncio.Event]]] = {}
+        subs: dict[str, list[Any]] = {}
+        done = asyncio.Event()
 
         async def handler(conn: Any) -> None:
-            vid = conn.request.path.split("/")[3]
-            pending: deque = deque()
-            wake = asyncio.Event()
-            subs.setdefault(vid, []).append((pending, wake))
-            last_send = 0.0
-            try:
-                while True:
-                    await wake.wait()
-                    pause = WINDOW - (time.monotonic() - last_send)
-                    if pause > 0:
-                        await asyncio.sleep(pause)
-                    lines = list(pending)
-                    pending.clear()
-                    wake.clear()
-                    if lines == [None]:
-                        return
-                    done = lines and lines[-1] is None
-                    lines = [ln for ln in lines if ln is not None]
-                    if lines:
-                        await conn.send(lines[0] if len(lines) == 1 else "[" + ",".join(lines) + "]")
-                    last_send = time.monotonic()
-                    if done:
-                        return
-            except Exception:  # noqa: BLE001
-                return
+            subs.setdefault(conn.request.path.split("/")[3], []).append(conn)
+            await done.wait()
 
         async with serve(handler, "127.0.0.1", port, max_size=None, write_limit=64 * 1024, compression=None):
             while time.time() < start_at or sum(map(len, subs.values())) < subscribers:
                 await asyncio.sleep(0.01)
             vids = sorted(subs)
+            pending: dict[str, list[str]] = {v: [] for v in vids}
+            last_flush: dict[str, float] = dict.fromkeys(vids, 0.0)
             t0 = time.monotonic()
             sent = 0
             total = int(RATE * seconds)
@@ -178,26 +159,31 @@ def _bare_server(port: int, seconds: float, versions: int, start_at: float, subs
                 while sent < due:
                     vid = vids[sent % len(vids)]
                     seq = sent // len(vids) + 1
-                    line = json.dumps(
-                        {
-                            "seq": seq,
-                            "stage": "build",
-                            "stream": "stdout",
-                            "text": f"line {seq} of a build log, about sixty bytes long",
-                            "ts": time.time(),
-                        },
-                        separators=(",", ":"),
+                    pending[vid].append(
+                        json.dumps(
+                            {
+                                "seq": seq,
+                                "stage": "build",
+                                "stream": "stdout",
+                                "text": f"line {seq} of a build log, about sixty bytes long",
+                                "ts": time.time(),
+                            },
+                            separators=(",", ":"),
+                        )
                     )
-                    for pending, wake in subs.get(vid, []):
-                        pending.append(line)
-                        wake.set()
                     sent += 1
+                now = time.monotonic()
+                for vid, lines in pending.items():
+                    if lines and now - last_flush[vid] >= WINDOW:
+                        broadcast(subs[vid], lines[0] if len(lines) == 1 else "[" + ",".join(lines) + "]")
+                        pending[vid] = []
+                        last_flush[vid] = now
                 await asyncio.sleep(0.001)
-            for entries in subs.values():
-                for pending, wake in entries:
-                    pending.append(None)
-                    wake.set()
+            for vid, lines in pending.items():
+                if lines:
+                    broadcast(subs[vid], "[" + ",".join(lines) + "]")
             await asyncio.sleep(3)
+            done.set()
 
     asyncio.run(main())
 

@@ -318,15 +318,16 @@ def scenario(
     while ready.value < subscribers and time.time() < deadline:
         time.sleep(0.1)
     print(f"  {ready.value}/{subscribers} subscribers ready", flush=True)
-    pid = stack.procs["logstream"].pid
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    pids = {name: stack.procs[name].pid for name in ("logstream", "kafka", "mongo")}
+    cpu0, t0 = {n: cpu_seconds(p) for n, p in pids.items()}, time.monotonic()
     asyncio.run(produce(settings, vids, seconds))
-    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+    cpu = {n: (cpu_seconds(p) - cpu0[n]) / (time.monotonic() - t0) for n, p in pids.items()}
     asyncio.run(end_versions(settings, vids))
     results, lat = collect(q, procs)
     rss = peak_rss_mb(stack.procs["logstream"].pid)
     return summary(f"logstream {subscribers} subs / {versions} versions", results, lat, per_version, rss) + (
-        f", logstream CPU {cpu * 100:.0f}% of one core"
+        f"; CPU while producing (% of one core): logstream {cpu['logstream'] * 100:.0f}, "
+        f"broker {cpu['kafka'] * 100:.0f}, Mongo-wire server {cpu['mongo'] * 100:.0f}"
     )
 
 

@@ -114,8 +114,17 @@ async def version_logs(
 
     direct = Direct(conn, frame, "lines", ctx.settings.logstream_buffer_bytes)
     feed = Feed(ctx, version_id, since, send, on_overflow=overflow, direct=direct)
+    running = asyncio.ensure_future(feed.run(info.get("status")))
+    # A caught-up viewer's feed only wakes for a gap, an overflow or the end (the hub writes its lines),
+    # so a viewer who leaves must stop it from here.
+    left = asyncio.ensure_future(conn.wait_closed())
     try:
-        status = await feed.run(info.get("status"))
+        await asyncio.wait({running, left}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            return
+        status = running.result()
         await conn.send(json.dumps({"final": True, "status": status, "version_id": version_id}))
         await conn.close(1000, "version ended")
     except TooSlow as exc:
@@ -125,3 +134,5 @@ async def version_logs(
     except Exception:
         log.exception("log stream of %s failed", version_id)
         await conn.close(1011, "internal error")
+    finally:
+        left.cancel()

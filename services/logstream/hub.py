@@ -142,6 +142,14 @@ class Hub:
     def watched(self) -> list[str]:
         return list(self.subscribers)
 
+    def stats(self) -> dict[str, int]:
+        """How many viewers of how many versions this instance feeds, and how many are caught up."""
+        return {
+            "versions": len(self.subscribers),
+            "subscribers": sum(map(len, self.subscribers.values())),
+            "live": sum(len(c.live) for c in self._channels.values()),
+        }
+
     def publish(self, version_id: str, data: dict[str, Any]) -> None:
         if version_id not in self.subscribers:
             return

@@ -5,7 +5,8 @@ Why the `websockets` asyncio server rather than Starlette + uvicorn: this proces
 WebSockets, and `websockets` gives per-connection control of what matters here — write limits and
 close timeouts (a stalled reader must cost a bounded buffer, then be cut off), custom close codes with
 reasons (4403/4404/4008), and a small per-connection footprint (1,000 watchers in well under 300 MB) —
-without an ASGI layer in between. Plain HTTP (GET /healthz) is answered in `process_request`.
+without an ASGI layer in between. Plain HTTP (GET /healthz; GET /status: how many viewers of how many
+versions, how many of them live) is answered in `process_request`.
 
     ws://host:port/ws/versions/{version_id}/logs?since=<seq>   the new endpoint (endpoint.py)
     ws://host:port/ws                                          the original protocol (original.py)
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import re
 import signal
@@ -47,10 +50,15 @@ def _token(conn: ServerConnection, query: dict[str, list[str]]) -> str | None:
     return bearer(header) or query.get("token", [None])[0]
 
 
-def _route(conn: ServerConnection, request: Request) -> Response | None:
+def _route(hub: Hub, conn: ServerConnection, request: Request) -> Response | None:
     path = urlsplit(request.path).path
     if path == "/healthz":
         return conn.respond(HTTPStatus.OK, "ok\n")
+    if path == "/status":
+        response = conn.respond(HTTPStatus.OK, json.dumps(hub.stats()) + "\n")
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
     if path == "/ws" or VERSION_LOGS.fullmatch(path):
         return None
     return conn.respond(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {path}\n")
@@ -100,7 +108,7 @@ async def serve_logs(settings: Settings, stop: asyncio.Event) -> None:
             handler,
             settings.logstream_host,
             settings.logstream_port,
-            process_request=_route,
+            process_request=functools.partial(_route, hub),
             close_timeout=2,
             max_size=64 * 1024,
             write_limit=64 * 1024,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 
 import pytest
 from logstream_helpers import (
@@ -120,6 +121,30 @@ async def test_reconnect_with_since_continues_exactly(services, store, bus, alic
     await asyncio.wait_for(task, 60)
     assert second.seqs == list(range(last + 1, 301))
     assert second.final["status"] == "cancelled"
+
+
+def _status(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:  # noqa: S310
+        assert resp.headers["Content-Type"] == "application/json"
+        return json.loads(resp.read())
+
+
+async def test_a_viewer_who_leaves_is_dropped_at_once(services, store, bus, alice):
+    """A caught-up viewer is fed by the hub; when it disconnects, its subscription ends there and then,
+    not at the version's next line or its end."""
+    user, token = alice
+    port = services.logstream_port
+    vid = await request_version(bus, store, user)
+    before = _status(port)["subscribers"]
+    async with connect(ws_url(port, vid, token=token)) as ws:
+        await write_lines(bus, vid, 3)
+        got: list = []
+        while len(got) < 3:
+            got += lines_of(await asyncio.wait_for(ws.recv(), 30))[0]
+        status = await wait_for(lambda: (s := _status(port))["live"] >= 1 and s, 30, "the viewer caught up")
+        assert status["subscribers"] == before + 1
+    await wait_for(lambda: _status(port)["subscribers"] == before, 10, "the viewer dropped")
+    await end_version(bus, vid, "success")
 
 
 async def test_ended_version_sends_history_then_final(services, store, bus, alice):

@@ -7,12 +7,19 @@ whatever arrived meanwhile; every caller still returns only after its own events
 
 Ordering is unchanged: one publish() call's events stay in call order, keyed by aggregate id, and a
 caller that waits for one 202 before sending the next request sees its events in that order.
+
+Timeouts: `asyncio.wait_for` per publish cost a timer (a heap push, a cancelled handle and a
+waiter future) on every webhook. Instead every caller's futures carry a deadline in one FIFO queue
+(all callers share one timeout, so it is in deadline order) and one sweep, scheduled only while
+callers wait, fails the overdue ones with BusUnavailable; their events, if not sent yet, never are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -39,6 +46,8 @@ class BatchingEventBus(EventBus):
         self._partition_of: dict[tuple[str, bytes], int] = {}
         self._partitioner = DefaultPartitioner()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: deque[tuple[float, list[asyncio.Future[None]]]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def publish(self, *events: Event) -> None:
         """Send events and wait until the broker acknowledged every one; BusUnavailable otherwise."""
@@ -52,17 +61,42 @@ class BatchingEventBus(EventBus):
             fut: asyncio.Future[None] = loop.create_future()
             self._pending.append((self.settings.topic(e.TOPIC), e.key(), e.encode(), fut))
             futures.append(fut)
+        self._deadlines.append((time.monotonic() + self.timeout, futures))
+        if self._sweep is None:
+            self._sweep = loop.call_later(self.timeout / 10, self._expire)
         if not self._flushing:
             self._flushing = True
             task = asyncio.ensure_future(self._flush_loop())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         try:
-            await asyncio.wait_for(
-                futures[0] if len(futures) == 1 else asyncio.gather(*futures), self.timeout
-            )
-        except (TimeoutError, KafkaError, OSError) as exc:
-            raise BusUnavailable(f"event broker did not acknowledge: {exc!r}") from exc
+            for fut in futures:
+                await fut
+        except BaseException as exc:
+            for fut in futures:  # the caller gives up: what was not sent yet never is
+                if not fut.cancel() and not fut.cancelled():
+                    fut.exception()  # (retrieved: no "exception never retrieved" warnings)
+            if isinstance(exc, TimeoutError | KafkaError | OSError):
+                raise BusUnavailable(f"event broker did not acknowledge: {exc!r}") from exc
+            raise
+
+    def _expire(self) -> None:
+        """Fail the callers whose deadline passed (BusUnavailable); re-arm while any caller waits."""
+        self._sweep = None
+        now = time.monotonic()
+        queue = self._deadlines
+        while queue:
+            deadline, futures = queue[0]
+            if deadline > now and not all(f.done() for f in futures):
+                break  # (the queue is in deadline order: the rest is not overdue either)
+            queue.popleft()
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(
+                        BusUnavailable(f"event broker did not acknowledge within {self.timeout:g} s")
+                    )
+        if queue:
+            self._sweep = asyncio.get_running_loop().call_later(self.timeout / 10, self._expire)
 
     async def _flush_loop(self) -> None:
         """Group commit: send everything pending, wait for the acks, repeat while more arrived meanwhile."""

@@ -70,10 +70,16 @@ async def db_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 async def publish(request: Request, *events: Event) -> None:
     """Publish and wait for the broker's acknowledgement; a 503 ApiError when it did not come."""
+    await publish_on(bus_of(request), *events)
+
+
+async def publish_on(bus: EventBus, *events: Any) -> None:
+    """`publish` for callers that hold the bus rather than a Request (events: Event or anything with
+    its TOPIC, key() and encode(), e.g. an already encoded event)."""
     if _broker.is_open():
         raise bus_unavailable()
     try:
-        await bus_of(request).publish(*events)
+        await bus.publish(*events)
     except BusUnavailable as exc:
         _broker.trip()
         raise bus_unavailable() from exc

@@ -33,6 +33,7 @@ class RepoIndex:
         self._started = -1e9
         self._by_url: dict[str, list[HookTarget]] = {}
         self._lock = asyncio.Lock()
+        self._normal: dict[str, str] = {}
 
     def _read(self, query: dict[str, Any]) -> list[HookTarget]:
         # (project the whole sub-document: nx-27017 returns dotted projections as flat keys)
@@ -71,10 +72,18 @@ class RepoIndex:
                 by_url.setdefault(normalize_url(t.repo_url), []).append(t)
             self._by_url, self._built, self._started = by_url, time.monotonic(), started
 
+    def _normalized(self, url: str) -> str:
+        key = self._normal.get(url)
+        if key is None:  # (the same few URLs arrive with every push: remember their keys)
+            if len(self._normal) >= 10_000:
+                self._normal.clear()
+            key = self._normal[url] = normalize_url(url)
+        return key
+
     def _match(self, urls: tuple[str, ...]) -> list[HookTarget]:
         found: dict[str, HookTarget] = {}
         for url in urls:
-            for t in self._by_url.get(normalize_url(url), ()):
+            for t in self._by_url.get(self._normalized(url), ()):
                 found.setdefault(t.service_id, t)
         return list(found.values())
 

@@ -68,6 +68,8 @@ def _text(value: Any, limit: int = _MAX_TEXT) -> str | None:
     """A string field made safe to store and encode (no lone surrogates), or None."""
     if not isinstance(value, str):
         return None
+    if value.isascii():  # (constant time: no surrogates possible)
+        return value[:limit]
     return value.encode("utf-8", "replace").decode("utf-8")[:limit]
 
 
@@ -78,7 +80,10 @@ def _sha(value: Any) -> str:
 
 def delivery_id(provider: str, headers: Mapping[str, str], body: bytes) -> str:
     """The provider's delivery id header, else a hash of the body (the same body twice = one delivery)."""
-    h = _headers(headers)
+    return _delivery_id(provider, _headers(headers), body)
+
+
+def _delivery_id(provider: str, h: dict[str, str], body: bytes) -> str:
     raw = h.get("x-github-delivery") if provider == "github" else h.get("x-gitlab-event-uuid")
     raw = (raw or "").strip()
     if raw:
@@ -139,7 +144,10 @@ def _last_commit_message(commits: Any) -> str | None:
 
 def parse_github(headers: Mapping[str, str], body: bytes) -> Result:
     """Parse a GitHub webhook: `push` -> Push, `ping` and other events -> Ignored."""
-    h = _headers(headers)
+    return _parse_github(_headers(headers), body)
+
+
+def _parse_github(h: dict[str, str], body: bytes) -> Result:
     event = h.get("x-github-event", "").strip()
     if not event:
         raise WebhookError("missing X-GitHub-Event header")
@@ -171,7 +179,7 @@ def parse_github(headers: Mapping[str, str], body: bytes) -> Result:
         before=_sha(data.get("before")),
         pusher=pusher,
         message=_text(head.get("message")) or _last_commit_message(data.get("commits")),
-        delivery_id=delivery_id("github", h, body),
+        delivery_id=_delivery_id("github", h, body),
     )
 
 
@@ -180,7 +188,10 @@ _GITLAB_EVENTS = {"push hook": "push", "tag push hook": "tag_push"}
 
 def parse_gitlab(headers: Mapping[str, str], body: bytes) -> Result:
     """Parse a GitLab webhook: `Push Hook` / `Tag Push Hook` -> Push, other events -> Ignored."""
-    h = _headers(headers)
+    return _parse_gitlab(_headers(headers), body)
+
+
+def _parse_gitlab(h: dict[str, str], body: bytes) -> Result:
     event = h.get("x-gitlab-event", "").strip()
     if not event:
         raise WebhookError("missing X-Gitlab-Event header")
@@ -211,11 +222,13 @@ def parse_gitlab(headers: Mapping[str, str], body: bytes) -> Result:
         before=_sha(data.get("before")),
         pusher=pusher,
         message=message,
-        delivery_id=delivery_id("gitlab", h, body),
+        delivery_id=_delivery_id("gitlab", h, body),
     )
 
 
 PARSERS = {"github": parse_github, "gitlab": parse_gitlab}
+# The same for headers that are already a dict with lower-case names (what an ASGI server gives).
+PARSERS_LOWER = {"github": _parse_github, "gitlab": _parse_gitlab}
 
 
 _SCP = re.compile(r"^(?P<user>[^@/:]+@)?(?P<host>[^/:]+):(?P<path>(?!//).*)$")

@@ -1,0 +1,153 @@
+"""The webhook hot path without I/O: the pre-encoded PushReceived equals the model's encoding, the
+body reader's limits, and the group-commit bus's deadlines and cancellation (against a fake producer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.gateway.batching import BatchingEventBus
+from services.gateway.errors import ApiError
+from services.gateway.repo_index import HookTarget
+from services.gateway.routes.webhooks import _encoded, _event, _read_body
+from services.gateway.webhooks import Push
+from shared.bus import BusUnavailable
+from shared.events import PushReceived, decode
+from shared.settings import Settings
+
+texts = st.text(max_size=40)
+pushes = st.builds(
+    Push,
+    provider=st.sampled_from(["github", "gitlab"]),
+    repo_urls=st.just(("https://git.example.test/a/b.git",)),
+    ref=texts,
+    branch=st.none() | texts,
+    tag=st.none() | texts,
+    deleted=st.booleans(),
+    after=texts,
+    before=texts,
+    pusher=st.none() | texts,
+    message=st.none() | st.text(max_size=300),
+    delivery_id=texts,
+)
+targets = st.builds(HookTarget, service_id=texts, user_id=texts, repo_url=texts, secret=st.none() | texts)
+
+
+def _without_ids(raw: bytes) -> dict[str, Any]:
+    doc = json.loads(raw)
+    doc.pop("event_id"), doc.pop("occurred_at")
+    return doc
+
+
+@given(push=pushes, target=targets)
+def test_encoded_push_is_the_models_encoding(push: Push, target: HookTarget) -> None:
+    fast, model = _encoded(push, target), _event(push, target)
+    assert fast.TOPIC == PushReceived.TOPIC and fast.key() == model.key()
+    fast_doc, model_doc = json.loads(fast.encode()), json.loads(model.encode())
+    assert list(fast_doc) == list(model_doc)  # the same fields in the same order...
+    assert list(fast_doc["payload"]) == list(model_doc["payload"])
+    assert _without_ids(fast.encode()) == _without_ids(model.encode())  # ...with the same values
+    decoded = decode(fast.encode())  # and it is a valid PushReceived
+    assert isinstance(decoded, PushReceived)
+    assert decoded == model.model_copy(update={"event_id": decoded.event_id, "occurred_at": decoded.occurred_at})
+
+
+def _receiver(*chunks: bytes) -> Any:
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    return receive
+
+
+async def test_read_body_joins_chunks_and_enforces_the_limit() -> None:
+    assert await _read_body({}, _receiver(b"ab", b"cd", b""), 10) == b"abcd"
+    assert await _read_body({"content-length": "4"}, _receiver(b"abcd"), 10) == b"abcd"
+    for headers, chunks in (({}, (b"x" * 6, b"x" * 6)), ({"content-length": "11"}, (b"",))):
+        with pytest.raises(ApiError) as err:
+            await _read_body(headers, _receiver(*chunks), 10)
+        assert err.value.status == 413 and err.value.code == "payload_too_large"
+    with pytest.raises(ApiError) as err:
+        await _read_body({"content-length": "x"}, _receiver(b""), 10)
+    assert err.value.status == 400
+    with pytest.raises(ApiError) as err:  # the client went away half-way
+        await _read_body({}, _disconnecting(), 10)
+    assert err.value.status == 400 and "disconnected" in err.value.message
+
+
+def _disconnecting() -> Any:
+    messages = [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    return receive
+
+
+class _Batch:
+    def append(self, **_: Any) -> object:
+        return object()
+
+
+class _SilentProducer:
+    """A producer whose broker never acknowledges; remembers how many batches were handed to it."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.acks: list[asyncio.Future[Any]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, partition: int) -> asyncio.Future[Any]:
+        self.batches += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.acks.append(fut)
+        return fut
+
+
+def _push_event(i: int) -> PushReceived:
+    push = Push("github", ("u",), "refs/heads/main", "main", None, False, "a" * 40, "b" * 40, None, None, f"d{i}")
+    return _event(push, HookTarget("svc", "user", "u", "s"))
+
+
+async def test_unacknowledged_publish_fails_after_the_timeout_and_later_ones_are_not_sent() -> None:
+    bus = BatchingEventBus(Settings(), timeout=0.3)
+    producer = _SilentProducer()
+    bus._producer = producer  # type: ignore[assignment]  # noqa: SLF001 - the fake stands in for aiokafka
+    first = asyncio.ensure_future(bus.publish(_push_event(1)))
+    await asyncio.sleep(0.05)  # the first batch is in flight (never acknowledged) ...
+    second = asyncio.ensure_future(bus.publish(_push_event(2)))  # ... so this one waits behind it
+    for caller in (first, second):
+        with pytest.raises(BusUnavailable):
+            await caller
+    producer.acks[0].set_result(None)  # the broker finally answers the first batch
+    await asyncio.sleep(0.05)
+    assert producer.batches == 1  # the second caller got its 503: its event is never published
+
+
+async def test_cancelled_publish_is_not_sent_and_acknowledged_ones_return() -> None:
+    bus = BatchingEventBus(Settings(), timeout=5)
+    producer = _SilentProducer()
+    bus._producer = producer  # type: ignore[assignment]  # noqa: SLF001
+    first = asyncio.ensure_future(bus.publish(_push_event(1)))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(bus.publish(_push_event(2)))
+    await asyncio.sleep(0.05)
+    second.cancel()
+    producer.acks[0].set_result(None)
+    await first  # acknowledged: returns
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await asyncio.sleep(0.05)
+    assert producer.batches == 1
+    assert not bus._deadlines or all(f.done() for _, fs in bus._deadlines for f in fs)  # noqa: SLF001

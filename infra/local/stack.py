@@ -319,6 +319,29 @@ def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
              "dockerd", proc, log)
 
 
+def remove_deployed_apps(stack: Stack) -> int:
+    """Containers the Docker-host target deployed from this stack's registry (they could not be
+    restarted once the registry is gone): like `docker compose down`, `down` removes them."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+    except Exception:  # noqa: BLE001 - no engine: nothing to remove
+        return 0
+    prefix = f"127.0.0.1:{stack.registry_port}/"
+    removed = 0
+    try:
+        for c in client.containers.list(all=True, filters={"label": "fornax.deploy.service"}):
+            if str(c.attrs.get("Config", {}).get("Image", "")).startswith(prefix):
+                c.remove(force=True)
+                removed += 1
+    except Exception:  # noqa: BLE001 - best effort on the way down
+        pass
+    finally:
+        client.close()
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.stack")
     parser.add_argument("command", choices=["up", "down", "status"])
@@ -327,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stack = Stack(base=Path(args.dir).resolve())
     if args.command == "down":
+        removed = remove_deployed_apps(stack)
+        if removed:
+            print(f"fornax: removed {removed} deployed app container(s) of this stack's registry")
         stack.stop_all()
         dpid = stack.base / "dockerd.pid"
         if dpid.exists():

@@ -332,7 +332,7 @@ def remove_deployed_apps(stack: Stack) -> int:
     removed = 0
     try:
         for c in client.containers.list(all=True, filters={"label": "fornax.deploy.service"}):
-            if str(c.attrs.get("Config", {}).get("Image", "")).startswith(prefix):
+            if c.labels.get("fornax.deploy.image", "").startswith(prefix):
                 c.remove(force=True)
                 removed += 1
     except Exception:  # noqa: BLE001 - best effort on the way down

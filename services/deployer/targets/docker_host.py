@@ -32,6 +32,7 @@ LABEL_TARGET = "fornax.deploy.target"
 LABEL_VERSION = "fornax.deploy.version"
 LABEL_DEPLOYMENT = "fornax.deploy.deployment"
 LABEL_DIGEST = "fornax.deploy.digest"
+LABEL_IMAGE = "fornax.deploy.image"  # the exact reference (the container's own Image field is the id)
 
 
 def container_name(service_name: str, application: str) -> str:
@@ -99,6 +100,7 @@ class DockerHostTarget:
             LABEL_VERSION: req.version_id,
             LABEL_DEPLOYMENT: req.deployment_id,
             LABEL_DIGEST: req.digest or "",
+            LABEL_IMAGE: req.reference,
             **req.labels,
             # Builder images carry `fornax.version=<id>` and containers inherit image labels: blank it,
             # or the builder's reaper would remove the deployed app once its version is finished.

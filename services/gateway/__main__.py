@@ -9,6 +9,7 @@ import uvicorn
 from shared.settings import get_settings
 
 from .app import create_app
+from .http_protocol import CorkedHTTPProtocol
 
 
 def main() -> None:
@@ -21,6 +22,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=CorkedHTTPProtocol,  # one socket write per response (see http_protocol.py)
     )
 
 

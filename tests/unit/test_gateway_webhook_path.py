@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from services.gateway.batching import BatchingEventBus
 from services.gateway.errors import ApiError
+from services.gateway.http_protocol import CorkedTransport
 from services.gateway.repo_index import HookTarget
 from services.gateway.routes.webhooks import _encoded, _event, _read_body
 from services.gateway.webhooks import Push
@@ -151,3 +152,36 @@ async def test_cancelled_publish_is_not_sent_and_acknowledged_ones_return() -> N
     await asyncio.sleep(0.05)
     assert producer.batches == 1
     assert not bus._deadlines or all(f.done() for _, fs in bus._deadlines for f in fs)  # noqa: SLF001
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+async def test_corked_transport_sends_one_loop_turns_writes_as_one() -> None:
+    real = _RecordingTransport()
+    corked = CorkedTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    corked.write(b"HTTP/1.1 202 Accepted\r\n\r\n")
+    corked.write(b"")
+    corked.write(b'{"ok": 1}')
+    assert real.writes == []  # held until the end of this loop turn
+    await asyncio.sleep(0)
+    assert real.writes == [b'HTTP/1.1 202 Accepted\r\n\r\n{"ok": 1}']
+    corked.writelines([b"a", b"b"])
+    corked.close()  # what is held goes out before the close
+    assert real.writes[-1] == b"ab" and real.closed
+    assert corked.get_extra_info("peername") == "info:peername"  # the rest is the real transport's

@@ -185,3 +185,31 @@ async def test_corked_transport_sends_one_loop_turns_writes_as_one() -> None:
     corked.close()  # what is held goes out before the close
     assert real.writes[-1] == b"ab" and real.closed
     assert corked.get_extra_info("peername") == "info:peername"  # the rest is the real transport's
+
+
+def test_fast_dispatch_answers_errors_in_the_one_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from services.gateway import app as gateway_app
+    from services.gateway.errors import EXCEPTION_HANDLERS
+    from services.gateway.routes import webhooks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    async def refused(scope: Any, receive: Any, send: Any) -> None:
+        raise ApiError(401, "invalid_signature", "no")
+
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(webhooks.ENDPOINTS, "/webhooks/refused", refused)
+    monkeypatch.setitem(webhooks.ENDPOINTS, "/webhooks/broken", broken)
+    app = gateway_app.Gateway(routes=[], exception_handlers=EXCEPTION_HANDLERS)
+    client = TestClient(app, raise_server_exceptions=False)
+    resp = client.post("/webhooks/refused")
+    assert resp.status_code == 401 and resp.json() == {"error": {"code": "invalid_signature", "message": "no"}}
+    resp = client.post("/webhooks/broken")
+    assert resp.status_code == 500 and resp.json()["error"]["code"] == "internal_error"
+    assert client.get("/webhooks/refused").status_code == 404  # not a POST: the ordinary way

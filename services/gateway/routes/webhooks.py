@@ -180,6 +180,9 @@ class _Receiver:
 github = _Receiver("github")
 gitlab = _Receiver("gitlab")
 
+# For the app's fast dispatch of POSTs (app.Gateway); the routes below serve the docs and 405s.
+ENDPOINTS = {"/webhooks/github": github, "/webhooks/gitlab": gitlab}
+
 routes: list[BaseRoute] = [
     Route("/webhooks/github", github, methods=["POST"]),
     Route("/webhooks/gitlab", gitlab, methods=["POST"]),

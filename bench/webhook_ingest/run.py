@@ -4,6 +4,9 @@ Run by hand: `.venv/bin/python bench/webhook_ingest/run.py [--seconds 12] [--con
 Starts its own stack (Tansu + nx-27017 + the gateway only, on free ports), creates a user and a service,
 then drives both endpoints with wrk in the same run: signed 4 KB GitHub push payloads, a unique
 X-GitHub-Delivery per request. Prints requests/s, p50/p99 and the ratio; target >= 50 % and p99 < 25 ms.
+Both endpoints run on uvicorn's default HTTP protocol (httptools when installed, else h11; the report
+names it), and "cpu us/req" is each server process's CPU time divided by the requests it answered.
+Figures: README.md beside this file.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import shutil
@@ -157,9 +161,11 @@ def report(
     args: argparse.Namespace, rounds: list[dict[str, dict[str, float]]], published: int, answered: float
 ) -> tuple[float, float]:
     """Print every round and the medians; returns (median throughput ratio, median gateway p99)."""
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     print(
         f"webhook ingest: 4096-byte signed GitHub pushes, {args.connections} connections, "
-        f"{args.seconds}s per measurement, {len(rounds)} alternating rounds, {os.cpu_count()} cores"
+        f"{args.seconds}s per measurement, {len(rounds)} alternating rounds, {os.cpu_count()} cores, "
+        f"HTTP parser {parser} (both endpoints)"
     )
     print(f"{'endpoint':14}" + "".join(f"{c:>14}" for c in COLUMNS.values()))
     for i, results in enumerate(rounds, 1):

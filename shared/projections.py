@@ -5,6 +5,7 @@ a version or deployment backwards. Replaying one event or the whole log changes 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,9 @@ def archive(store: Store, event: Event, position: dict[str, Any] | None = None) 
     doc = event.to_doc()
     if position:
         doc["_pos"] = position
+    # When it was folded: a rebuild replays in this order, which is the order the read models saw (an
+    # event's own occurred_at may be older than one folded before it: another producer, a clock skew).
+    doc["_applied"] = time.time()
     try:
         store.events.insert_one(doc)
     except DuplicateKeyError:
@@ -373,7 +377,9 @@ def rebuild(store: Store, decode: Callable[[dict[str, Any]], Event]) -> int:
         store.db.drop_collection(name)
     store.ensure_indexes()
     count = 0
-    for doc in store.events.find({}).sort([("occurred_at", 1), ("_pos.offset", 1)]):
+    # Archives written before `_applied` existed have none: those sort first, by occurred_at.
+    order = [("_applied", 1), ("occurred_at", 1), ("_pos.offset", 1)]
+    for doc in store.events.find({}).sort(order):
         event = decode(doc)
         fold = FOLDS.get(event.type)
         if fold is not None:

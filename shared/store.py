@@ -13,7 +13,8 @@ Collections (projections are written only by the projector from events; the rest
                 started_at, finished_at, duration}                                 (projector)
 - targets      {_id: "<service_id>/<target>", service_id, target, pinned, pin_reason,
                 current_deployment_id, current_version_id, current_digest}         (projector)
-- events       the durable archive of every non-log event, _id = event_id        (projector)
+- events       the durable archive of every non-log event, _id = event_id, plus _pos (topic,
+                partition, offset) and _applied (when it was folded: the rebuild's order) (projector)
 - logs         {_id: "<version_id>:<seq:012d>", version_id, seq, stage, stream, text, ts}
                                                                   (log archiver in logstream)
 - users        {_id: user name, token_hash, created_at}                 (`fornax user create`)
@@ -72,6 +73,7 @@ class Store:
         db.versions.create_index([("status", 1)])
         db.deployments.create_index([("service_id", 1), ("requested_at", -1)])
         db.events.create_index([("aggregate_id", 1), ("occurred_at", 1)])
+        db.events.create_index([("_applied", 1), ("occurred_at", 1)])  # the rebuild's replay order
         db.logs.create_index([("version_id", 1), ("seq", 1)], unique=True)
         db.users.create_index([("token_hash", 1)], unique=True)
 

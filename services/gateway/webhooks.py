@@ -257,7 +257,7 @@ def github_signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     """X-Hub-Signature-256 == 'sha256=' + HMAC-SHA256(secret, raw body), compared in constant time."""
     if not header or not secret:
         return False
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    expected = "sha256=" + hmac.digest(secret.encode(), body, "sha256").hex()  # (one-shot: no HMAC object)
     return hmac.compare_digest(expected.encode(), header.strip().encode("utf-8", "replace"))
 
 

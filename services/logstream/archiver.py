@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -72,6 +73,9 @@ class Archiver:
         self.store = store
         self.consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        # Its own thread: a thousand viewers reading history through the shared pool at once must not
+        # hold up the archive they are waiting for.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="log-archiver")
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -89,6 +93,7 @@ class Archiver:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.consumer is not None:
             await self.consumer.stop()
+        self._writer.shutdown(wait=False)
 
     async def _assign(self) -> None:
         """Every partition, from the group's committed offset (the earliest line when there is none)."""
@@ -111,6 +116,7 @@ class Archiver:
 
     async def _run(self) -> None:
         assert self.consumer is not None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self._assign()
@@ -129,7 +135,7 @@ class Archiver:
             delay = 0.5
             while True:
                 try:
-                    await asyncio.to_thread(insert_lines, self.store, docs)
+                    await loop.run_in_executor(self._writer, insert_lines, self.store, docs)
                     break
                 except PyMongoError as exc:  # keep the batch; never commit past unarchived lines
                     log.warning("archiver: Mongo write failed (%s); retrying in %.1fs", exc, delay)

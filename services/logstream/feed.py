@@ -3,8 +3,10 @@ at the seam, then the version's outcome after its last line.
 
 Order of work: register the live subscription first (lines buffer), read Mongo history (seq > since),
 then drain the buffer skipping seq <= last sent; a gap between the last archived and the first live
-line (the archiver lags) is re-read from Mongo. When the version ends: wait until the tail has handed
-over every line written before the end and the archiver has stored them, send what is left, finish."""
+line (the archiver lags) is re-read from Mongo. When the version ends: send what the tail has handed
+over, then what it still had to read of the lines written before the end, then — once the archiver has
+stored them all — anything neither brought; then finish. Lines never wait for the archive unless a
+gap has to be filled from it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shared.settings import Settings
 from shared.store import Store
@@ -51,10 +54,42 @@ class Context:
     tail: Tail
     progress: ArchiveProgress
 
-    async def settle(self) -> None:
-        """Every line written before now has reached the hub, and the archive (best effort)."""
-        ends = await self.tail.caught_up()
-        await self.progress.wait(ends, timeout=60.0)
+
+class SharedReads:
+    """History reads of the same lines share one Mongo query — when a build's 1,000 viewers join at
+    once, or all catch up at the end — but only a query that began after the caller asked: one begun
+    earlier might miss lines archived in between."""
+
+    def __init__(self, reader: Callable[..., list[dict[str, Any]]] = read_lines) -> None:
+        self._reader = reader
+        self._running: dict[tuple[Any, ...], tuple[float, asyncio.Future[list[dict[str, Any]]]]] = {}
+
+    async def read(
+        self, store: Store, version_id: str, since: int, limit: int, until: int | None
+    ) -> list[dict[str, Any]]:
+        asked = time.monotonic()
+        key = (id(store), version_id, since, limit, until)
+        while True:
+            entry = self._running.get(key)
+            if entry is None:
+                future = asyncio.ensure_future(
+                    asyncio.to_thread(self._reader, store, version_id, since, limit, until)
+                )
+                self._running[key] = (time.monotonic(), future)
+                future.add_done_callback(lambda done: self._forget(key, done))
+                return await asyncio.shield(future)  # a viewer leaving must not cancel the others' read
+            started, future = entry
+            if started >= asked:
+                return await asyncio.shield(future)
+            await asyncio.wait([future])  # begun before we asked: wait for it, then join the next one
+
+    def _forget(self, key: tuple[Any, ...], done: asyncio.Future[list[dict[str, Any]]]) -> None:
+        entry = self._running.get(key)
+        if entry is not None and entry[1] is done:
+            del self._running[key]
+
+
+SHARED_READS = SharedReads()
 
 
 class Feed:
@@ -91,9 +126,7 @@ class Feed:
 
     async def _history(self, until: int | None = None) -> None:
         while True:
-            docs = await asyncio.to_thread(
-                read_lines, self.ctx.store, self.version_id, self.last_sent, HISTORY_PAGE, until
-            )
+            docs = await SHARED_READS.read(self.ctx.store, self.version_id, self.last_sent, HISTORY_PAGE, until)
             if not docs:
                 return
             await self._send([Line(d) for d in docs])
@@ -135,6 +168,10 @@ class Feed:
                 last = ln.seq
         await self._send(out)
 
+    async def _archived_now(self) -> bool:
+        """True once the archive holds every line written before this call (False after CATCH_UP_WAIT)."""
+        return await self.ctx.progress.wait(await self.ctx.tail.end_offsets(), timeout=CATCH_UP_WAIT)
+
     def _check(self) -> None:
         if self.sub.overflowed:
             raise TooSlow(self.last_sent)
@@ -143,19 +180,28 @@ class Feed:
         """Stream the log through `send`; returns the outcome. Raises TooSlow when the buffer overflowed."""
         hub = self.ctx.hub
         hub.add(self.sub)
+        catch_up: asyncio.Task[bool] | None = None
         try:
             await self._history()
-            # Lines written before we subscribed but not archived yet would otherwise wait for the next
-            # live line (or the end) to reveal the gap: wait for the archiver to pass them, read again.
-            if await self.ctx.progress.wait(await self.ctx.tail.end_offsets(), timeout=CATCH_UP_WAIT):
-                await self._history()
             if status in TERMINAL:
                 self.sub.finish(status)  # type: ignore[arg-type]
+            # Lines written before we subscribed but not archived yet come as a gap before the first live
+            # line, or at the end; for an idle version, read the archive again once it has them all.
+            catch_up = asyncio.ensure_future(self._archived_now())
+            catch_up.add_done_callback(lambda _: self.sub.wakeup.set())
+            joined_at = self.last_sent
             last_send = 0.0
             while True:
                 self._check()
                 if self.sub.final_status is not None:
                     break
+                if catch_up is not None and catch_up.done():
+                    caught_up, catch_up = catch_up, None
+                    # Once a line came after the history, the gap check before it covered the rest.
+                    if self.last_sent == joined_at and not caught_up.cancelled() and caught_up.exception() is None:
+                        if caught_up.result():
+                            await self._history()
+                    continue
                 if not self.sub.pending:
                     # Caught up: the hub writes the next lines itself (when it can), until a gap, the
                     # version's end (tail or status poll) or an overflow wakes this feed again.
@@ -172,11 +218,18 @@ class Feed:
                     self._check()
                 await self._deliver(self.sub.take())
                 last_send = time.monotonic()
-            await self.ctx.settle()
+            # The end: what the tail has handed over goes out now; then whatever it still had to read
+            # (the end can overtake the last lines: other topic, other partition); then, once the
+            # archive holds everything written before the end, anything neither of them brought.
+            await self._deliver(self.sub.take())
+            ends = await self.ctx.tail.caught_up()
             self._check()
             await self._deliver(self.sub.take())
+            await self.ctx.progress.wait(ends, timeout=60.0)
             await self._history()
             self._check()
             return self.sub.final_status
         finally:
+            if catch_up is not None:
+                catch_up.cancel()
             hub.remove(self.sub)

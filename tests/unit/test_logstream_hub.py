@@ -133,3 +133,29 @@ async def test_a_live_subscriber_over_its_byte_bound_is_cut_off() -> None:
     hub.publish("v1", line(1))
     await asyncio.sleep(0.01)
     assert sub.overflowed and reported == [sub] and not sub.live and sub.last_sent == 0
+
+
+async def test_history_reads_are_shared_only_when_begun_after_the_caller_asked() -> None:
+    import threading
+
+    from services.logstream.feed import SharedReads
+
+    calls: list[tuple] = []
+    gate = threading.Event()
+
+    def reader(store, version_id, since, limit, until):
+        calls.append((version_id, since))
+        gate.wait(5)
+        return [{"seq": since + 1}]
+
+    reads = SharedReads(reader)
+    first = asyncio.create_task(reads.read("store", "v1", 0, 10, None))
+    await asyncio.sleep(0.05)  # the first query is running: later callers must not take its answer
+    later = [asyncio.create_task(reads.read("store", "v1", 0, 10, None)) for _ in range(5)]
+    other = asyncio.create_task(reads.read("store", "v1", 7, 10, None))  # other lines: its own query
+    await asyncio.sleep(0.05)
+    assert calls == [("v1", 0), ("v1", 7)]
+    gate.set()
+    assert await first == [{"seq": 1}] and await other == [{"seq": 8}]
+    assert [await t for t in later] == [[{"seq": 1}]] * 5
+    assert calls == [("v1", 0), ("v1", 7), ("v1", 0)]  # the five waited for one newer query together

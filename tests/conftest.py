@@ -36,9 +36,33 @@ def stack() -> Iterator[Stack]:
         yield st
     finally:
         st.stop_all()
+        _remove_session_images(f"127.0.0.1:{st.registry_port}/")
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _remove_session_images(prefix: str) -> None:
+    """Images tagged for this session's registry (its port is this session's alone), once every
+    builder has stopped: a build that finished after its test module's own clean-up leaves none."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+    except Exception:  # noqa: BLE001 - no engine: nothing was built
+        return
+    try:
+        for image in client.images.list():
+            for tag in image.tags:
+                if tag.startswith(prefix):
+                    try:
+                        client.images.remove(tag, force=True)
+                    except docker.errors.APIError:
+                        pass
+    except docker.errors.DockerException:
+        pass  # the engine went away: nothing more to tidy
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -118,20 +118,13 @@ def main() -> int:
     import docker
 
     from infra.local.images import ensure_busybox_image
-    from infra.local.stack import Stack, free_port
+    from infra.local.stack import Stack
     from shared.settings import Settings
     from shared.store import Store
     from tests.fixtures.deploy_world import HTTP_APP, build_and_push
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-deploy-"))
-    stack = Stack(
-        base=base,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        registry_port=free_port(),
-        gateway_port=free_port(),
-        logstream_port=free_port(),
-    )
+    stack = Stack.on_free_ports(base)
     client = docker.from_env()
     image = None
     try:

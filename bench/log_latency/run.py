@@ -339,17 +339,10 @@ def main() -> int:
     parser.add_argument("--b-subs", type=int, default=1000, help="subscribers across the 100 versions in B")
     parser.add_argument("--only", choices=["A", "B", "F"], action="append")
     args = parser.parse_args()
-    from infra.local.stack import Stack, free_port
+    from infra.local.stack import Stack
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-logs-"))
-    stack = Stack(
-        base=base,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        registry_port=free_port(),
-        gateway_port=free_port(),
-        logstream_port=free_port(),
-    )
+    stack = Stack.on_free_ports(base)
     report = [
         f"log_latency: {RATE} lines/s for {args.seconds:.0f} s, {WINDOW * 1000:.0f} ms batches, "
         f"{os.cpu_count()} CPUs"

@@ -221,15 +221,13 @@ def main() -> int:
     import docker
 
     from infra.local.images import ensure_busybox_image
-    from infra.local.stack import REGISTRY_PASSWORD, REGISTRY_USER, Stack, free_port
+    from infra.local.stack import REGISTRY_PASSWORD, REGISTRY_USER, Stack
     from shared.bus import EventBus
     from shared.settings import Settings
     from shared.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-config-"))
-    stack = Stack(base=base, kafka_port=free_port(), mongo_port=free_port(), registry_port=free_port(),
-                  gateway_port=free_port(), logstream_port=free_port(),
-                  extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
+    stack = Stack.on_free_ports(base, extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
     client = docker.from_env()
     config_dir = str(base / "docker-config")
     results: dict[str, list[float]] = {"by hand": [], "pipeline": [], "system": [], "to success": []}

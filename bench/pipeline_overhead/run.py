@@ -250,19 +250,11 @@ async def bench(stack, settings) -> dict:
 
 def main() -> int:
     from infra.local.images import ensure_busybox_image
-    from infra.local.stack import Stack, free_port
+    from infra.local.stack import Stack
     from shared.settings import Settings
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-stack-"))
-    stack = Stack(
-        base=base,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        registry_port=free_port(),
-        gateway_port=free_port(),
-        logstream_port=free_port(),
-        extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")},
-    )
+    stack = Stack.on_free_ports(base, extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
     try:
         stack.start_infra()
         os.environ.update(stack.env())

@@ -204,14 +204,7 @@ def main() -> int:
         return 1
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-webhook-"))
-    stack = Stack(
-        base=base,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        registry_port=free_port(),
-        gateway_port=free_port(),
-        logstream_port=free_port(),
-    )
+    stack = Stack.on_free_ports(base)
     bare_port = free_port()
     bare = None
     try:

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REGISTRY_USER = "admin"
 REGISTRY_PASSWORD = "admin_password"
@@ -115,6 +116,12 @@ class Stack:
     partitions: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, base: Path, **kwargs: Any) -> Stack:
+        """A stack in `base` whose every port is a free one (tests and benchmarks run beside others)."""
+        ports = {f"{part}_port": free_port() for part in ("kafka", "mongo", "registry", "gateway", "logstream")}
+        return cls(base=base, **ports, **kwargs)
 
     @property
     def pid_dir(self) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.local.stack import Stack, free_port
+from infra.local.stack import Stack
 from shared.auth import create_user
 from shared.settings import Settings
 from shared.store import Store
@@ -27,14 +27,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def own():
     base = Path(tempfile.mkdtemp(prefix="fornax-gw-fail-"))
-    st = Stack(
-        base=base,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        registry_port=free_port(),
-        gateway_port=free_port(),
-        logstream_port=free_port(),
-    )
+    st = Stack.on_free_ports(base)
     try:
         st.start_kafka()
         st.start_mongo()

@@ -10,22 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.stack import Stack, free_port
+from infra.local.stack import Stack
+from tests.integration.builder_helpers import remove_images
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Tansu, nx-27017, docker-registry (and dockerd if none answers) on free ports."""
     base = Path(tempfile.mkdtemp(prefix="fornax-test-"))
-    st = Stack(
-        base=base,
-        kafka_port=free_port(),
-        mongo_port=free_port(),
-        registry_port=free_port(),
-        gateway_port=free_port(),
-        logstream_port=free_port(),
-        extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")},
-    )
+    st = Stack.on_free_ports(base, extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
     saved = dict(os.environ)
     try:
         st.start_infra()
@@ -36,33 +29,12 @@ def stack() -> Iterator[Stack]:
         yield st
     finally:
         st.stop_all()
-        _remove_session_images(f"127.0.0.1:{st.registry_port}/")
+        # Every image tagged for this session's registry (its port is this session's alone), once every
+        # builder has stopped: a build that finished after its module's own clean-up leaves none.
+        remove_images(f"127.0.0.1:{st.registry_port}/")
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _remove_session_images(prefix: str) -> None:
-    """Images tagged for this session's registry (its port is this session's alone), once every
-    builder has stopped: a build that finished after its test module's own clean-up leaves none."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=30)
-    except Exception:  # noqa: BLE001 - no engine: nothing was built
-        return
-    try:
-        for image in client.images.list():
-            for tag in image.tags:
-                if tag.startswith(prefix):
-                    try:
-                        client.images.remove(tag, force=True)
-                    except docker.errors.APIError:
-                        pass
-    except docker.errors.DockerException:
-        pass  # the engine went away: nothing more to tidy
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="session")

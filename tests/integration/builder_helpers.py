@@ -238,5 +238,7 @@ def remove_images(reference_prefix: str) -> None:
                         client.images.remove(t, force=True)
                     except docker.errors.APIError:
                         pass
+    except docker.errors.DockerException:
+        pass  # the engine went away: nothing more to tidy
     finally:
         client.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import datetime
 from typing import Any
 
 import docker
@@ -115,6 +114,7 @@ class DockerHostTarget:
         if old is not None and fixed and old.status == "running":
             old.stop(timeout=self.config.stop_seconds)
             stopped_old = True
+        started = int(time.time()) - 1  # whole seconds: where the engine's events for it begin
         new = client.containers.run(
             image.id,
             name=f"{name}-{req.deployment_id[:12]}",
@@ -125,7 +125,7 @@ class DockerHostTarget:
             restart_policy={"Name": "unless-stopped"},
         )
         healthcheck = bool((image.attrs.get("Config") or {}).get("Healthcheck", {}).get("Test"))
-        problem = _wait_ready(new, healthcheck, self.config.settle_seconds, deadline)
+        problem = _wait_ready(new, healthcheck, self.config.settle_seconds, deadline, started)
         if problem:
             _remove(new)
             if stopped_old and old is not None:
@@ -178,7 +178,7 @@ def _remove(container: Any) -> None:
         pass
 
 
-def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: float) -> str:
+def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: float, started: int) -> str:
     """'' once the container runs (healthy, if checked) for `settle` seconds; else why not."""
     running_since: float | None = None
     while True:
@@ -186,7 +186,7 @@ def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: floa
         state = container.attrs.get("State") or {}
         status = state.get("Status")
         if status in ("exited", "dead") or state.get("Restarting") or container.attrs.get("RestartCount"):
-            return f"container exited with code {_exit_code(container, state)}{_tail(container)}"
+            return f"container exited with code {_exit_code(container, state, started)}{_tail(container)}"
         if status == "running":
             running_since = running_since or time.monotonic()
             health = (state.get("Health") or {}).get("Status")
@@ -200,7 +200,7 @@ def _wait_ready(container: Any, healthcheck: bool, settle: float, deadline: floa
         time.sleep(0.05)
 
 
-def _exit_code(container: Any, state: dict[str, Any]) -> Any:
+def _exit_code(container: Any, state: dict[str, Any], since: int) -> Any:
     """The code the container last exited with.
 
     Once the restart policy has started it again, State.ExitCode is the running attempt's (0), so the
@@ -210,7 +210,7 @@ def _exit_code(container: Any, state: dict[str, Any]) -> Any:
         return state.get("ExitCode")
     try:
         events = container.client.events(
-            since=_created_ts(container),
+            since=since,
             until=int(time.time()) + 1,
             filters={"container": container.id, "event": "die"},
             decode=True,
@@ -220,14 +220,6 @@ def _exit_code(container: Any, state: dict[str, Any]) -> Any:
         codes = []
     codes = [c for c in codes if c is not None]
     return codes[-1] if codes else state.get("ExitCode")
-
-
-def _created_ts(container: Any) -> int:
-    created = container.attrs.get("Created", "")[:19]
-    try:
-        return int(datetime.fromisoformat(created + "+00:00").timestamp()) - 1
-    except ValueError:
-        return int(time.time()) - 3600
 
 
 def _tail(container: Any) -> str:

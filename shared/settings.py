@@ -20,6 +20,8 @@ def _alias(name: str, *originals: str) -> AliasChoices:
 class KubernetesCluster(BaseModel):
     """A Kubernetes deploy target; credentials stay on the server."""
 
+    # In a pod: the ServiceAccount's token and CA (infra/k8s/rbac.yaml grants what the deployer needs).
+    in_cluster: bool = False
     kubeconfig: str | None = None
     context: str | None = None
     api_url: str | None = None

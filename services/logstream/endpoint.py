@@ -149,9 +149,12 @@ async def version_logs(
     if code or info is None:
         await conn.close(code, reason)
         return
-    if not follow and info.get("status") not in TERMINAL:
-        await archived_only(ctx, conn, version_id, since, info)
-        return
+    if not follow:
+        # (the status as it is now, not the short-lived cached one: an ended version gets its final frame)
+        info = await asyncio.to_thread(version_info, ctx.store, version_id) or info
+        if info.get("status") not in TERMINAL:
+            await archived_only(ctx, conn, version_id, since, info)
+            return
 
     async def send(lines: list[Line]) -> None:
         await conn.send(frame(lines))

@@ -156,7 +156,7 @@ class Api:
     def create_service(self, name: str, url: str, vcs: str = "git", **extra: Any) -> dict[str, Any]:
         body = {"name": name, "repository": {"url": url, "vcs": vcs, **extra.pop("repository", {})}, **extra}
         resp = self.http.post(f"/api/v1/{self.user}/services", json=body)
-        assert resp.status_code == 202, resp.text
+        assert resp.status_code == 201, resp.text
         return resp.json()
 
     def service(self, service_id: str) -> dict[str, Any]:
@@ -182,7 +182,7 @@ class Api:
 
     def new_version(self, service_id: str, name: str | None = None, **extra: Any) -> str:
         resp = self.create_version(service_id, name or f"v-{uuid.uuid4().hex[:8]}", **extra)
-        assert resp.status_code == 202, resp.text
+        assert resp.status_code == 201, resp.text
         return resp.json()["version_id"]
 
     def version(self, version_id: str) -> dict[str, Any] | None:

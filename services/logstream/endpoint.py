@@ -77,12 +77,12 @@ class _Lookups:
 LOOKUPS = _Lookups()
 
 ARCHIVE_PAGE = 1000
-FIRST_PAUSE, MAX_PAUSE = 0.005, 0.1
+FIRST_PAUSE, MAX_PAUSE = 0.005, 0.05
 
 
 async def _version(ctx: Context, version_id: str) -> dict | None:
     """The version's {user_id, service_id, status}; a version not projected yet is looked up again with
-    growing pauses (5, 10, 20 ... 100 ms) for at most settings.logstream_version_wait seconds."""
+    growing pauses (5, 10, 20, 40, then 50 ms) for at most settings.logstream_version_wait seconds."""
     deadline = time.monotonic() + float(ctx.settings.logstream_version_wait)
     pause = FIRST_PAUSE
     while True:

@@ -161,8 +161,11 @@ async def part_a(stack, token: str, tmp: Path) -> dict[str, list[float]]:
             out["viewer"].append(received - t0)
             out["written"].append(line_ts - t0)
             out["not_found"].append(float(not_found))
-            print(f"  run {i}: first line seen +{(received - t0) * 1000:.0f} ms "
-                  f"(written +{(line_ts - t0) * 1000:.0f} ms)", flush=True)
+            print(
+                f"  run {i}: first line seen +{(received - t0) * 1000:.0f} ms "
+                f"(written +{(line_ts - t0) * 1000:.0f} ms)",
+                flush=True,
+            )
     return out
 
 
@@ -212,8 +215,10 @@ def main() -> int:
         store = Store(settings)
         token = create_user(store, "bench")
         store.close()
-        print(f"first log line: {RUNS} pushes, one at a time (logstream_version_wait "
-              f"{settings.logstream_version_wait:g} s)")
+        print(
+            f"first log line: {RUNS} pushes, one at a time (logstream_version_wait "
+            f"{settings.logstream_version_wait:g} s)"
+        )
         a = asyncio.run(part_a(stack, token, base))
         print(f"create latency: {CREATES} service creates per gateway, interleaved")
         b = asyncio.run(part_b(stack, token, plain_port))

@@ -51,17 +51,13 @@ def alice(store):
 @pytest.fixture
 def api(services, alice):
     user, token = alice
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{services.gateway_port}", headers=auth(token), timeout=30
-    ) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{services.gateway_port}", headers=auth(token), timeout=30) as client:
         yield client
 
 
 def _create_service(api: httpx.Client, user: str) -> tuple[httpx.Response, str]:
     url = f"https://git.example.test/{user}/{uuid.uuid4().hex}.git"
-    resp = api.post(
-        f"/api/v1/{user}/services", json={"name": "s-" + uuid.uuid4().hex[:8], "repository": {"url": url}}
-    )
+    resp = api.post(f"/api/v1/{user}/services", json={"name": "s-" + uuid.uuid4().hex[:8], "repository": {"url": url}})
     return resp, url
 
 

@@ -44,7 +44,10 @@ def _alive(pid: int) -> bool:
 def test_starts_an_engine_when_none_answers_and_stops_it_by_pid(tmp_path):
     env = _fakes(tmp_path, answering=False)
     out = subprocess.run(
-        [str(SCRIPT), "sh", "-c", "docker info && echo ran && exit 3"], env=env, capture_output=True, text=True,
+        [str(SCRIPT), "sh", "-c", "docker info && echo ran && exit 3"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=50,
     )
     assert out.returncode == 3, out.stderr

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from shared.bus import EventBus
 from shared.events import VersionRequested
 from shared.events.versions import VersionRequestedPayload
-from tests.integration.gateway_helpers import auth, github_push
+from tests.integration.gateway_helpers import auth, github_push, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,15 @@ SERVICES = ("projector", "logstream", "gateway")
 
 
 @pytest.fixture(scope="module")
-def services(stack, no_build_workers):
+def services(stack, no_build_workers, store):
     for name in SERVICES:
         stack.start_service(name)
+    # A projector that just started may still be joining its group and catching up with the topics (then
+    # creates answer 202 past the wait): these tests are about the steady state, so wait for that first.
+    user, token = new_user(store, "warm")
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.gateway_port}", headers=auth(token)) as api:
+        sid = _create_service(api, user)[0].json()["service_id"]
+        wait_until(lambda: api.get(f"/api/v1/{user}/services/{sid}").status_code == 200, 120, "the projector")
     yield stack
     for name in SERVICES:
         stack.stop(name)

@@ -144,7 +144,11 @@ async def version_logs(
     except ValueError:
         await conn.close(4400, "since must be a non-negative integer")
         return
-    follow = query.get("follow", ["true"])[0].lower() not in ("0", "false", "no")
+    follow_arg = (query.get("follow", ["true"])[0] or "true").lower()
+    if follow_arg not in ("1", "true", "yes", "0", "false", "no"):
+        await conn.close(4400, "follow must be true or false")
+        return
+    follow = follow_arg in ("1", "true", "yes")
     code, reason, info = await authorize(ctx, version_id, token)
     if code or info is None:
         await conn.close(code, reason)

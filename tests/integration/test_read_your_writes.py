@@ -203,6 +203,10 @@ async def test_logs_without_follow_prints_the_archive_and_exits(services, store,
     assert "pending" in out.stderr and "-f" in out.stderr
     out = await asyncio.to_thread(_cli_logs, services, token, vid, "--since", "3", "--json")
     assert [json.loads(ln)["seq"] for ln in out.stdout.splitlines()] == [4, 5]
+    async with connect(ws_url(services.logstream_port, vid, token=token) + "&follow=sometimes") as ws:
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4400 and "follow" in ws.close_reason
     # Ended: the whole log and the outcome's exit status, with or without -f.
     await write_lines(bus, vid, 2, start=6)
     await end_version(bus, vid, "failed")

@@ -18,6 +18,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from shared.auth import hash_token, user_for_token
+from shared.query import MAX_POSITION, parse_int
 
 from .feed import Context, Feed, TooSlow
 from .history import version_info
@@ -95,11 +96,9 @@ async def version_logs(
     ctx: Context, conn: ServerConnection, version_id: str, query: dict[str, list[str]], token: str | None
 ) -> None:
     try:
-        since = int(query.get("since", ["0"])[0] or 0)
-        if since < 0:
-            raise ValueError
-    except ValueError:
-        await conn.close(4400, "since must be a non-negative integer")
+        since = parse_int(query.get("since", ["0"])[0] or "0", 0, MAX_POSITION)
+    except ValueError as exc:
+        await conn.close(4400, f"since {exc}")
         return
     code, reason, info = await authorize(ctx, version_id, token)
     if code or info is None:

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
 
+    # -- Small security holes: event size, secrets at rest ----------------------------------------
+    # The largest event a producer sends (bytes); larger ones are refused up front (the gateway answers
+    # 413) instead of being rejected by the broker (Kafka's default message.max.bytes is 1 MiB).
+    max_event_bytes: int = Field(512 * 1024, ge=16 * 1024, validation_alias=_alias("max_event_bytes"))
+
 
 TOPICS = ("webhooks", "services", "versions", "deploys", "logs")
 

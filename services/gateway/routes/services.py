@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets as pysecrets
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +26,20 @@ from ..render import paging, service_json
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-DeployTargets = list[dict[str, str]]
+# Bounds that keep a service's events far below a broker's message limit (Kafka's default is 1 MiB;
+# the secrets' names travel in events, their values only into the secrets collection).
+MAX_SECRETS = 100
+MAX_SECRET_BYTES = 64 * 1024
+MAX_DEPLOY_TARGETS = 50
+MAX_DEPLOY_TARGETS_BYTES = 64 * 1024
+_TargetKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_TargetValue = Annotated[str, StringConstraints(max_length=2000)]
+DeployTargets = Annotated[
+    list[Annotated[dict[_TargetKey, _TargetValue], Field(max_length=20)]], Field(max_length=MAX_DEPLOY_TARGETS)
+]
+Secrets = Annotated[
+    dict[str, Annotated[str, StringConstraints(max_length=MAX_SECRET_BYTES)]], Field(max_length=MAX_SECRETS)
+]
 
 
 class RepositoryIn(BaseModel):
@@ -54,9 +68,17 @@ class RepositoryPatch(BaseModel):
 
 
 def _check_secrets(v: dict[str, str] | None) -> dict[str, str] | None:
-    for name in v or {}:
+    for name, value in (v or {}).items():
         if not SECRET_NAME.match(name):
             raise ValueError(f"invalid secret name {name[:50]!r}")
+        if len(value.encode()) > MAX_SECRET_BYTES:
+            raise ValueError(f"secret {name!r} is larger than {MAX_SECRET_BYTES} bytes")
+    return v
+
+
+def _check_targets(v: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+    if v and len(json.dumps(v).encode()) > MAX_DEPLOY_TARGETS_BYTES:
+        raise ValueError(f"must be at most {MAX_DEPLOY_TARGETS_BYTES} bytes as JSON")
     return v
 
 
@@ -64,7 +86,7 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
     config_file: str | None = Field(None, min_length=1, max_length=500)
     webhook_secret: str | None = Field(None, min_length=8, max_length=500)
-    secrets: dict[str, str] | None = None
+    secrets: Secrets | None = None
     deploy_targets: DeployTargets | None = None
     # Credentials may also be given at the top level (as in the original API).
     username: str | None = Field(None, max_length=200)
@@ -75,6 +97,11 @@ class _Common(BaseModel):
     @classmethod
     def _secret_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         return _check_secrets(v)
+
+    @field_validator("deploy_targets")
+    @classmethod
+    def _targets_size(cls, v: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        return _check_targets(v)
 
 
 class ServiceIn(_Common):

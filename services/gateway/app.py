@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from shared.bus import BusUnavailable
+from shared.secretbox import SecretBox
 from shared.settings import Settings, get_settings
 from shared.store import Store
 
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.store = Store(cfg)
         app.state.bus = BatchingEventBus(cfg, timeout=5.0)
         app.state.repo_index = RepoIndex(app.state.store)
+        if not SecretBox.of(cfg).enabled:
+            log.warning("secrets_key is not set: repository credentials and webhook secrets are stored in plaintext")
         try:
             await run_in_threadpool(app.state.store.ensure_indexes)
         except Exception as exc:  # noqa: BLE001 - start anyway; /readyz reports the store

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from shared.events import Repository, ServiceCreated, ServiceDeleted, ServiceUpdated
 from shared.events.services import ServiceCreatedPayload, ServiceDeletedPayload, ServiceUpdatedPayload
+from shared.secretbox import SecretBox
 
 from ..auth import authorize
 from ..body import read_json
@@ -23,6 +24,7 @@ from ..errors import ApiError
 from ..io import db_call, publish, store_of
 from ..ownership import owned_service
 from ..render import paging, service_json
+from ..repo_index import hook_fields
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
@@ -122,14 +124,21 @@ class ServicePatch(_Common):
     repository: RepositoryPatch | None = None
 
 
-def _secrets_doc(service_id: str, body: ServiceIn, webhook_secret: str) -> dict[str, Any]:
-    return {
-        "_id": service_id,
-        "webhook_secret": webhook_secret,
-        "repo_password": body.repository.password or body.password,
-        "repo_token": body.repository.token or body.token,
-        "values": dict(body.secrets or {}),
-    }
+def _secrets_doc(box: SecretBox, service_id: str, user_id: str, body: ServiceIn, webhook_secret: str) -> dict[str, Any]:
+    return box.seal_doc(
+        {
+            "_id": service_id,
+            "webhook_secret": webhook_secret,
+            "repo_password": body.repository.password or body.password,
+            "repo_token": body.repository.token or body.token,
+            "values": dict(body.secrets or {}),
+            **hook_fields(user_id, body.repository.url),
+        }
+    )
+
+
+def _box(request: Request) -> SecretBox:
+    return SecretBox.of(request.app.state.settings)
 
 
 async def create_service(request: Request) -> Response:
@@ -146,7 +155,9 @@ async def create_service(request: Request) -> Response:
             409, "service_exists", f"a service named {body.name!r} already exists", "name"
         ) from None
     try:
-        await db_call(store.secrets.insert_one, _secrets_doc(service_id, body, webhook_secret))
+        await db_call(
+            store.secrets.insert_one, _secrets_doc(_box(request), service_id, user_id, body, webhook_secret)
+        )
         event = ServiceCreated.make(
             service_id,
             ServiceCreatedPayload(
@@ -232,9 +243,13 @@ async def update_service(request: Request) -> Response:
         changes["repo_token"] = (patch.token if patch else None) or body.token
     if body.secrets is not None:
         changes["values"] = dict(body.secrets)
+    if repo is not None:
+        changes.update(hook_fields(user_id, repo.url))
     old = await db_call(store.secrets.find_one, {"_id": service_id}) if changes else None
     if changes:
-        await db_call(store.secrets.update_one, {"_id": service_id}, {"$set": changes}, upsert=True)
+        await db_call(
+            store.secrets.update_one, {"_id": service_id}, {"$set": _box(request).seal_doc(changes)}, upsert=True
+        )
     event = ServiceUpdated.make(
         service_id,
         ServiceUpdatedPayload(

@@ -5,6 +5,7 @@ lookup by an indexed key."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -108,6 +109,13 @@ def test_absurd_since_closes_the_log_socket_with_4400(services, store, alice):
     async def run() -> list[tuple[int | None, str]]:
         async with EventBus(store.settings) as bus:
             vid = await request_version(bus, store, user)
+        # The original protocol's watch_log answers a bad `since` with a field error.
+        async with connect(f"ws://127.0.0.1:{services.logstream_port}/ws") as ws:
+            watch = {"action": "watch_log", "version_id": vid, "operation": "start", "token": token}
+            for value in (2**64, str(2**64), 1e300, True, [1]):
+                await ws.send(json.dumps({**watch, "id": "w", "since": value}))
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert reply["error_code"] == 1004 and reply["error_msg"].startswith("since "), reply
         out = []
         for value in (str(2**64), "9" * 30, "-1"):
             url = f"ws://127.0.0.1:{services.logstream_port}/ws/versions/{vid}/logs?since={value}&token={token}"

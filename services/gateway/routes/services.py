@@ -243,8 +243,9 @@ async def update_service(request: Request) -> Response:
         changes["repo_token"] = (patch.token if patch else None) or body.token
     if body.secrets is not None:
         changes["values"] = dict(body.secrets)
-    if repo is not None:
-        changes.update(hook_fields(user_id, repo.url))
+    url = repo.url if repo is not None else current.get("url")
+    if url and (changes or repo is not None):  # (also heals a document written before the lookup key)
+        changes.update(hook_fields(user_id, str(url)))
     old = await db_call(store.secrets.find_one, {"_id": service_id}) if changes else None
     if changes:
         await db_call(

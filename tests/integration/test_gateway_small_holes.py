@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -15,10 +16,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.builder.state import BuilderState
+from services.builder.vcs import GitSvn, VcsError
 from services.gateway.repo_index import backfill, lookup_queries
 from shared.bus import EventBus
 from shared.query import MAX_POSITION
 from shared.secretbox import PREFIX
+from tests.fixtures.git_http import git_http_server
+from tests.integration.builder_helpers import GitRepo
 from tests.integration.gateway_helpers import assert_error, auth, github_push, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -197,6 +201,27 @@ def test_stored_secrets_are_encrypted_and_read_back_by_the_builder_and_the_webho
     assert sorted(asyncio.run(state.secret_values(sid))) == sorted([plain["password"], plain["token"], plain["value"]])
     headers, payload = github_push(body["repository"]["url"], plain["webhook_secret"])
     assert api.post("/webhooks/github", content=payload, headers=headers).status_code == 202
+
+
+def test_the_builder_clones_a_password_protected_repository_with_the_stored_password(api, store, alice, tmp_path):
+    user, token = alice
+    repo = GitRepo(tmp_path)  # (its bare origin.git is served over HTTP with Basic authentication)
+    sha = repo.commit({"README": "protected\n"})
+    password = "pw-" + uuid.uuid4().hex
+
+    async def quiet(line: str) -> None:
+        pass
+
+    with git_http_server(tmp_path, "bob", password) as base:
+        url = f"{base}/origin.git"
+        sid, _, _ = create_service(api, user, token, repository={"url": url, "username": "bob", "password": password})
+        assert password not in str(store.secrets.find_one({"_id": sid}))
+        projected(api, user, token, sid)
+        spec = asyncio.run(BuilderState(store, "test-worker").repo_spec(store.services.find_one({"_id": sid})))
+        assert asyncio.run(GitSvn().clone(spec, tmp_path / "clone", None, "main", quiet)) == sha
+        assert (tmp_path / "clone" / "README").read_text() == "protected\n"
+        with pytest.raises(VcsError):  # (the server does refuse a wrong password)
+            asyncio.run(GitSvn().clone(replace(spec, password="wrong"), tmp_path / "no", None, "main", quiet))
 
 
 def test_older_plaintext_secrets_are_still_read(api, store, alice):

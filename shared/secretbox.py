@@ -1,20 +1,17 @@
 """Secrets at rest: repository passwords, provider tokens, webhook secrets and build secrets are stored
 Fernet-encrypted (AES-128-CBC + HMAC-SHA256) in the `secrets` collection, under the key(s) in
 `secrets_key`. A sealed value carries the prefix `fernet:`; a value without it is an older plaintext
-one and is read as it is (sealed again on its next write).
+one: it is read as it is, and `seal_stored` (run by each gateway as it starts) seals it in place.
 """
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .settings import Settings
-
-log = logging.getLogger(__name__)
 
 PREFIX = "fernet:"
 SEALED_FIELDS = ("webhook_secret", "repo_password", "repo_token")
@@ -91,3 +88,27 @@ class SecretBox:
         if isinstance(out.get("values"), dict):
             out["values"] = {k: self.open(v) for k, v in out["values"].items()}
         return out
+
+
+def seal_stored(store: Any, box: SecretBox) -> int:
+    """Seal the plaintext values of older secrets documents in place; the number of documents changed.
+    Each write is conditional on the value read, so a concurrent update (or another gateway doing the
+    same) is never overwritten."""
+    if not box.enabled:
+        return 0
+    changed = 0
+    for doc in store.secrets.find({}):
+        updates: dict[str, Any] = {}
+        for name in SEALED_FIELDS:
+            value = doc.get(name)
+            if isinstance(value, str) and value and not value.startswith(PREFIX):
+                updates[name] = (value, box.seal(value))
+        for key, value in (doc.get("values") or {}).items():
+            # (a name with '.' cannot be a field path: that value stays as it is, still readable)
+            if isinstance(value, str) and value and not value.startswith(PREFIX) and "." not in key:
+                updates[f"values.{key}"] = (value, box.seal(value))
+        if updates:
+            condition = {"_id": doc["_id"], **{name: old for name, (old, _) in updates.items()}}
+            result = store.secrets.update_one(condition, {"$set": {name: new for name, (_, new) in updates.items()}})
+            changed += result.modified_count
+    return changed

@@ -20,7 +20,7 @@ from services.builder.vcs import GitSvn, VcsError
 from services.gateway.repo_index import backfill, lookup_queries
 from shared.bus import EventBus
 from shared.query import MAX_POSITION
-from shared.secretbox import PREFIX
+from shared.secretbox import PREFIX, SecretBox, seal_stored
 from tests.fixtures.git_http import git_http_server
 from tests.integration.builder_helpers import GitRepo
 from tests.integration.gateway_helpers import assert_error, auth, github_push, wait_until
@@ -224,17 +224,25 @@ def test_the_builder_clones_a_password_protected_repository_with_the_stored_pass
             asyncio.run(GitSvn().clone(replace(spec, password="wrong"), tmp_path / "no", None, "main", quiet))
 
 
-def test_older_plaintext_secrets_are_still_read(api, store, alice):
+def test_older_plaintext_secrets_are_still_read_then_sealed_in_place(api, store, settings, alice):
     user, token = alice
     sid, _, body = create_service(api, user, token)
     projected(api, user, token, sid)
     # As written before encryption and before the lookup key: plaintext, no repo_key.
-    store.secrets.replace_one(
-        {"_id": sid}, {"_id": sid, "webhook_secret": "old-plain-secret", "repo_password": "old-pw", "values": {}}
-    )
-    spec = asyncio.run(BuilderState(store, "test-worker").repo_spec(store.services.find_one({"_id": sid})))
+    old = {"webhook_secret": "old-plain-secret", "repo_password": "old-pw", "values": {"K": "old-v", "a.b": "x"}}
+    store.secrets.replace_one({"_id": sid}, {"_id": sid, **old})
+    state = BuilderState(store, "test-worker")
+    spec = asyncio.run(state.repo_spec(store.services.find_one({"_id": sid})))
     assert spec.password == "old-pw"
     assert backfill(store) >= 1  # (what a gateway does once when it starts on older data)
+    headers, payload = github_push(body["repository"]["url"], "old-plain-secret")
+    assert api.post("/webhooks/github", content=payload, headers=headers).status_code == 202
+    # What each gateway runs as it starts: the plaintext values are encrypted where they are.
+    assert seal_stored(store, SecretBox.of(settings)) >= 1
+    raw = store.secrets.find_one({"_id": sid})
+    assert "old-pw" not in str(raw) and "old-plain-secret" not in str(raw) and "old-v" not in str(raw)
+    assert SecretBox.of(settings).open_doc(raw)["values"] == {"K": "old-v", "a.b": "x"}
+    assert asyncio.run(state.secret_values(sid)).count("old-pw") == 1
     headers, payload = github_push(body["repository"]["url"], "old-plain-secret")
     assert api.post("/webhooks/github", content=payload, headers=headers).status_code == 202
 

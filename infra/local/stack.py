@@ -143,9 +143,24 @@ class Stack:
             "FORNAX_DATA_DIR": str(self.base),
             "FORNAX_TOPIC_PREFIX": self.topic_prefix,
             "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
+            "FORNAX_SECRETS_KEY": os.environ.get("FORNAX_SECRETS_KEY") or self.secrets_key(),
         }
         env.update(self.extra_env)
         return env
+
+    def secrets_key(self) -> str:
+        """The key sealing this stack's stored secrets: made once, kept (0600) beside its data."""
+        path = self.base / "secrets.key"
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        from cryptography.fernet import Fernet
+
+        with os.fdopen(fd, "w") as f:
+            f.write(Fernet.generate_key().decode())
+        return path.read_text().strip()
 
     # -- process bookkeeping -------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):

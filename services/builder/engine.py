@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import socket
 import threading
@@ -121,10 +122,25 @@ def build_context(context: Path, dockerfile: Path) -> tuple[str, Any]:
     return name, docker.utils.tar(str(context), exclude=exclude, dockerfile=(name, inline))
 
 
+# A version name kept as its own tag: lower-case tag characters and no "__" (which marks an encoded one).
+_PLAIN_TAG = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+_TAG_HASH = 20  # hex digits of sha256 (80 bits) after the "__"
+
+
+def image_tag(version: str) -> str:
+    """The registry tag of a version name, one-to-one: the name itself when it is a plain lower-case tag,
+    else a readable slug, "__" and a hash of the exact name (`V1` and `v1`, `feat/x` and `feat-x`
+    must not overwrite each other's image)."""
+    if _PLAIN_TAG.fullmatch(version) and "__" not in version:
+        return version
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", version.lower()).strip("_.-")[: 128 - 2 - _TAG_HASH]
+    digest = hashlib.sha256(version.encode()).hexdigest()[:_TAG_HASH]
+    return f"{slug.rstrip('_.-') or 'v'}__{digest}"
+
+
 def image_name(registry: str, user: str, service: str, version: str) -> str:
-    """`<registry>/<user>/<service>:<version>`, lower-cased; characters a tag cannot hold become '-'."""
-    tag = re.sub(r"[^a-z0-9_.-]", "-", version.lower()).lstrip(".-")[:128] or "latest"
-    return f"{registry.rstrip('/')}/{user}/{service}:{tag}".lower()
+    """`<registry>/<user>/<service>:<tag>` (user and service names are lower-case DNS labels)."""
+    return f"{registry.rstrip('/')}/{user.lower()}/{service.lower()}:{image_tag(version)}"
 
 
 class ImageBuilder(Protocol):

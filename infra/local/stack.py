@@ -143,6 +143,8 @@ class Stack:
             "FORNAX_DATA_DIR": str(self.base),
             "FORNAX_TOPIC_PREFIX": self.topic_prefix,
             "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
+            # The base images this stack and its tests make locally (infra/local/images.py, debootstrap).
+            "FORNAX_BUILDER_ALLOWED_IMAGES": "fornax/,fornax-base/,fornax-test/",
         }
         env.update(self.extra_env)
         return env

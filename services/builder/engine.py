@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import threading
@@ -22,6 +23,7 @@ from docker.api.build import process_dockerfile
 from docker.errors import APIError, DockerException, ImageNotFound
 
 OnLine = Callable[[str], Awaitable[None]]
+log = logging.getLogger(__name__)
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 
 
@@ -41,6 +43,12 @@ class _TrackingAPI(docker.APIClient):
     def _stream_helper(self, response: Any, decode: bool = False) -> Any:
         _TrackingAPI._tls.response = response
         return super()._stream_helper(response, decode)
+
+    def _set_auth_headers(self, headers: dict[str, str]) -> None:
+        # docker-py sends every registry login stored on this host with each build, so a Dockerfile
+        # could pull anything those logins can read. Builds send none: the images a build may read
+        # were pulled before it, with credentials for the user's own namespace only.
+        return None
 
 
 def connect(base_url: str, cert_path: str | None = None, timeout: int = 120) -> docker.DockerClient:
@@ -139,8 +147,10 @@ class ImageBuilder(Protocol):
         memory_mb: int,
         cpu_shares: int,
         on_line: OnLine,
+        network: str | None = None,
     ) -> str:
-        """Build and tag `image`; returns the image id; BuildError names the failing step."""
+        """Build and tag `image` (RUN steps on `network`); returns the image id; BuildError names the
+        failing step."""
 
 
 class Registry(Protocol):
@@ -160,6 +170,7 @@ class DockerImageBuilder:
         memory_mb: int,
         cpu_shares: int,
         on_line: OnLine,
+        network: str | None = None,
     ) -> str:
         api = client.api
 
@@ -175,6 +186,8 @@ class DockerImageBuilder:
                 decode=True,
                 labels=labels,
                 pull=False,
+                # RUN steps join the version's own network, not the engine's default bridge.
+                network_mode=network,
                 container_limits={
                     "memory": memory_mb * 1024 * 1024,
                     "memswap": memory_mb * 1024 * 1024,
@@ -251,9 +264,23 @@ class DockerRegistry:
             raise PushError(
                 f"push of {image} to {self.registry} failed: {getattr(exc, 'explanation', None) or exc}"
             ) from None
+        finally:
+            # Off the build host once pushed (or failed): later builds, anyone's, can only reach it
+            # through the registry, where the image policy decides. Deploys pull it by digest.
+            await asyncio.to_thread(_untag, client, image)
         if not digest:
             raise PushError(f"push of {image} to {self.registry} returned no digest")
         return str(digest)
+
+
+def _untag(client: Any, image: str) -> None:
+    """Remove the tag (and the image, unless another tag or a container still uses it)."""
+    try:
+        client.images.remove(image)
+    except ImageNotFound:
+        pass
+    except (APIError, DockerException) as exc:
+        log.warning("could not remove %s from the build host: %s", image, exc)
 
 
 @dataclass
@@ -275,6 +302,7 @@ class FakeImageBuilder:
         memory_mb: int,
         cpu_shares: int,
         on_line: OnLine,
+        network: str | None = None,
     ) -> str:
         await on_line(f"Step 1/1 : fake build of {image}")
         await asyncio.sleep(self.delay)

@@ -62,7 +62,8 @@ def _logical_lines(text: str) -> tuple[str, list[tuple[int, str]]]:
             escape = m.group(2)
         i += 1
     out: list[tuple[int, str]] = []
-    start, parts = 0, []
+    start = 0
+    parts: list[str] = []
     for n in range(i, len(lines)):
         raw = lines[n]
         stripped = raw.strip()
@@ -300,7 +301,9 @@ class _Scan:
 
 def _csv(value: str) -> list[str]:
     """`a=b,"c=d,e"` → ['a=b', 'c=d,e'] (the --mount syntax is CSV)."""
-    out, cur, quote = [], [], ""
+    out: list[str] = []
+    cur: list[str] = []
+    quote = ""
     for c in value:
         if c in "'\"" and (not quote or quote == c):
             quote = "" if quote else c

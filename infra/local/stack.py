@@ -337,6 +337,8 @@ def remove_deployed_apps(stack: Stack) -> int:
         client = docker.from_env(timeout=10)
     except Exception:  # noqa: BLE001 - no engine: nothing to remove
         return 0
+    from services.deployer.targets.docker_host import remove_app_networks
+
     prefix = f"127.0.0.1:{stack.registry_port}/"
     removed = 0
     try:
@@ -344,6 +346,7 @@ def remove_deployed_apps(stack: Stack) -> int:
             if c.labels.get("fornax.deploy.image", "").startswith(prefix):
                 c.remove(force=True)
                 removed += 1
+                remove_app_networks(client, c.labels["fornax.deploy.service"])
     except Exception:  # noqa: BLE001 - best effort on the way down
         pass
     finally:

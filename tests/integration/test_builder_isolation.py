@@ -18,7 +18,7 @@ import pytest
 
 from infra.local.stack import REGISTRY_PASSWORD, REGISTRY_USER
 from services.deployer.targets import DeployRequest
-from services.deployer.targets.docker_host import DockerHostTarget
+from services.deployer.targets.docker_host import DockerHostTarget, app_network
 from shared.auth import create_user
 from shared.settings import DockerTarget
 from tests.fixtures.deploy_world import HTTP_APP, build_and_push, remove_deployed
@@ -188,10 +188,12 @@ def deployed_app(settings, docker_client, busybox_image) -> Iterator[tuple[str, 
         assert result.ok, result.reason
         container = docker_client.containers.list(filters={"label": f"fornax.deploy.service={service_id}"})[0]
         network, info = next(iter(container.attrs["NetworkSettings"]["Networks"].items()))
+        assert network == app_network(service_id)  # its own network, not the default bridge
         yield info["IPAddress"], network, marker
     finally:
         remove_deployed(docker_client, service_id)
         remove_images(repo)
+    assert not docker_client.networks.list(names=[app_network(service_id)])
 
 
 def test_docker_build_run_step_cannot_reach_a_deployed_app(alice: Api, deployed_app, docker_client,

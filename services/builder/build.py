@@ -233,6 +233,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
             memory_mb=memory,
             cpu_shares=cpu,
             network=network.name,
+            cpus=b.settings.builder_cpus,
             on_line=run.line_writer("build"),
         )
 

@@ -24,6 +24,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 
 OnLine = Callable[[str], Awaitable[None]]
 log = logging.getLogger(__name__)
+CPU_PERIOD = 100_000  # microseconds: the CFS period the CPU quota of build steps is a share of
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 
 
@@ -43,6 +44,14 @@ class _TrackingAPI(docker.APIClient):
     def _stream_helper(self, response: Any, decode: bool = False) -> Any:
         _TrackingAPI._tls.response = response
         return super()._stream_helper(response, decode)
+
+    def _post(self, url: str, **kwargs: Any) -> Any:
+        # docker-py's build() passes only memory and CPU shares of the engine's container limits; the
+        # CPU quota of RUN steps (cpuperiod/cpuquota, Engine API /build) rides along here.
+        extra = getattr(_TrackingAPI._tls, "build_params", None)
+        if extra and url.endswith("/build"):
+            kwargs["params"] = {**(kwargs.get("params") or {}), **extra}
+        return super()._post(url, **kwargs)
 
     def _set_auth_headers(self, headers: dict[str, str]) -> None:
         # docker-py sends every registry login stored on this host with each build, so a Dockerfile
@@ -148,9 +157,10 @@ class ImageBuilder(Protocol):
         cpu_shares: int,
         on_line: OnLine,
         network: str | None = None,
+        cpus: float | None = None,
     ) -> str:
-        """Build and tag `image` (RUN steps on `network`); returns the image id; BuildError names the
-        failing step."""
+        """Build and tag `image` (RUN steps on `network`, with at most `cpus` CPUs); returns the image
+        id; BuildError names the failing step."""
 
 
 class Registry(Protocol):
@@ -171,29 +181,35 @@ class DockerImageBuilder:
         cpu_shares: int,
         on_line: OnLine,
         network: str | None = None,
+        cpus: float | None = None,
     ) -> str:
         api = client.api
 
         def start() -> Iterator[dict[str, Any]]:
             name, tarball = build_context(context, dockerfile)
-            return api.build(
-                fileobj=tarball,
-                custom_context=True,
-                dockerfile=name,
-                tag=image,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                labels=labels,
-                pull=False,
-                # RUN steps join the version's own network, not the engine's default bridge.
-                network_mode=network,
-                container_limits={
-                    "memory": memory_mb * 1024 * 1024,
-                    "memswap": memory_mb * 1024 * 1024,
-                    "cpushares": cpu_shares,
-                },
-            )
+            if cpus:
+                _TrackingAPI._tls.build_params = {"cpuperiod": CPU_PERIOD, "cpuquota": int(cpus * CPU_PERIOD)}
+            try:
+                return api.build(
+                    fileobj=tarball,
+                    custom_context=True,
+                    dockerfile=name,
+                    tag=image,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                    labels=labels,
+                    pull=False,
+                    # RUN steps join the version's own network, not the engine's default bridge.
+                    network_mode=network,
+                    container_limits={
+                        "memory": memory_mb * 1024 * 1024,
+                        "memswap": memory_mb * 1024 * 1024,
+                        "cpushares": cpu_shares,
+                    },
+                )
+            finally:
+                _TrackingAPI._tls.build_params = None
 
         image_id = None
         step = None
@@ -303,6 +319,7 @@ class FakeImageBuilder:
         cpu_shares: int,
         on_line: OnLine,
         network: str | None = None,
+        cpus: float | None = None,
     ) -> str:
         await on_line(f"Step 1/1 : fake build of {image}")
         await asyncio.sleep(self.delay)

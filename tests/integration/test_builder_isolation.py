@@ -27,6 +27,7 @@ from tests.integration.builder_helpers import Api, GitRepo, dockerfile, leftover
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 PREFIX = "iso-"
+CPU_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"  # cgroup v1
 
 
 @pytest.fixture(scope="module")
@@ -206,14 +207,17 @@ def test_docker_build_run_step_cannot_reach_a_deployed_app(alice: Api, deployed_
     assert seen.decode().strip() == marker
     # ... but not from a RUN step of a build.
     doc, lines = _version(alice, tmp_path, {"Dockerfile": dockerfile(
-        f'RUN out=$({fetch}); echo "got: ${{out:-unreachable}}"')})
+        f'RUN out=$({fetch}); echo "got: ${{out:-unreachable}}"',
+        f"RUN echo cpu: $(cat {CPU_QUOTA})")})
     texts = [ln["text"] for ln in lines]
     assert doc["status"] == "success", (doc.get("error"), texts[-20:])
     assert "got: unreachable" in texts and f"got: {marker}" not in texts, texts
+    assert "cpu: 100000 100000" in texts  # RUN steps have a CPU quota too (builder_cpus: 1)
 
 
 def test_fork_bomb_fails_its_step_and_the_host_keeps_serving(alice: Api, services, tmp_path: Path) -> None:
     """Processes beyond the pids limit cannot be made: the step fails; meanwhile the gateway answers."""
+    limits = f"echo limits: $(cat /sys/fs/cgroup/pids/pids.max {CPU_QUOTA})"
     bomb = "n=0; while [ $n -lt 1000 ]; do sleep 20 & n=$((n+1)); done; echo spawned $n"
     health: list[float] = []
     stop = threading.Event()
@@ -230,7 +234,8 @@ def test_fork_bomb_fails_its_step_and_the_host_keeps_serving(alice: Api, service
     prober.start()
     try:
         doc, lines = _version(alice, tmp_path, {
-            "fornax.yml": f"integration:\n  image: fornax/busybox:latest\n  timeout: 60\n  commands: [{bomb!r}]\n",
+            "fornax.yml": "integration:\n  image: fornax/busybox:latest\n  timeout: 60\n"
+                          f"  commands: [{limits!r}, {bomb!r}]\n",
             "Dockerfile": dockerfile()})
     finally:
         stop.set()
@@ -238,6 +243,7 @@ def test_fork_bomb_fails_its_step_and_the_host_keeps_serving(alice: Api, service
     texts = [ln["text"] for ln in lines]
     assert doc["status"] == "failed" and _stages(doc)["integration"] == "failed", doc
     assert "exited with code" in doc["error"] and "out of memory" not in doc["error"], doc["error"]
+    assert "limits: 256 100000 100000" in texts, texts[:20]  # builder_pids_limit, builder_cpus
     assert any("can't fork" in t for t in texts), texts[-10:]
     assert not any(t.startswith("spawned") for t in texts)
     assert health, "the gateway was not probed"

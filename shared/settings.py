@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     builder_allowed_images: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["fornax/", "fornax-base/"], validation_alias=_alias("builder_allowed_images")
     )
-    # Processes and CPUs (a CFS quota) per step and service container.
+    # Processes per step and service container; CPUs (a CFS quota) per such container and per docker build.
     builder_pids_limit: int = Field(256, ge=8, validation_alias=_alias("builder_pids_limit"))
     builder_cpus: float = Field(1.0, gt=0, validation_alias=_alias("builder_cpus"))
 

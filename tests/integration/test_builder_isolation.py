@@ -119,6 +119,10 @@ def _vectors(bob: str) -> dict[str, tuple[dict[str, str], str]]:
         "copy_from": ({"fornax.yml": ci,
                        "Dockerfile": dockerfile("RUN true", f"COPY --from={bob} /secret /stolen")},
                       "Dockerfile line 3: COPY --from"),
+        # pre_build rewrites the (harmless) Dockerfile: checked again before the build
+        "pre_build_dockerfile": ({"fornax.yml": ("pre_build:\n  image: fornax/busybox:latest\n  commands: "
+                                                 f"[{f'echo FROM {bob} > Dockerfile'!r}]\n"),
+                                  "Dockerfile": dockerfile()}, "Dockerfile line 1: FROM"),
     }
 
 
@@ -152,6 +156,15 @@ def test_another_users_image_fails_the_version_before_anything_runs(
     texts = [ln["text"] for ln in lines]
     assert not any("RAN-MARKER" in t or "bob-secret" in t for t in texts), texts
     assert leftovers(doc["version_id"] if "version_id" in doc else doc["id"], settings.workspaces) == []
+
+
+def test_a_dockerfile_written_by_pre_build_is_checked_before_the_build(refused, bob_image: str) -> None:
+    doc, lines, named = refused["pre_build_dockerfile"]
+    assert doc["status"] == "failed", doc
+    assert bob_image in doc["error"] and named in doc["error"] and "is not allowed" in doc["error"], doc
+    assert _stages(doc)["pre_build"] == "success" and _stages(doc)["build"] == "failed"
+    assert "push" not in _stages(doc)
+    assert not any("bob-secret" in ln["text"] or ln["text"].startswith("Step ") for ln in lines)
 
 
 def test_multi_stage_alias_and_own_images_build(alice: Api, services, settings, docker_client,

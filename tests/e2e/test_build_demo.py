@@ -16,8 +16,13 @@ def services(stack, busybox_image):
     yield stack
     import docker
 
-    for c in docker.from_env().containers.list(all=True, filters={"name": "fornax-demo-app-demo-app"}):
+    from services.deployer.targets.docker_host import remove_app_networks
+
+    client = docker.from_env()
+    for c in client.containers.list(all=True, filters={"name": "fornax-demo-app-demo-app"}):
         c.remove(force=True)
+        if c.labels.get("fornax.deploy.service"):
+            remove_app_networks(client, c.labels["fornax.deploy.service"])
     remove_images(f"127.0.0.1:{stack.registry_port}/demo")
 
 

@@ -186,6 +186,25 @@ class Settings(BaseSettings):
 
             for key in filter(None, (k.strip() for k in v.split(","))):
                 Fernet(key)  # ValueError (a loud start) for a key that is not 32 base64 bytes
+
+    # -- Builder isolation: images a build may use, and what its containers may reach and spend --
+    # Image prefixes every user's builds may use (step/service images, any image a Dockerfile reads),
+    # besides the user's own `<registry>/<user>/` namespace. Comma-separated or a JSON list.
+    builder_allowed_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["fornax/", "fornax-base/"], validation_alias=_alias("builder_allowed_images")
+    )
+    # Processes per step and service container; CPUs (a CFS quota) per such container and per docker build.
+    builder_pids_limit: int = Field(256, ge=8, validation_alias=_alias("builder_pids_limit"))
+    builder_cpus: float = Field(1.0, gt=0, validation_alias=_alias("builder_cpus"))
+
+    @field_validator("builder_allowed_images", mode="before")
+    @classmethod
+    def _allowed_images(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return json.loads(v)
+            return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
 

@@ -144,6 +144,8 @@ class Stack:
             "FORNAX_TOPIC_PREFIX": self.topic_prefix,
             "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
             "FORNAX_SECRETS_KEY": os.environ.get("FORNAX_SECRETS_KEY") or self.secrets_key(),
+            # The base images this stack and its tests make locally (infra/local/images.py, debootstrap).
+            "FORNAX_BUILDER_ALLOWED_IMAGES": "fornax/,fornax-base/,fornax-test/",
         }
         env.update(self.extra_env)
         return env
@@ -350,6 +352,8 @@ def remove_deployed_apps(stack: Stack) -> int:
         client = docker.from_env(timeout=10)
     except Exception:  # noqa: BLE001 - no engine: nothing to remove
         return 0
+    from services.deployer.targets.docker_host import remove_app_networks
+
     prefix = f"127.0.0.1:{stack.registry_port}/"
     removed = 0
     try:
@@ -357,6 +361,7 @@ def remove_deployed_apps(stack: Stack) -> int:
             if c.labels.get("fornax.deploy.image", "").startswith(prefix):
                 c.remove(force=True)
                 removed += 1
+                remove_app_networks(client, c.labels["fornax.deploy.service"])
     except Exception:  # noqa: BLE001 - best effort on the way down
         pass
     finally:

@@ -10,6 +10,7 @@ import docker
 import pytest
 
 from services.builder import demo
+from services.deployer.targets.docker_host import remove_app_networks
 from tests.integration.builder_helpers import remove_images
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +29,8 @@ def services(stack, busybox_image) -> Iterator[object]:
     for c in client.containers.list(all=True, filters={"label": "fornax.deploy.application=demo-app"}):
         if c.labels.get("fornax.deploy.image", "").startswith(mine):
             c.remove(force=True)
+            if c.labels.get("fornax.deploy.service"):
+                remove_app_networks(client, c.labels["fornax.deploy.service"])
     remove_images(f"127.0.0.1:{stack.registry_port}/demo")
     for name in reversed(started):
         stack.stop(name)

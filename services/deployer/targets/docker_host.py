@@ -40,6 +40,12 @@ def container_name(user_id: str, service_name: str, application: str) -> str:
     return "fornax-" + ".".join(_UNSAFE.sub("-", part).strip("-.") for part in (user_id, service_name, application))
 
 
+def app_network(service_id: str) -> str:
+    """The service's own bridge network: its apps reach each other, nothing else shares it (builds
+    run on their versions' networks, other services' apps on theirs)."""
+    return _UNSAFE.sub("-", f"fornax-apps-{service_id}")
+
+
 class DockerHostTarget:
     """A Docker engine (local or remote) as a single-machine deploy target."""
 
@@ -116,12 +122,14 @@ class DockerHostTarget:
         if old is not None and fixed and old.status == "running":
             old.stop(timeout=self.config.stop_seconds)
             stopped_old = True
+        network = _ensure_network(client, req, self.name)
         started = int(time.time()) - 1  # whole seconds: where the engine's events for it begin
         new = client.containers.run(
             image.id,
             name=f"{name}-{req.deployment_id[:12]}",
             detach=True,
             labels=labels,
+            network=network,
             environment=dict(self.config.environment),
             ports=ports,
             restart_policy={"Name": "unless-stopped"},
@@ -171,6 +179,31 @@ class DockerHostTarget:
 
 class _PullError(Exception):
     pass
+
+
+def _ensure_network(client: docker.DockerClient, req: DeployRequest, target: str) -> str:
+    name = app_network(req.service_id)
+    if client.networks.list(names=[name]):
+        return name
+    try:
+        client.networks.create(name, driver="bridge", check_duplicate=True,
+                               labels={LABEL_SERVICE: req.service_id, LABEL_TARGET: target})
+    except APIError as exc:
+        if exc.status_code != 409:  # 409: created meanwhile by a concurrent deploy
+            raise
+    return name
+
+
+def remove_app_networks(client: docker.DockerClient, service_id: str | None = None) -> None:
+    """Remove the app networks (of one service, or all) that no container uses any more."""
+    label = f"{LABEL_SERVICE}={service_id}" if service_id else LABEL_SERVICE
+    for net in client.networks.list(filters={"label": label}):
+        try:
+            net.reload()
+            if not net.attrs.get("Containers"):
+                net.remove()
+        except (NotFound, APIError):
+            pass
 
 
 def _get(client: docker.DockerClient, name: str) -> Any:

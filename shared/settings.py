@@ -186,6 +186,7 @@ class Settings(BaseSettings):
 
             for key in filter(None, (k.strip() for k in v.split(","))):
                 Fernet(key)  # ValueError (a loud start) for a key that is not 32 base64 bytes
+        return v
 
     # -- Builder isolation: images a build may use, and what its containers may reach and spend --
     # Image prefixes every user's builds may use (step/service images, any image a Dockerfile reads),

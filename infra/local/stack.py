@@ -143,6 +143,8 @@ class Stack:
             "FORNAX_DATA_DIR": str(self.base),
             "FORNAX_TOPIC_PREFIX": self.topic_prefix,
             "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
+            # The demo and the tests build from repositories on this machine (file:// URLs).
+            "FORNAX_REPO_ALLOW_LOCAL": "true",
         }
         env.update(self.extra_env)
         return env

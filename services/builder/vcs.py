@@ -173,7 +173,7 @@ def git_dir(workspace: Path) -> Path:
 
 
 # An absolute path standing on its own (not the path part of a URL, not `a/b`).
-_HOST_PATH = re.compile(r"(?<![\w.:/~+-])/[^\s'\"`:,;()<>\[\]]*")
+_HOST_PATH = re.compile(r"(?<![\w.:/~+-])/[^\s'\"`:,;()<>\[\]]+")
 _KEEP = "\x00repository\x00"
 
 

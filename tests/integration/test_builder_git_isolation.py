@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.builder.pipeline import cleanup_version, parse_config, run_stage
+from services.builder.pipeline import StageFailed, cleanup_version, parse_config, run_stage
 from services.builder.vcs import GitSvn, RepoSpec
 from tests.integration.builder_helpers import GitRepo
 from tests.integration.pipeline_helpers import Versions
@@ -156,3 +156,30 @@ async def test_the_checkout_has_no_git_metadata_and_its_git_dir_lies_beside_it(t
     assert (tmp_path / "workspaces" / "v1.git" / "HEAD").is_file()
     # the clone's log names no host path (the workspace), only the repository as given
     assert not any(str(tmp_path / "workspaces") in line for line in lines), lines
+
+
+async def test_an_output_cannot_reach_the_git_dir_through_a_planted_link(
+    tmp_path: Path, versions: Versions, busybox_image: str
+) -> None:
+    """A link in the workspace to the git directory beside it (dangling inside the container, real on
+    the host), then an output unpacked through it: refused, and the git directory is unchanged."""
+    repo = GitRepo(tmp_path / "repo")
+    commit = repo.commit({"a": "1"})
+    marker = tmp_path / "host-marker"
+    vcs = GitSvn(probe_timeout=20)
+    ctx = versions.context()
+    try:
+        await vcs.clone(RepoSpec(repo.url), ctx.workspace, commit, None, Lines())
+        link = f"../{ctx.workspace.name}.git"
+        commands = [f"ln -s {link} gd", "mkdir -p /out/gd/hooks",
+                    _write("/out/gd/hooks/pre-push", "#!/bin/sh", f"touch {marker}-through-link"),
+                    "chmod 755 /out/gd/hooks/pre-push"]
+        config = parse_config(_config(busybox_image, "pre_build", commands, outputs=["/out/gd"]))
+        with pytest.raises(StageFailed, match="could not be copied"):
+            await run_stage(ctx, config, "pre_build")
+        assert not (ctx.workspace.with_name(ctx.workspace.name + ".git") / "hooks" / "pre-push").exists()
+        await vcs.tag(RepoSpec(repo.url), ctx.workspace, "v1", commit, Lines())
+    finally:
+        cleanup_version(ctx.docker, ctx.version_id)
+    assert _markers(marker) == []
+    assert repo.tag_commit("v1") == commit

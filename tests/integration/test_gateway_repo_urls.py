@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from infra.local.stack import free_port
 from services.builder.vcs import GitSvn, RepoSpec, VcsError
 from shared.auth import create_user
+from tests.integration.builder_helpers import Api, wait_clean
 from tests.integration.gateway_helpers import assert_error, auth, wait_until
 
 pytestmark = pytest.mark.integration
@@ -135,3 +137,27 @@ def test_check_and_clone_errors_name_no_host_path(tmp_path: Path) -> None:
     with pytest.raises(VcsError) as info:
         asyncio.run(vcs.clone(RepoSpec(missing), tmp_path / "workspaces" / "v1", None, None, quiet))
     assert str(tmp_path) not in str(info.value) and _host_paths(str(info.value), missing) == []
+
+
+def test_the_builder_fails_a_version_whose_stored_url_is_not_allowed(stack, store, settings, busybox_image) -> None:
+    """A service stored before the policy (credentials in its URL, which the gateway no longer takes):
+    its version fails with the reason, and the password shows nowhere."""
+    for name in ("projector", "gateway", "builder"):
+        stack.start_service(name)
+    user = "urls-old-" + uuid.uuid4().hex[:6]
+    api = Api(stack.gateway_port, user, create_user(store, user))
+    sid, name = uuid.uuid4().hex, "stored-before"
+    now = datetime.now(UTC)
+    store.services.insert_one({
+        "_id": sid, "user_id": user, "name": name, "description": "", "status": "healthy",
+        "repository": {"url": "https://fornax:hunter2pw@git.example.test/r.git", "vcs": "git", "username": None},
+        "deleted": False, "created_at": now, "updated_at": now,
+    })  # fmt: skip
+    store.secrets.insert_one({"_id": sid, "webhook_secret": "stored-secret", "values": {}})
+    store.reservations.insert_one({"_id": f"service:{user}/{name}", "ref": sid})
+    vid = api.new_version(sid, "v1")
+    doc = api.wait_version(vid, timeout=90)
+    assert doc["status"] == "failed", doc
+    assert "the repository URL is not allowed" in doc["error"] and "repository.password" in doc["error"]
+    assert "hunter2pw" not in str(doc)
+    wait_clean(vid, settings.workspaces)

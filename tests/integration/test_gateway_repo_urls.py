@@ -134,9 +134,11 @@ def test_check_and_clone_errors_name_no_host_path(tmp_path: Path) -> None:
     async def quiet(_: str) -> None:
         return None
 
-    with pytest.raises(VcsError) as info:
-        asyncio.run(vcs.clone(RepoSpec(missing), tmp_path / "workspaces" / "v1", None, None, quiet))
-    assert str(tmp_path) not in str(info.value) and _host_paths(str(info.value), missing) == []
+    # clone failures: git names the workspace it clones into ("Cloning into '<workspace>'...")
+    for url in (missing, "http://127.0.0.1:9/r.git"):
+        with pytest.raises(VcsError) as info:
+            asyncio.run(vcs.clone(RepoSpec(url), tmp_path / "workspaces" / "v1", None, None, quiet))
+        assert str(tmp_path) not in str(info.value) and _host_paths(str(info.value), url) == [], info.value
 
 
 def test_the_builder_fails_a_version_whose_stored_url_is_not_allowed(stack, store, settings, busybox_image) -> None:

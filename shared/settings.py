@@ -20,6 +20,8 @@ def _alias(name: str, *originals: str) -> AliasChoices:
 class KubernetesCluster(BaseModel):
     """A Kubernetes deploy target; credentials stay on the server."""
 
+    # In a pod: the ServiceAccount's token and CA (infra/k8s/rbac.yaml grants what the deployer needs).
+    in_cluster: bool = False
     kubeconfig: str | None = None
     context: str | None = None
     api_url: str | None = None
@@ -158,6 +160,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    # -- Read-your-writes (creates answer once the read model shows them; log subscriptions wait) --
+    # Seconds a create (service, version, deploy, rollback) waits for its projection before answering
+    # 202 + Retry-After instead of 201 (0: never wait).
+    read_your_writes_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("read_your_writes_wait"))
+    # Seconds a log subscription to a version not (yet) in the read model waits before 4404 / 1404.
+    logstream_version_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("logstream_version_wait"))
 
     # -- Repository URL policy (services/builder/vcs.py, shared/repo_url.py) --------------------------
     # Schemes a service's repository URL may use; local repositories (file:// URLs and paths) only

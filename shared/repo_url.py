@@ -84,3 +84,19 @@ def check_repo_url(url: str, *, schemes: Iterable[str], allow_local: bool) -> No
             f"{URL_FIELD}: the scheme {parsed.scheme!r} is not allowed on this server; "
             f"use one of {', '.join(allowed) or '(none allowed)'}"
         )
+
+
+def redact_credentials(url: str) -> str:
+    """`url` with any secret in its user part replaced by ****: for showing a URL stored before the
+    policy refused credentials (an ssh login stays, a password or an https user part does not)."""
+    m = _SCHEME.match(url)
+    if not m or "@" not in url[m.end() :].split("/", 1)[0]:
+        return url
+    authority, slash, rest = url[m.end() :].partition("/")
+    userinfo, _, host = authority.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if m.group(1).lower() in _LOGIN_SCHEMES:
+        userinfo = f"{user}:****" if colon else user
+    else:
+        userinfo = "****"
+    return f"{url[: m.end()]}{userinfo}@{host}{slash}{rest}"

@@ -162,4 +162,6 @@ def test_the_builder_fails_a_version_whose_stored_url_is_not_allowed(stack, stor
     assert doc["status"] == "failed", doc
     assert "the repository URL is not allowed" in doc["error"] and "repository.password" in doc["error"]
     assert "hunter2pw" not in str(doc)
+    shown = api.service(sid)["repository"]["url"]
+    assert shown == "https://****@git.example.test/r.git", shown
     wait_clean(vid, settings.workspaces)

@@ -15,7 +15,7 @@ from services.builder.core import Builder
 from services.builder.vcs import FakeVcs, RepoSpec, scrub
 from shared.events import ServiceCreated
 from shared.events.services import ServiceCreatedPayload
-from shared.repo_url import DEFAULT_SCHEMES, RepoUrlRefused, check_repo_url, parse_repo_url
+from shared.repo_url import DEFAULT_SCHEMES, RepoUrlRefused, check_repo_url, parse_repo_url, redact_credentials
 from shared.settings import Settings
 
 ALLOWED = [
@@ -72,6 +72,14 @@ def test_credentials_in_the_url_point_to_the_credential_fields(url: str) -> None
 def test_an_ssh_login_is_not_a_credential() -> None:
     assert parse_repo_url("ssh://git@host/r.git").username == "git"
     check_repo_url("ssh://git@host/r.git", schemes=DEFAULT_SCHEMES, allow_local=False)
+
+
+def test_stored_credentials_are_redacted_when_shown() -> None:
+    assert redact_credentials("https://u:hunter2@h/r.git") == "https://****@h/r.git"
+    assert redact_credentials("https://ghp_tok@h/r.git?x=a@b") == "https://****@h/r.git?x=a@b"
+    assert redact_credentials("ssh://git:pw@h/r.git") == "ssh://git:****@h/r.git"
+    for url in ("ssh://git@h/r.git", "https://h/a@b.git", "git@h:r.git", "/srv/r.git"):
+        assert redact_credentials(url) == url
 
 
 @given(st.text(max_size=80))

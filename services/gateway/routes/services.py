@@ -17,8 +17,8 @@ from starlette.routing import BaseRoute, Route
 
 from shared.events import Repository, ServiceCreated, ServiceDeleted, ServiceUpdated
 from shared.events.services import ServiceCreatedPayload, ServiceDeletedPayload, ServiceUpdatedPayload
-from shared.secretbox import SecretBox
 from shared.repo_url import RepoUrlRefused, check_repo_url
+from shared.secretbox import SecretBox
 
 from ..auth import authorize
 from ..body import read_json

@@ -19,12 +19,12 @@ from shared.store import Store
 from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
 from .repo_index import RepoIndex
-from .routes import deploys, health, logs, services, versions, webhooks
+from .routes import account, badges, deploys, health, logs, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
 
 # Webhooks first: the hot path should match its route after the fewest regex tries.
-ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs)
+ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs, badges, account)
 
 
 def all_routes() -> list[BaseRoute]:

@@ -22,13 +22,14 @@ from typing import Any
 
 REGISTRY_USER = "admin"
 REGISTRY_PASSWORD = "admin_password"
-SERVICES = ("projector", "gateway", "builder", "deployer", "logstream")
+SERVICES = ("projector", "gateway", "builder", "deployer", "logstream", "notifier")
 SERVICE_MODULES = {
     "gateway": "services.gateway",
     "projector": "services.gateway.projector",
     "builder": "services.builder",
     "deployer": "services.deployer",
     "logstream": "services.logstream",
+    "notifier": "services.notifier",
 }
 
 

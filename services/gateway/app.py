@@ -19,7 +19,7 @@ from shared.store import Store
 from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
 from .repo_index import RepoIndex
-from .routes import account, badges, deploys, health, logs, services, versions, webhooks
+from .routes import account, badges, dashboard, deploys, health, logs, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
 
@@ -78,6 +78,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.bus.stop()
             app.state.store.close()
 
-    app = Gateway(routes=all_routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Gateway(routes=[*all_routes(), *dashboard.routes], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = cfg
     return app

@@ -63,7 +63,7 @@ class Delivery:
             await asyncio.to_thread(outbox.delivered, self.store, doc, pstate)  # the timed-out post was applied
             return
         req = request_for(config["provider"], config["api_url"], config["repository"], doc["commit"], state,
-                          token, context, f"{self.public_url}/#/versions/{doc['_id']}",
+                          token, context, f"{self.public_url}/ui/versions/{doc['_id']}",
                           describe(state, doc.get("detail") or ""))
         attempt = int(doc.get("attempts") or 0) + 1
         try:

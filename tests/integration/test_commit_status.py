@@ -72,7 +72,7 @@ def test_github_status_survives_5xx_rate_limits_and_slow_answers(api, forge, tmp
     assert states in (["pending", "success"], ["success"]), states
     final = next(s for s in forge.statuses if s["sha"] == sha and s["state"] == "success")
     assert final["context"] == "fornax/gh-app"
-    assert final["target_url"] == f"http://fornax.test/#/versions/{vid}"
+    assert final["target_url"] == f"http://fornax.test/ui/versions/{vid}"
     assert len(final["description"]) <= 140
     assert [a["fault"] for a in forge.attempts if a["sha"] == sha][:3] == ["500", "ratelimit", "slow"]
     assert forge.faults == []

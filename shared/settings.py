@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
 
+    # -- Read-your-writes (creates answer once the read model shows them; log subscriptions wait) --
+    # Seconds a create (service, version, deploy, rollback) waits for its projection before answering
+    # 202 + Retry-After instead of 201 (0: never wait).
+    read_your_writes_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("read_your_writes_wait"))
+    # Seconds a log subscription to a version not (yet) in the read model waits before 4404 / 1404.
+    logstream_version_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("logstream_version_wait"))
+
 
 TOPICS = ("webhooks", "services", "versions", "deploys", "logs")
 

@@ -31,7 +31,8 @@ def own():
     try:
         st.start_kafka()
         st.start_mongo()
-        st.start_service("gateway")
+        # No projector runs here: a create waits this long for its projection, then answers 202.
+        st.start_service("gateway", env={"FORNAX_READ_YOUR_WRITES_WAIT": "0.3"})
         settings = Settings(**{k.removeprefix("FORNAX_").lower(): v for k, v in st.env().items()})
         store = Store(settings)
         store.ensure_indexes()
@@ -77,7 +78,8 @@ def test_broker_down_answers_503_and_writes_nothing(own, seeded):
         headers=auth(token),
         json={"name": "before-outage", "repository": {"url": "https://x/before.git"}},
     )
-    assert ok.status_code == 202, ok.text
+    assert ok.status_code == 202, ok.text  # (not projected: no projector runs here)
+    assert ok.headers["Retry-After"] == "1" and ok.headers["Location"].endswith(ok.json()["service_id"])
     reservations_before = store.reservations.count_documents({})
     secrets_before = store.secrets.count_documents({})
 

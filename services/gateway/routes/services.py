@@ -1,4 +1,5 @@
-"""Services: create (202 + ServiceCreated), list, read, update (ServiceUpdated), delete (ServiceDeleted)."""
+"""Services: create (ServiceCreated; 201 once projected, else 202), list, read, update (ServiceUpdated),
+delete (ServiceDeleted)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from shared.events.services import (
 
 from ..auth import authorize
 from ..body import read_json
+from ..consistency import accepted, until_projected
 from ..errors import ApiError
 from ..io import db_call, publish, store_of
 from ..ownership import owned_service
@@ -164,7 +166,12 @@ async def create_service(request: Request) -> Response:
     except BaseException:
         await _undo(store, reservation, service_id)
         raise
-    return JSONResponse({"service_id": service_id, "webhook_secret": webhook_secret}, status_code=202)
+    visible = await until_projected(request, "services", service_id)
+    return accepted(
+        {"service_id": service_id, "webhook_secret": webhook_secret},
+        f"/api/v1/{user_id}/services/{service_id}",
+        visible,
+    )
 
 
 def _check_status_secret(status: CommitStatusIn | None, secret_names: set[str]) -> None:

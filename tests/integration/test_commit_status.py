@@ -105,7 +105,11 @@ def test_a_version_that_ended_while_the_notifier_was_down_gets_its_final_status(
         assert forge.states(sha) == []
     finally:
         services.start_service("notifier", env=NOTIFIER_ENV)
-    wait_until(lambda: forge.states(sha) == ["pending", "success"], 60, "pending then success after the restart")
+    wait_until(lambda: "success" in forge.states(sha), 60, "the final status after the restart")
+    time.sleep(1.0)
+    # Caught up from its offsets, it records pending, running and success at once: the final state is
+    # posted (the superseded ones need not be), and nothing twice.
+    assert forge.states(sha) in (["success"], ["pending", "success"]), forge.states(sha)
 
 
 def test_reconcile_gives_an_ended_version_its_final_state(store) -> None:

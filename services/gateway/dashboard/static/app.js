@@ -255,8 +255,7 @@ async function versionPage(vid) {
   const service = await api("GET", userPath(`services/${version.service_id}`)).catch(() => null);
   crumbs([["/ui/", "Services"], [`/ui/services/${version.service_id}`, service ? service.name : "service"], [null, version.name]]);
   main.innerHTML = `<h1>${esc(version.name)} <span id="status">${pill(version.status)}</span></h1>
-    <p class="muted">${esc(version.trigger)} · commit ${short(version.commit)} · branch ${esc(version.branch || "-")}
-      · <span id="duration">${duration(seconds(version.started_at || version.created_at, version.finished_at))}</span></p>
+    <p class="muted" id="meta"></p>
     <div class="stages" id="stages"></div>
     <div class="toolbar">
       <label><input type="checkbox" id="follow" checked> Follow</label>
@@ -267,6 +266,11 @@ async function versionPage(vid) {
       ${ACTIVE.includes(version.status) ? '<button class="danger" id="cancel">Cancel</button>' : ""}
     </div>
     <div id="log"></div>`;
+  const drawMeta = (v) => {
+    document.getElementById("meta").innerHTML = `${esc(v.trigger)} · commit ${short(v.commit)} · branch ${esc(v.branch || "-")}
+      · ${duration(seconds(v.started_at || v.created_at, v.finished_at))}`;
+  };
+  drawMeta(version);
   const drawStages = (v) => {
     document.getElementById("stages").innerHTML = STAGES.map((name) => {
       const st = (v.stages || []).find((s) => s.name === name);
@@ -303,7 +307,7 @@ async function versionPage(vid) {
       try {
         const v = await api("GET", userPath(`versions/${vid}`));
         drawStages(v);
-        document.getElementById("duration").textContent = duration(seconds(v.started_at || v.created_at, v.finished_at));
+        drawMeta(v);
       } catch (e) { /* the status is shown already */ }
       jump();
     },
@@ -316,6 +320,7 @@ async function versionPage(vid) {
     try {
       const v = await api("GET", userPath(`versions/${vid}`));
       drawStages(v);
+      drawMeta(v);
       document.getElementById("status").innerHTML = pill(v.status);
     } catch (e) { /* the log's connection state says enough */ }
   }, 2000);

@@ -216,6 +216,28 @@ class Settings(BaseSettings):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
+    # -- Repository URL policy (services/builder/vcs.py, shared/repo_url.py) --------------------------
+    # Schemes a service's repository URL may use; local repositories (file:// URLs and paths) only
+    # when repo_allow_local is on (the local stack turns it on for its demo and tests).
+    repo_url_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https", "ssh", "git", "svn", "svn+ssh"],
+        validation_alias=_alias("repo_url_schemes"),
+    )
+    repo_allow_local: bool = Field(False, validation_alias=_alias("repo_allow_local"))
+
+    @field_validator("repo_url_schemes", mode="before")
+    @classmethod
+    def _schemes(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else v.split(",")
+        if isinstance(v, list):
+            v = [str(s).strip().lower() for s in v if str(s).strip()]
+            bad = [s for s in v if s in ("file", "ext", "fd") or not s.replace("+", "").replace("-", "").isalnum()]
+            if bad:
+                raise ValueError(f"repo_url_schemes: {bad[0]!r} is not a remote URL scheme (ext:: and "
+                                 "fd:: run commands; local repositories are enabled by repo_allow_local)")
+        return v
+
 
 TOPICS = ("webhooks", "services", "versions", "deploys", "logs")
 

@@ -149,6 +149,8 @@ class Stack:
             "FORNAX_SECRETS_KEY": os.environ.get("FORNAX_SECRETS_KEY") or self.secrets_key(),
             # The base images this stack and its tests make locally (infra/local/images.py, debootstrap).
             "FORNAX_BUILDER_ALLOWED_IMAGES": "fornax/,fornax-base/,fornax-test/",
+            # The demo and the tests build from repositories on this machine (file:// URLs).
+            "FORNAX_REPO_ALLOW_LOCAL": "true",
         }
         env.update(self.extra_env)
         return env

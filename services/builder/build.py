@@ -152,6 +152,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
     run.service = service = await _service(b, run)
     await run.open_log()
     repo = await b.state.repo_spec(service)
+    refused = b.url_refused(repo)
+    if refused:
+        raise Failed(refused, "clone")
     try:
         run.host = await b.hosts.pick(run.vid)
     except NoHost as exc:

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from shared.query import MAX_POSITION, parse_int
+from shared.repo_url import redact_credentials
 
 from .errors import ApiError
 
@@ -71,6 +72,8 @@ def service_json(doc: dict[str, Any]) -> dict[str, Any]:
     repo = doc.get("repository")
     if isinstance(repo, dict):
         out["repository"] = {k: repo.get(k) for k in _REPO_FIELDS if k in repo}
+        if isinstance(out["repository"].get("url"), str):  # stored before credentials were refused
+            out["repository"]["url"] = redact_credentials(out["repository"]["url"])
     return jsonable(out)  # type: ignore[no-any-return]
 
 

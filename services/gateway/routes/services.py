@@ -22,6 +22,7 @@ from shared.events.services import (
     ServiceDeletedPayload,
     ServiceUpdatedPayload,
 )
+from shared.repo_url import RepoUrlRefused, check_repo_url
 from shared.secretbox import SecretBox
 
 from ..auth import authorize
@@ -163,10 +164,20 @@ def _box(request: Request) -> SecretBox:
     return SecretBox.of(request.app.state.settings)
 
 
+def _allowed_url(request: Request, url: str) -> None:
+    """422 unless the server's repository URL policy allows `url` (schemes, local, credentials)."""
+    settings = request.app.state.settings
+    try:
+        check_repo_url(url, schemes=settings.repo_url_schemes, allow_local=settings.repo_allow_local)
+    except RepoUrlRefused as exc:
+        raise ApiError(422, "validation_error", str(exc), exc.field) from None
+
+
 async def create_service(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     body = await read_json(request, ServiceIn)
     _check_status_secret(body.commit_status, set(body.secrets or {}))
+    _allowed_url(request, body.repository.url)
     store = store_of(request)
     service_id = uuid.uuid4().hex
     webhook_secret = body.webhook_secret or pysecrets.token_hex(20)
@@ -273,6 +284,7 @@ async def update_service(request: Request) -> Response:
             vcs=(patch.vcs if patch and patch.vcs else current.get("vcs", "git")),
             username=new_username or current.get("username"),
         )
+        _allowed_url(request, repo.url)
     changes: dict[str, Any] = {}
     if body.webhook_secret is not None:
         changes["webhook_secret"] = body.webhook_secret

@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     builder_lost_after: float = Field(20.0, gt=0, validation_alias=_alias("builder_lost_after"))
     builder_reap_every: float = Field(5.0, gt=0, validation_alias=_alias("builder_reap_every"))
 
+    # Commit status (services/notifier): the dashboard's address for target_url, per-post timeout, the
+    # longest wait between retries of a failed post.
+    public_url: str = Field("http://127.0.0.1:7099", validation_alias=_alias("public_url"))
+    # Where browsers reach the logstream (ws://… or wss://…); unset: port 8000 of the dashboard's host.
+    logstream_public_url: str | None = Field(None, validation_alias=_alias("logstream_public_url"))
+    commit_status_timeout: float = Field(10.0, gt=0, validation_alias=_alias("commit_status_timeout"))
+    commit_status_max_backoff: float = Field(300.0, gt=0, validation_alias=_alias("commit_status_max_backoff"))
+
     @field_validator("mongo_url", mode="before")
     @classmethod
     def _mongo_ip(cls, v: Any) -> Any:

@@ -21,12 +21,12 @@ from shared.store import Store
 from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
 from .repo_index import RepoIndex
-from .routes import deploys, health, logs, services, versions, webhooks
+from .routes import account, badges, dashboard, deploys, health, logs, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
 
 # Webhooks first: the hot path should match its route after the fewest regex tries.
-ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs)
+ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs, badges, account)
 
 
 def all_routes() -> list[BaseRoute]:
@@ -95,6 +95,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.bus.stop()
             app.state.store.close()
 
-    app = Gateway(routes=all_routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Gateway(routes=[*all_routes(), *dashboard.routes], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = cfg
     return app

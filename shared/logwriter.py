@@ -30,8 +30,9 @@ class LineSplitter:
     """Bytes, in chunks of any size → complete lines (str), each cut after `limit` bytes with
     "…[N bytes truncated]". Memory: `limit` bytes plus the chunk; time: linear in the input."""
 
-    def __init__(self, limit: int = MAX_LINE) -> None:
+    def __init__(self, limit: int = MAX_LINE, split_before: bytes | None = None) -> None:
         self.limit = limit
+        self.split_before = split_before  # one byte that also starts a new line (kept at its start)
         self._buf = bytearray()
         self._dropped = 0
 
@@ -42,10 +43,20 @@ class LineSplitter:
         while start < n:
             nl = data.find(b"\n", start)
             end = n if nl < 0 else nl
+            brk = -1
+            if self.split_before is not None:
+                # At the start of a line the byte begins this line, not a new one.
+                brk = data.find(self.split_before, start if (self._buf or self._dropped) else start + 1, end)
+                if brk >= 0:
+                    end = brk
             take = max(0, min(self.limit - len(self._buf), end - start))
             if take:
                 self._buf += view[start : start + take]
             self._dropped += end - start - take
+            if brk >= 0:
+                lines.append(self._line())
+                start = brk
+                continue
             if nl < 0:
                 break
             lines.append(self._line())

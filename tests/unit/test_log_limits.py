@@ -47,6 +47,12 @@ def test_splitter_matches_split_then_cut(chunks: list[bytes], limit: int) -> Non
     assert _split(chunks, limit) == expected
 
 
+def test_split_before_keeps_a_marker_after_a_cut_line() -> None:
+    s = LineSplitter(4, split_before=b"\x1e")
+    out = s.feed(b"\x1em0\n" + b"a" * 100) + s.feed(b"\x1em1\nok\x1e") + s.feed(b"m2\n") + s.close()
+    assert out == ["\x1em0", "aaaa…[96 bytes truncated]", "\x1em1", "ok", "\x1em2"]
+
+
 def test_cap_line_counts_bytes_and_merges_an_earlier_cut() -> None:
     assert cap_line("short", 10) == "short"
     assert cap_line("é" * 10, 10) == "é" * 5 + "…[10 bytes truncated]"

@@ -102,7 +102,10 @@ async def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 async def pump_lines(
-    container, on_line: Callable[[str], Awaitable[None]], limit: int = MAX_LINE + MASK_SLACK
+    container,
+    on_line: Callable[[str], Awaitable[None]],
+    limit: int = MAX_LINE + MASK_SLACK,
+    split_before: bytes | None = None,
 ) -> None:
     """Follow the container's output (stdout+stderr) and call on_line per line, as produced; a line
     longer than `limit` bytes is cut (LineSplitter). The reading thread waits while PUMP_CHUNKS
@@ -139,7 +142,7 @@ async def pump_lines(
 
     # The follow thread ends by itself once the container stops or is removed (or the pump ends).
     threading.Thread(target=follow, daemon=True, name="fornax-logs").start()
-    splitter = LineSplitter(limit)
+    splitter = LineSplitter(limit, split_before)
     try:
         while True:
             chunk = await queue.get()

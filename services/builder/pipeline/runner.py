@@ -138,7 +138,10 @@ class _StageRun:
             tail.add(line)
             await ctx.log.write(stage, line)
 
-        pump = asyncio.create_task(C.pump_lines(container, on_line, self._line_limit))
+        # The command marker starts a line of its own even after output without a newline, so a cut
+        # of that output cannot swallow it.
+        pump = asyncio.create_task(
+            C.pump_lines(container, on_line, self._line_limit, split_before=C.MARK[:1].encode()))
         result = await C.blocking(container.wait)
         await pump
         code = int(result.get("StatusCode", -1))

@@ -139,7 +139,8 @@ class BuilderState:
     def _start_attempt(self, version_id: str) -> int:
         coll = self.store.builder_heartbeats
         doc = coll.find_one_and_update(
-            {"_id": version_id, "attempt_by": {"$ne": self.incarnation}},
+            # $nin, not $ne: nx-27017 does not match a missing field with $ne in find_one_and_update.
+            {"_id": version_id, "attempt_by": {"$nin": [self.incarnation]}},
             {"$inc": {"attempts": 1}, "$set": {"attempt_by": self.incarnation}},
             return_document=ReturnDocument.AFTER,
         )

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from services.builder.state import BuilderState
 from shared.auth import create_user
+from tests.fixtures.hostile import alias_bomb
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
-from tests.unit.test_config_limits import alias_bomb
 
 INSTANCE = "builder-capped"
 MEMORY_CAP = 2 * 1024**3  # address space of the builder under test (RLIMIT_AS)
@@ -31,7 +32,7 @@ class CappedBuilder:
         self.stack = stack
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         ready = self.stack.base / "ready" / INSTANCE
         ready.unlink(missing_ok=True)
         env = {
@@ -44,6 +45,8 @@ class CappedBuilder:
         }
         argv = ["prlimit", f"--as={MEMORY_CAP}", "--", sys.executable, "-m", "services.builder"]
         self.proc, log = self.stack._spawn(INSTANCE, argv, env=env)  # noqa: SLF001 - no hook for prlimit
+        if not wait:
+            return
         wait_until(lambda: ready.exists() or self.proc.poll() is not None, 120, f"{INSTANCE} to be ready")
         assert self.proc.poll() is None, log.read_text()[-3000:]
 
@@ -71,8 +74,7 @@ def builder(stack, busybox_image):
     b = CappedBuilder(stack)
     b.start()
     yield b
-    b.stop()
-    stack.start_service("builder")
+    b.stop()  # modules that need a builder start their own (Stack.start_service)
     remove_images(f"127.0.0.1:{stack.registry_port}/hb-")
 
 
@@ -170,6 +172,20 @@ def test_output_without_newline_is_bounded(builder, stack, store, tmp_path: Path
     assert any("lines (" in t and "of output not kept" in t for t in system), system
 
 
+async def test_attempts_count_each_process_once(store) -> None:
+    vid = f"hb-{uuid.uuid4().hex}"
+    first, again = BuilderState(store, "w@h:1", lost_after=0.0), BuilderState(store, "w@h:1", lost_after=0.0)
+    try:
+        assert await first.claim(vid)
+        assert await first.start_attempt(vid) == 1
+        assert await first.start_attempt(vid) == 1  # the same process resuming its own work
+        assert await again.claim(vid)  # restarted under the same worker name (pid 1 in a container)
+        assert await again.start_attempt(vid) == 2
+    finally:
+        await first.forget(vid)
+    assert await first.start_attempt(vid) == 0  # nothing claimed: nothing counted
+
+
 @pytest.mark.timeout(300)
 def test_version_that_kills_its_worker_twice_fails(builder, stack, store, tmp_path: Path) -> None:
     alice = _api(stack, store)
@@ -183,12 +199,14 @@ def test_version_that_kills_its_worker_twice_fails(builder, stack, store, tmp_pa
             return hb.get("attempts") == n and (stages.get("integration") or {}).get("status") == "running"
         return check
 
+    began = time.monotonic()
     for attempt in (1, 2):
         wait_until(running_attempt(attempt), 120, f"attempt {attempt} to run the step")
+        print(f"attempt {attempt} running after {time.monotonic() - began:.1f}s; killing its builder")
         builder.kill()  # as the out-of-memory killer would
-        builder.start()
+        builder.start(wait=False)  # the reaper resumes it once the heartbeat is LOST_AFTER old
     doc = alice.wait_version(vid, timeout=120)
-    print(f"after two crashes: {doc['status']}: {doc.get('error')}")
+    print(f"after two crashes: {doc['status']} after {time.monotonic() - began:.1f}s: {doc.get('error')}")
     assert doc["status"] == "failed", doc
     assert "stopped its builder 2 times" in doc["error"] and "builder_max_crashes" in doc["error"]
     assert store.builder_heartbeats.find_one({"_id": vid}) is None

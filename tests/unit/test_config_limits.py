@@ -11,14 +11,7 @@ import pytest
 
 from services.builder.pipeline import ConfigError, load_config, parse_config, read_config
 from shared.settings import Settings
-
-
-def alias_bomb(levels: int = 10) -> str:
-    """The ~230-byte billion-laughs file: ten levels of ten aliases of the level below."""
-    lines = ["l0: &l0 [x,x,x,x,x,x,x,x,x,x]"]
-    for i in range(1, levels):
-        lines.append(f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 10)}]")
-    return "\n".join(lines) + "\n"
+from tests.fixtures.hostile import alias_bomb
 
 
 @pytest.fixture

@@ -192,19 +192,24 @@ def test_version_that_kills_its_worker_twice_fails(builder, stack, store, tmp_pa
     sid = _service(alice, tmp_path / "a", {"fornax.yml": _step(["sleep 120"])})
     vid = alice.new_version(sid, operations=["integration"])
 
-    def running_attempt(n: int):
-        def check() -> bool:
+    def started_again(seen: set[str]):
+        """(worker, start) once the step was started anew (a StageStarted not seen yet)."""
+        def check() -> tuple[str, str] | None:
             hb = store.builder_heartbeats.find_one({"_id": vid}) or {}
-            stages = (store.versions.find_one({"_id": vid}) or {}).get("stages") or {}
-            return hb.get("attempts") == n and (stages.get("integration") or {}).get("status") == "running"
+            stage = ((store.versions.find_one({"_id": vid}) or {}).get("stages") or {}).get("integration") or {}
+            start = str(stage.get("start"))
+            fresh = stage.get("status") == "running" and start not in seen and hb.get("worker")
+            return (hb["worker"], start) if fresh else None
         return check
 
     began = time.monotonic()
+    seen: set[str] = set()
     for attempt in (1, 2):
-        wait_until(running_attempt(attempt), 120, f"attempt {attempt} to run the step")
-        print(f"attempt {attempt} running after {time.monotonic() - began:.1f}s; killing its builder")
+        worker, start = wait_until(started_again(seen), 120, f"attempt {attempt} to start the step")
+        print(f"attempt {attempt} running in {worker} after {time.monotonic() - began:.1f}s; killing it")
         builder.kill()  # as the out-of-memory killer would
-        builder.start(wait=False)  # the reaper resumes it once the heartbeat is LOST_AFTER old
+        seen.add(start)
+        builder.start(wait=False)  # the version is resumed once its heartbeat is LOST_AFTER old
     doc = alice.wait_version(vid, timeout=120)
     print(f"after two crashes: {doc['status']} after {time.monotonic() - began:.1f}s: {doc.get('error')}")
     assert doc["status"] == "failed", doc

@@ -12,8 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
+import docker
 import pytest
 
+from services.builder.pipeline import cleanup_version
 from services.builder.state import BuilderState
 from shared.auth import create_user
 from tests.fixtures.hostile import alias_bomb
@@ -65,7 +67,7 @@ class CappedBuilder:
 
 
 @pytest.fixture(scope="module")
-def builder(stack, busybox_image):
+def builder(stack, store, busybox_image):
     for name in ("projector", "gateway", "logstream"):
         stack.start_service(name)
     # Only the capped builder may take these versions (its memory is what is measured).
@@ -75,6 +77,13 @@ def builder(stack, busybox_image):
     b.start()
     yield b
     b.stop()  # modules that need a builder start their own (Stack.start_service)
+    # What a failing run (a regression that killed the builder mid-step) may have left.
+    client = docker.from_env()
+    try:
+        for doc in store.versions.find({"user_id": {"$regex": "^hb-"}}, {"_id": 1}):
+            cleanup_version(client, doc["_id"])
+    finally:
+        client.close()
     remove_images(f"127.0.0.1:{stack.registry_port}/hb-")
 
 

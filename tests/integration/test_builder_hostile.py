@@ -116,7 +116,9 @@ def test_builder_runs_under_the_cap(builder) -> None:
 def test_alias_bomb_fails_fast_and_others_still_build(builder, stack, store, tmp_path: Path) -> None:
     alice, bob = _api(stack, store), _api(stack, store)
     bomb_sid = _service(alice, tmp_path / "a", {"fornax.yml": alias_bomb(), "Dockerfile": dockerfile()})
-    fine_sid = _service(bob, tmp_path / "b", {"Dockerfile": dockerfile("RUN echo fine")})
+    # Bob's build prints 5 MB without a newline: the docker build reader cuts it like step output.
+    fine_sid = _service(bob, tmp_path / "b", {"Dockerfile": dockerfile(
+        f"RUN echo {uuid.uuid4().hex}; head -c 5000000 /dev/zero | tr '\\0' b; echo")})
 
     began = time.monotonic()
     bomb = alice.new_version(bomb_sid)
@@ -132,6 +134,12 @@ def test_alias_bomb_fails_fast_and_others_still_build(builder, stack, store, tmp
     assert bob.wait_version(fine, timeout=180)["status"] == "success"
     assert builder.proc.poll() is None
     assert builder.peak_rss_mb() < 300
+
+    def built_line() -> list[str]:
+        return [d["text"] for d in store.logs.find({"version_id": fine, "stage": "build"})
+                if d["text"].startswith("bbbb")]
+
+    assert wait_until(built_line, 60, "the build log") == ["b" * 16384 + f"…[{5_000_000 - 16384} bytes truncated]"]
 
 
 @pytest.mark.timeout(300)

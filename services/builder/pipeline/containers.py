@@ -20,6 +20,7 @@ from .errors import StageFailed
 
 MARK = "\x1efornax-cmd "  # printed by the generated script before each command
 STOP_GRACE = 3  # seconds between SIGTERM and SIGKILL
+TAIL_CHARS = 500  # of each line quoted in a stage error
 PUMP_CHUNKS = 64  # output chunks (each at most ~16 KiB from the daemon) queued per container
 
 
@@ -163,7 +164,8 @@ class Tail:
         self.lines: collections.deque[str] = collections.deque(maxlen=size)
 
     def add(self, line: str) -> None:
-        self.lines.append(line)
+        # The stage error travels in events: a few short lines, not ten 16 KiB ones.
+        self.lines.append(line if len(line) <= TAIL_CHARS else line[:TAIL_CHARS] + "…")
 
     def text(self) -> str:
         return "\n".join(self.lines)

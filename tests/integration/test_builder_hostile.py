@@ -169,6 +169,8 @@ def test_output_without_newline_is_bounded(builder, stack, store, tmp_path: Path
           f"{small_doc['status']} after {small_done:.1f}s; builder peak RSS {peak:.0f} MB")
     assert small_doc["status"] == "success", small_doc
     assert doc["status"] == "success", doc
+    assert small_done < took  # the other user's version did not wait for the flood
+    assert took < 180  # generous: ~15-35 s here; before, the builder had not finished after minutes
     assert peak < 250
     assert builder.proc.poll() is None
 

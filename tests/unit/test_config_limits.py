@@ -79,3 +79,8 @@ async def test_read_config_uses_settings(tmp_path: Path) -> None:
         await read_config(tmp_path, None, Settings(config_max_nodes=500))
     (tmp_path / "fornax.yml").write_text("build: {dockerfile_path: Dockerfile}\n")
     assert (await read_config(tmp_path, None, Settings())).source == "fornax.yml"
+
+
+def test_merge_keys_stay_refused_with_libyaml() -> None:
+    with pytest.raises(ConfigError, match=r"^fornax.yml line 3: YAML merge keys"):
+        parse_config("x: &a {image: b}\nintegration:\n  <<: *a\n  commands: [a]\n")

@@ -194,12 +194,15 @@ def test_output_without_newline_is_bounded(builder, stack, store, tmp_path: Path
 async def test_attempts_count_each_process_once(store) -> None:
     vid = f"hb-{uuid.uuid4().hex}"
     first, again = BuilderState(store, "w@h:1", lost_after=0.0), BuilderState(store, "w@h:1", lost_after=0.0)
+    def doc() -> dict | None:
+        return store.builder_heartbeats.find_one({"_id": vid})
+
     try:
-        assert await first.claim(vid)
-        assert await first.start_attempt(vid) == 1
-        assert await first.start_attempt(vid) == 1  # the same process resuming its own work
-        assert await again.claim(vid)  # restarted under the same worker name (pid 1 in a container)
-        assert await again.start_attempt(vid) == 2
+        assert await first.claim(vid), doc()
+        assert await first.start_attempt(vid) == 1, doc()
+        assert await first.start_attempt(vid) == 1, doc()  # the same process resuming its own work
+        assert await again.claim(vid), doc()  # restarted under the same worker name (pid 1 in a container)
+        assert await again.start_attempt(vid) == 2, doc()
     finally:
         await first.forget(vid)
     assert await first.start_attempt(vid) == 0  # nothing claimed: nothing counted

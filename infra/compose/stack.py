@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -105,6 +106,11 @@ class ComposeStack:
                        env={**os.environ, "FORNAX_REGISTRY_PASSWORD": self.registry_password})
 
     def up(self, timeout: float = 180) -> None:
+        if not shutil.which("docker-compose"):
+            if os.getuid() != 0:
+                raise ComposeError("docker-compose missing: apt-get install docker-compose")
+            subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], check=True,
+                           stdout=subprocess.DEVNULL)
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "workspaces").mkdir(exist_ok=True)
         self.write_htpasswd()

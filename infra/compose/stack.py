@@ -169,15 +169,16 @@ class ComposeStack:
         prefix = f"127.0.0.1:{self.ports['registry']}/"
         for c in client.containers.list(all=True):
             image = c.attrs.get("Config", {}).get("Image", "")
-            if image.startswith(prefix) or c.labels.get("fornax.version") in versions:
+            deployed = c.labels.get("fornax.deploy.image", "")
+            if image.startswith(prefix) or deployed.startswith(prefix) or c.labels.get("fornax.version") in versions:
                 c.remove(force=True)
         for image in client.images.list():
-            for tag in image.tags:
-                if tag.startswith(prefix):
-                    try:
-                        client.images.remove(tag, force=True)
-                    except docker.errors.APIError:
-                        pass
+            refs = [*image.tags, *image.attrs.get("RepoDigests", [])]
+            if any(r.startswith(prefix) for r in refs):
+                try:
+                    client.images.remove(image.id, force=True)
+                except docker.errors.APIError:
+                    pass
         for net in client.networks.list(filters={"label": "fornax.version"}):
             if (net.attrs.get("Labels") or {}).get("fornax.version") in versions:
                 try:

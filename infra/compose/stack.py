@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(stack.server_states(), indent=2))
         return 0
-    return subprocess.run([sys.executable, "-m", "services.cli", "demo"], env={**os.environ, **stack.client_env()},
-                          cwd=ROOT).returncode
+    return subprocess.run([sys.executable, "-m", "services.cli", "demo", "--service", f"demo-{stack.project}"],
+                          env={**os.environ, **stack.client_env()}, cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

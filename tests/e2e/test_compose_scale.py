@@ -126,7 +126,9 @@ def _events(store: Any, vid: str, kind: str) -> int:
 
 def test_demo_through_haproxy_and_workspace_steps(compose: ComposeStack, api: Api, repo: dict[str, Any]) -> None:
     # `fornax demo` on the host: API through HAProxy, its repository under the builders' shared host dir
-    res = subprocess.run([sys.executable, "-m", "services.cli", "demo"], capture_output=True, text=True,
+    # (a service name of its own: the deployed container's name is fornax-NAME-NAME on the shared engine)
+    res = subprocess.run([sys.executable, "-m", "services.cli", "demo", "--service", f"demo-{compose.project}"],
+                         capture_output=True, text=True,
                          timeout=300, env={**os.environ, **compose.client_env()})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "answered HTTP 200" in res.stdout, res.stdout

@@ -22,6 +22,7 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -181,11 +182,19 @@ def ensure_images(client: docker.DockerClient | None = None, cache: Path | None 
     return Images(base, fornax, standins)
 
 
-def _drop_older(client: docker.DockerClient, *current: str) -> None:
-    """Earlier builds of the same images (other content hashes): each source change makes a new tag."""
+def _drop_older(client: docker.DockerClient, *current: str, keep_seconds: float = 3600) -> None:
+    """Earlier builds of the same images (other content hashes): each source change makes a new tag.
+    Builds of the last hour stay: another checkout on this engine may be about to use its own."""
     for tag in current:
         repo = tag.rpartition(":")[0]
         for image in client.images.list(name=repo):
+            created = image.attrs.get("Created", "")
+            try:
+                age = time.time() - datetime.fromisoformat(created[:19]).replace(tzinfo=UTC).timestamp()
+            except ValueError:
+                continue
+            if age < keep_seconds:
+                continue
             for old in image.tags:
                 if old not in current and old.startswith(repo + ":"):
                     try:

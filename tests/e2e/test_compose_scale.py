@@ -286,12 +286,14 @@ def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any,
                 resp = api.http.post("/webhooks/github", content=body, headers=headers)
                 assert resp.status_code == 202, resp.text
                 pushes.append(sha)
+                began = time.monotonic()
                 docker("restart", "-t", "10", container)
                 if service in servers:
                     wait_until(lambda s=servers[service]: server_up(compose, s), 60, f"{service} back")
                 else:  # a Faust worker: running again (its group rejoin goes on in the background)
                     wait_until(lambda c=container: docker("inspect", "-f", "{{.State.Running}}", c) == "true",
                                60, f"{service} running")
+                print(f"  restarted {service} in {time.monotonic() - began:.1f}s")
     finally:
         results = load_.stop()
     failed = load_.failed
@@ -308,5 +310,7 @@ def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any,
                                                  for v in found.values())
         return found if done else None
 
+    began = time.monotonic()
     found = wait_until(versions, 120, "a finished version for every push", every=1)
+    print(f"  every push's version finished {time.monotonic() - began:.1f}s after the last restart")
     assert sorted(v["status"] for v in found.values()) == ["success"] * len(pushes), found

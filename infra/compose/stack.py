@@ -44,9 +44,14 @@ class ComposeStack:
     registry_password: str = "admin_password"
     builders: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
+    secrets_key: str = ""  # Fernet key for the stored secrets; a new one per stack unless given
 
     def __post_init__(self) -> None:
         self.home = self.home.resolve()
+        if not self.secrets_key:
+            from cryptography.fernet import Fernet
+
+            self.secrets_key = Fernet.generate_key().decode()
         for name in PORT_NAMES:
             self.ports.setdefault(name, free_port())
 
@@ -65,6 +70,7 @@ class ComposeStack:
             "FORNAX_MONGO_PORT": str(self.ports["mongo"]),
             "FORNAX_STATS_PORT": str(self.ports["stats"]),
             "FORNAX_REGISTRY_PASSWORD": self.registry_password,
+            "FORNAX_SECRETS_KEY": self.secrets_key,
             "FORNAX_REGISTRY_AUTH_DIR": str(self.home / "registry-auth"),
             **self.extra_env,
         }
@@ -81,6 +87,7 @@ class ComposeStack:
             "FORNAX_REGISTRY_USERNAME": REGISTRY_USER,
             "FORNAX_REGISTRY_PASSWORD": self.registry_password,
             "FORNAX_DATA_DIR": str(self.home),
+            "FORNAX_SECRETS_KEY": self.secrets_key,
         }
 
     @property
@@ -206,7 +213,8 @@ def _saved(home: Path) -> Path:
 
 def load(home: Path) -> ComposeStack:
     data = json.loads(_saved(home).read_text())
-    return ComposeStack(project=data["project"], home=home, images=data["images"], ports=data["ports"])
+    return ComposeStack(project=data["project"], home=home, images=data["images"], ports=data["ports"],
+                        secrets_key=data["secrets_key"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = ComposeStack(args.project, home, ensure_images().env(), ports=ports, builders=args.builders)
         home.mkdir(parents=True, exist_ok=True)
         _saved(home).write_text(json.dumps({"project": stack.project, "images": stack.images,
-                                            "ports": stack.ports}))
+                                            "ports": stack.ports, "secrets_key": stack.secrets_key}))
+        _saved(home).chmod(0o600)  # it holds the secrets key
         stack.up()
         print(f"compose project {stack.project} is up: API {stack.api}  logs {stack.logs}  "
               f"registry 127.0.0.1:{stack.ports['registry']}  HAProxy stats "

@@ -156,7 +156,11 @@ class Api:
     def create_service(self, name: str, url: str, vcs: str = "git", **extra: Any) -> dict[str, Any]:
         body = {"name": name, "repository": {"url": url, "vcs": vcs, **extra.pop("repository", {})}, **extra}
         resp = self.http.post(f"/api/v1/{self.user}/services", json=body)
-        assert resp.status_code == 202, resp.text
+        # 201 once readable; 202 when the projector (just started) is still catching up
+        assert resp.status_code in (201, 202), resp.text
+        if resp.status_code == 202:
+            url = resp.headers["Location"]
+            wait_until(lambda: self.http.get(url).status_code == 200, 60, "the service to be readable")
         return resp.json()
 
     def service(self, service_id: str) -> dict[str, Any]:
@@ -182,7 +186,7 @@ class Api:
 
     def new_version(self, service_id: str, name: str | None = None, **extra: Any) -> str:
         resp = self.create_version(service_id, name or f"v-{uuid.uuid4().hex[:8]}", **extra)
-        assert resp.status_code == 202, resp.text
+        assert resp.status_code in (201, 202), resp.text  # (202: the projector is catching up)
         return resp.json()["version_id"]
 
     def version(self, version_id: str) -> dict[str, Any] | None:

@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = (ROOT / "docker-compose.yml", ROOT / "infra/compose/local.yml")
 REGISTRY_USER = "admin"
 PORT_NAMES = ("api", "logs", "registry", "mongo", "stats")
+# Variables the compose files interpolate that are not Fornax settings (docs/compose.md).
+COMPOSE_VARIABLES = frozenset({
+    "FORNAX_IMAGE", "FORNAX_STANDINS_IMAGE", "FORNAX_HOST_DIR", "FORNAX_BIND", "FORNAX_API_PORT",
+    "FORNAX_LOGS_PORT", "FORNAX_REGISTRY_PORT", "FORNAX_REGISTRY_AUTH_DIR", "FORNAX_MONGO_PORT",
+    "FORNAX_STATS_PORT",
+})
 FORNAX_SERVICES = ("projector", "gateway-1", "gateway-2", "builder", "deployer", "logstream-1", "logstream-2")
 
 

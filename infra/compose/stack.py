@@ -185,6 +185,10 @@ class ComposeStack:
             deployed = c.labels.get("fornax.deploy.image", "")
             if image.startswith(prefix) or deployed.startswith(prefix) or c.labels.get("fornax.version") in versions:
                 c.remove(force=True)
+                if deployed.startswith(prefix) and c.labels.get("fornax.deploy.service"):
+                    from services.deployer.targets.docker_host import remove_app_networks
+
+                    remove_app_networks(client, c.labels["fornax.deploy.service"])  # its service's only
         for image in client.images.list():
             refs = [*image.tags, *image.attrs.get("RepoDigests", [])]
             if any(r.startswith(prefix) for r in refs):

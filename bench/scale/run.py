@@ -123,8 +123,10 @@ def main() -> int:
               f"requests, non-2xx {result.get('non_2xx')}, socket errors {result.get('socket_errors')}")
         store.close()
     finally:
-        stack.down()
-        subprocess.run(["rm", "-rf", str(home)], check=False)
+        try:
+            stack.down()
+        finally:
+            subprocess.run(["rm", "-rf", str(home)], check=False)
     return 0
 
 

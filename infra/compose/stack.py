@@ -180,20 +180,25 @@ class ComposeStack:
 
         client = docker.from_env()
         prefix = f"127.0.0.1:{self.ports['registry']}/"
-        for c in client.containers.list(all=True):
-            image = c.attrs.get("Config", {}).get("Image", "")
-            deployed = c.labels.get("fornax.deploy.image", "")
-            if image.startswith(prefix) or deployed.startswith(prefix) or c.labels.get("fornax.version") in versions:
-                c.remove(force=True)
-                if deployed.startswith(prefix) and c.labels.get("fornax.deploy.service"):
+        # the engine is shared: list without inspecting each (others' containers come and go meanwhile)
+        for c in client.api.containers(all=True):
+            labels = c.get("Labels") or {}
+            deployed = labels.get("fornax.deploy.image", "")
+            if str(c.get("Image", "")).startswith(prefix) or deployed.startswith(prefix) \
+                    or labels.get("fornax.version") in versions:
+                try:
+                    client.api.remove_container(c["Id"], force=True)
+                except docker.errors.NotFound:
+                    pass
+                if deployed.startswith(prefix) and labels.get("fornax.deploy.service"):
                     from services.deployer.targets.docker_host import remove_app_networks
 
-                    remove_app_networks(client, c.labels["fornax.deploy.service"])  # its service's only
-        for image in client.images.list():
-            refs = [*image.tags, *image.attrs.get("RepoDigests", [])]
+                    remove_app_networks(client, labels["fornax.deploy.service"])  # its service's only
+        for image in client.api.images():
+            refs = [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]
             if any(r.startswith(prefix) for r in refs):
                 try:
-                    client.images.remove(image.id, force=True)
+                    client.api.remove_image(image["Id"], force=True)
                 except docker.errors.APIError:
                     pass
         for net in client.networks.list(filters={"label": "fornax.version"}):

@@ -84,8 +84,10 @@ def compose() -> Iterator[ComposeStack]:
         print(f"compose stack up in {time.monotonic() - started:.1f}s")
         yield stack
     finally:
-        stack.down()
-        shutil.rmtree(home, ignore_errors=True)
+        try:
+            stack.down()
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     builder_lost_after: float = Field(20.0, gt=0, validation_alias=_alias("builder_lost_after"))
     builder_reap_every: float = Field(5.0, gt=0, validation_alias=_alias("builder_reap_every"))
 
+    # -- Fencing and delivery guarantees (sec-fence) --
+    # The projector re-publishes a push's planned VersionRequested that was not published for
+    # trigger_resend_after seconds (broker down, crash in between); it looks every trigger_resend_every s.
+    trigger_resend_after: float = Field(30.0, gt=0, validation_alias=_alias("trigger_resend_after"))
+    trigger_resend_every: float = Field(15.0, gt=0, validation_alias=_alias("trigger_resend_every"))
+
     @field_validator("mongo_url", mode="before")
     @classmethod
     def _mongo_ip(cls, v: Any) -> Any:

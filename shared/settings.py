@@ -26,6 +26,10 @@ class KubernetesCluster(BaseModel):
     token: SecretStr | None = None
     ca_file: str | None = None
     verify_ssl: bool = True
+    # Namespaces Fornax may deploy into (shell-style globs, `{user}` = the user id; shared/namespaces.py):
+    # for every user, and extra ones per user id.
+    namespaces: list[str] = Field(default_factory=lambda: ["default"])
+    user_namespaces: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class DockerTarget(BaseModel):

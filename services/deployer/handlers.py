@@ -373,6 +373,7 @@ class Deployer:
             digest=digest,
             namespace=namespace,
             timeout=self.timeout,
+            user_id=p.user_id or service.get("user_id"),
         ), kind
 
     async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, Any, Any, Any, Any]:

@@ -27,6 +27,7 @@ class DeployRequest:
     namespace: str | None = None
     timeout: float = 120.0
     labels: dict[str, str] = field(default_factory=dict)
+    user_id: str | None = None  # who asks: targets check what this user may deploy to
 
     @property
     def repository(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .vcs import RepoSpec
@@ -105,13 +106,15 @@ class BuilderState:
         }
         try:
             self.store.builder_heartbeats.update_one(
-                query, {"$set": {"worker": self.worker, "at": now}, "$inc": {"epoch": 1}}, upsert=True
+                query, {"$set": {"worker": self.worker, "at": now}}, upsert=True
             )
         except DuplicateKeyError:  # another live worker holds it
             return None
-        # The claim's epoch as stored (read back: what `holds` compares with). A takeover in between
-        # would need this fresh heartbeat to be older than lost_after already.
-        doc = self.store.builder_heartbeats.find_one({"_id": version_id, "worker": self.worker})
+        # Then a new epoch for this claim, read back as stored (what `holds` compares with). A takeover
+        # in between would need this fresh heartbeat to be older than lost_after already.
+        doc = self.store.builder_heartbeats.find_one_and_update(
+            {"_id": version_id, "worker": self.worker}, {"$inc": {"epoch": 1}}, return_document=ReturnDocument.AFTER
+        )
         return int(doc.get("epoch") or 1) if doc else None
 
     async def claim(self, version_id: str) -> int | None:

@@ -59,10 +59,8 @@ def fenced_off(store: Store, event: Event) -> bool:
     if store.versions.count_documents({"_id": event.aggregate_id, "epoch": {"$gt": epoch}}, limit=1):
         log.warning("%s %s from stale claim epoch %s: ignored", event.type, event.aggregate_id, epoch)
         return True
-    store.versions.update_one(
-        {"_id": event.aggregate_id, "$or": [{"epoch": {"$exists": False}}, {"epoch": {"$lt": epoch}}]},
-        {"$set": {"epoch": epoch}},
-    )
+    for older in ({"$lt": epoch}, None):  # a smaller epoch, or none yet
+        store.versions.update_one({"_id": event.aggregate_id, "epoch": older}, {"$set": {"epoch": epoch}})
     return False
 
 

@@ -157,6 +157,12 @@ def services(stack, busybox_image):
     remove_images(f"127.0.0.1:{stack.registry_port}/fe-")
 
 
+def _print_logs(stack) -> None:
+    """The builders' log tails, for a failure report."""
+    for name in BUILDERS:
+        print(f"==== {name}\n" + (stack.log_dir / f"{name}.log").read_text(errors="replace")[-8000:])
+
+
 def test_a_stalled_builder_woken_after_a_takeover_does_not_finish_the_version_twice(
     services, settings, store, tmp_path: Path
 ) -> None:
@@ -191,17 +197,14 @@ def test_a_stalled_builder_woken_after_a_takeover_does_not_finish_the_version_tw
         )
         assert taken
     except AssertionError:
-        for name in BUILDERS:
-            print(f"==== {name}\n" + (services.log_dir / f"{name}.log").read_text(errors="replace")[-6000:])
-        print(store.builder_heartbeats.find_one({"_id": vid}), time.time())
+        _print_logs(services)
         raise
     finally:
         os.killpg(pid, signal.SIGCONT)  # it wakes while the other builder works on the version
 
     doc = api.wait_version(vid, timeout=120)
     if doc["status"] != "success":
-        for name in BUILDERS:
-            print(f"==== {name}\n" + (services.log_dir / f"{name}.log").read_text(errors="replace")[-8000:])
+        _print_logs(services)
     assert doc["status"] == "success", (doc.get("error"), doc.get("stages"))
     log = services.log_dir / f"{stalled}.log"
     wait_until(lambda: "was taken over" in log.read_text(errors="replace"), 30, "the woken builder to stop")

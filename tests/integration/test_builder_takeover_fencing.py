@@ -153,8 +153,9 @@ def services(stack, busybox_image):
         proc = stack.procs.get(name)
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGCONT)  # never leave a stopped builder behind
-    stack.stop("fence-b")
+        stack.stop(name)  # nor one that was stopped and woken (a fresh usual builder follows)
     remove_images(f"127.0.0.1:{stack.registry_port}/fe-")
+    stack.start_service("builder", wait=False)
 
 
 def _print_logs(stack) -> None:

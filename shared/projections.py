@@ -44,10 +44,24 @@ def folds(*types: str) -> Callable[[Fold], Fold]:
 def apply(store: Store, event: Event, position: dict[str, Any] | None = None) -> None:
     """Fold one event into the read models, then archive it (log lines are archived elsewhere)."""
     fold = FOLDS.get(event.type)
-    if fold is not None:
+    if fold is not None and not fenced_off(store, event):
         fold(store, event)
     if event.type != "LogLine":
         archive(store, event, position)
+
+
+def fenced_off(store: Store, event: Event) -> bool:
+    """True for a builder's result from a claim that was taken over (a newer epoch was seen for the
+    version): archived, not folded. Otherwise the version remembers the newest epoch seen."""
+    epoch = getattr(event.payload, "epoch", None)
+    if epoch is None or event.TOPIC != "versions":
+        return False
+    if store.versions.count_documents({"_id": event.aggregate_id, "epoch": {"$gt": epoch}}, limit=1):
+        log.warning("%s %s from stale claim epoch %s: ignored", event.type, event.aggregate_id, epoch)
+        return True
+    for older in ({"$lt": epoch}, None):  # a smaller epoch, or none yet
+        store.versions.update_one({"_id": event.aggregate_id, "epoch": older}, {"$set": {"epoch": epoch}})
+    return False
 
 
 def archive(store: Store, event: Event, position: dict[str, Any] | None = None) -> None:
@@ -390,7 +404,7 @@ def rebuild(store: Store, decode: Callable[[dict[str, Any]], Event]) -> int:
     for doc in store.events.find({}).sort(order):
         event = decode(doc)
         fold = FOLDS.get(event.type)
-        if fold is not None:
+        if fold is not None and not fenced_off(store, event):
             fold(store, event)
         count += 1
     return count

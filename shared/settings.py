@@ -28,6 +28,10 @@ class KubernetesCluster(BaseModel):
     token: SecretStr | None = None
     ca_file: str | None = None
     verify_ssl: bool = True
+    # Namespaces Fornax may deploy into (shell-style globs, `{user}` = the user id; shared/namespaces.py):
+    # for every user, and extra ones per user id.
+    namespaces: list[str] = Field(default_factory=lambda: ["default"])
+    user_namespaces: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class DockerTarget(BaseModel):
@@ -135,6 +139,12 @@ class Settings(BaseSettings):
     logstream_public_url: str | None = Field(None, validation_alias=_alias("logstream_public_url"))
     commit_status_timeout: float = Field(10.0, gt=0, validation_alias=_alias("commit_status_timeout"))
     commit_status_max_backoff: float = Field(300.0, gt=0, validation_alias=_alias("commit_status_max_backoff"))
+
+    # -- Fencing and delivery guarantees (sec-fence) --
+    # The projector re-publishes a push's planned VersionRequested that was not published for
+    # trigger_resend_after seconds (broker down, crash in between); it looks every trigger_resend_every s.
+    trigger_resend_after: float = Field(30.0, gt=0, validation_alias=_alias("trigger_resend_after"))
+    trigger_resend_every: float = Field(15.0, gt=0, validation_alias=_alias("trigger_resend_every"))
 
     @field_validator("mongo_url", mode="before")
     @classmethod

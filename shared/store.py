@@ -25,7 +25,8 @@ Collections (projections are written only by the projector from events; the rest
 - builder_heartbeats {_id: version_id, worker, at (epoch s), takeovers}
                 (builder: the worker building a version refreshes it; see services/builder/state.py)
 - reservations {_id: "service:<user>/<name>" | "version:<service_id>/<name>" |
-                "delivery:<provider>/<id>", ref}       (unique-name guards, written before emitting)
+                "delivery:<provider>/<id>", ref}       (unique-name guards, written before emitting;
+                a delivery's also holds emitted, event (the planned VersionRequested), at)
 
 Times in read models are ISO-8601 UTC strings (`datetime.isoformat()` of an aware UTC datetime):
 nx-27017 stores a datetime written by `$set` on an existing document as a naive string, so keep one

@@ -54,7 +54,7 @@ async def acquire_version(
         return None
     try:
         waiting = False
-        while not await b.state.claim(vid):
+        while not (epoch := await b.state.claim(vid)):
             if not waiting:
                 hb = await b.state.heartbeat(vid) or {}
                 log.info(
@@ -72,6 +72,7 @@ async def acquire_version(
     except BaseException:
         b.end(vid)
         raise
+    active.epoch = epoch
     return doc, active
 
 
@@ -105,6 +106,8 @@ async def run_owned(
     fallback: dict[str, Any] | None = None,
 ) -> None:
     """Own the event's version (or return if finished / worked on here), run `step` guarded, release."""
+    if await _from_lost_claim(b, event):
+        return
     owned = await acquire_version(b, event.aggregate_id, skip=skip, fallback=fallback)
     if owned is None:
         return
@@ -142,6 +145,18 @@ def _poisoned(crashes: int) -> Callable[[Run], Awaitable[None]]:
         raise Failed(reason, running[-1] if running else None)
 
     return fail
+
+
+async def _from_lost_claim(b: Builder, event: Event) -> bool:
+    """The event is a result of a builder whose claim was taken over since (a newer epoch exists)."""
+    epoch = getattr(event.payload, "epoch", None)
+    if epoch is None:
+        return False
+    hb = await b.state.heartbeat(event.aggregate_id) or {}
+    if int(hb.get("epoch") or 0) > epoch:
+        log.warning("version %s: %s from lost claim epoch %s ignored", event.aggregate_id, event.type, epoch)
+        return True
+    return False
 
 
 async def on_version_requested(b: Builder, event: Event) -> None:
@@ -211,6 +226,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         settings=b.settings,
         cancelled=run.active.cancelled,
         deadline=run.deadline,
+        epoch=run.active.epoch,
     )
     for name in ("integration", "pre_build"):
         if name in stages:
@@ -263,7 +279,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         "build", build, timeout=config.timeout("build", b.settings.stage_timeout), errors=(BuildError,)
     )
     built = run.make(ImageBuilt, ImageBuiltPayload(image=image, image_id=image_id, host=run.host))
-    await b.emit(built)
+    await run.publish(built)
     # Go on with push and tag right here (one broker round trip less per step). Their agents skip
     # the events while this version is active here, and handle them after a crash or a takeover.
     from .push import push_image

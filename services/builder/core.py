@@ -4,6 +4,11 @@ A Run emits stage events, writes the version's log, races each long step against
 cancel flag and deadline, and on the way out (failure, cancel, success) removes everything the
 version created — containers and network by label, workspace, quota reservation, heartbeat —
 before it emits the terminal event.
+
+A Run works under its claim (`Active.epoch`): its events carry the epoch, and before each one it
+checks that the claim is still its own. A run whose claim was taken over (it stalled past
+builder_lost_after) stops as `Lost`: it emits nothing more and removes only the containers labelled
+with its own epoch, leaving the workspace, quota and heartbeat to the worker that took over.
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class Cancelled(Exception):
     """The version was cancelled while this step ran."""
 
 
+class Lost(Cancelled):
+    """Another worker took the version over (this run's claim is gone): stop without a trace."""
+
+
 class Failed(Exception):
     """The version fails: `reason` is shown to the user, `stage` names where."""
 
@@ -61,6 +70,9 @@ class Failed(Exception):
 class Active:
     version_id: str
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    epoch: int | None = None  # the claim this run works under
+    lost: bool = False  # the claim was taken over: `cancelled` is set too
+    released: bool = False  # torn down while holding the claim: its terminal event may follow
 
 
 def worker_id() -> str:
@@ -152,6 +164,14 @@ class Builder:
         for path in (self.workspace(version_id), git_dir(self.workspace(version_id))):
             await asyncio.to_thread(shutil.rmtree, path, True)
 
+    async def remove_own_containers(self, version_id: str, epoch: int, host: str | None) -> None:
+        """Only the containers a run of this claim epoch started (after a takeover)."""
+        for h in [host] if host else self.hosts.hosts:
+            try:
+                await asyncio.to_thread(pipeline.cleanup_version, self.hosts.client(h), version_id, epoch)
+            except Exception as exc:  # noqa: BLE001 - the reaper removes them once the version ended
+                log.warning("cleanup of %s epoch %s on %s failed: %s", version_id, epoch, h, exc)
+
 
 def bootstrap(settings: Settings) -> Builder:
     """Adapters from settings; nothing connects until first use."""
@@ -192,12 +212,40 @@ class Run:
 
     # -- events and log ------------------------------------------------------------------------------
     def make(self, cls: type[Event], payload: Payload) -> Event:
+        if self.active.epoch is not None and "epoch" in type(payload).model_fields:
+            payload = payload.model_copy(update={"epoch": self.active.epoch})
         return cls.make(
             self.vid, payload, cause=self.cause, correlation_id=self.vid, actor=self.version.get("user_id")
         )
 
     async def emit(self, cls: type[Event], payload: Payload) -> None:
-        await self.b.emit(self.make(cls, payload))
+        await self.publish(self.make(cls, payload))
+
+    async def publish(self, *events: Event) -> None:
+        """Emit, if this run still holds its claim (Lost otherwise)."""
+        await self.check_claim()
+        await self.b.emit(*events)
+
+    async def check_claim(self) -> None:
+        if await self.claim_gone():
+            raise Lost()
+
+    async def claim_gone(self) -> bool:
+        """True (and the run marked lost) once another worker took the version over."""
+        epoch = self.active.epoch
+        if self.active.released or self.active.lost or epoch is None:
+            return self.active.lost
+        if not await self.b.state.holds(self.vid, epoch):
+            hb = await self.b.state.heartbeat(self.vid) or {}
+            log.info("version %s: claim now %s epoch %s", self.vid, hb.get("worker"), hb.get("epoch"))
+            self.lost()
+        return self.active.lost
+
+    def lost(self) -> None:
+        if not self.active.lost:
+            log.warning("version %s: claim epoch %s was taken over; stopping here", self.vid, self.active.epoch)
+        self.active.lost = True
+        self.active.cancelled.set()
 
     async def open_log(self) -> LogWriter:
         if self.log is None:
@@ -285,12 +333,23 @@ class Run:
     # -- endings -------------------------------------------------------------------------------------
     async def teardown(self) -> None:
         """Remove everything of the version and give back its quota, heartbeat and log writer."""
+        if await self.claim_gone():
+            await self.teardown_lost()
+            return
         await self.b.remove_leftovers(self.vid, self.host)
         user = self.version.get("user_id")
         if user:
             with contextlib.suppress(Exception):
                 await pipeline.release(self.b.store, user, self.vid)
         await self.b.state.forget(self.vid)
+        self.active.released = True  # held until here; the heartbeat (the claim) is gone now
+        await self.b.close_log(self.vid)
+        self.b.hosts.release(self.vid)
+
+    async def teardown_lost(self) -> None:
+        """After a takeover: only what this claim alone owns (its containers, the local log writer)."""
+        if self.active.epoch is not None:
+            await self.b.remove_own_containers(self.vid, self.active.epoch, self.host)
         await self.b.close_log(self.vid)
         self.b.hosts.release(self.vid)
 
@@ -301,6 +360,9 @@ class Run:
     async def fail(self, reason: str, stage: str | None) -> None:
         """Tear down, then VersionFailed — unless the version was cancelled meanwhile."""
         reason = self.masked(reason)
+        if await self.claim_gone():
+            await self.teardown_lost()
+            return
         if self.log is not None or self.version.get("service_id"):
             with contextlib.suppress(Exception):
                 await self.write(stage or "build", f"version failed: {reason}", "system")
@@ -310,8 +372,9 @@ class Run:
         await self.emit(VersionFailed, VersionFailedPayload(reason=reason, stage=stage))
 
     async def cancelled(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.write(self.current or "build", "cancelled: stopped and cleaned up", "system")
+        if not self.active.lost:
+            with contextlib.suppress(Exception):
+                await self.write(self.current or "build", "cancelled: stopped and cleaned up", "system")
         await self.teardown()
 
 

@@ -1,10 +1,14 @@
 """What the builder reads and the little it writes itself: read models, secrets, heartbeats (claims).
 
-`builder_heartbeats` {_id: version_id, worker, at (epoch seconds), takeovers}: the worker building a
-version refreshes `at` every few seconds while it works on it (build → push → tag run as one chain).
-Another worker may take a version over only when its heartbeat is older than `lost_after` seconds
-(its owner died); the reaper then resumes it, and fails it ("worker lost") after repeated takeovers.
-Claiming is one guarded upsert: atomic across builder processes.
+`builder_heartbeats` {_id: version_id, worker, at (epoch seconds), takeovers, epoch, attempts}: the
+worker building a version refreshes `at` every few seconds while it works on it (build → push → tag run as
+one chain). Another worker may take a version over only when its heartbeat is older than `lost_after`
+seconds (its owner died or stalled); the reaper then resumes it, and fails it ("worker lost") after
+repeated takeovers. Claiming is one guarded upsert: atomic across builder processes.
+
+Fencing: every claim increments the version's `epoch`, so (worker, epoch) names one claim. A worker
+that stalled past `lost_after` and wakes up finds its claim gone (`holds` is false) and stops; its
+events carry its epoch, so the projector and the other agents refuse them once a newer one exists.
 `attempts` counts the builder processes that started work on the version (each once, by a per-process
 token in `attempt_by`), before they do any of it: a version whose processing kills its worker (an
 out-of-memory kill, say) shows more attempts than crashes it may cause, and is failed, not resumed.
@@ -104,7 +108,7 @@ class BuilderState:
         return await asyncio.to_thread(read)
 
     # -- heartbeats / claims -------------------------------------------------------------------------
-    def _claim(self, version_id: str) -> bool:
+    def _claim(self, version_id: str) -> int | None:
         now = time.time()
         query = {
             "_id": version_id,
@@ -114,13 +118,31 @@ class BuilderState:
             self.store.builder_heartbeats.update_one(
                 query, {"$set": {"worker": self.worker, "at": now}}, upsert=True
             )
-            return True
-        except DuplicateKeyError:
-            return False
+        except DuplicateKeyError:  # another live worker holds it
+            return None
+        # Then a new epoch for this claim, read back as stored (what `holds` compares with). A takeover
+        # in between would need this fresh heartbeat to be older than lost_after already.
+        doc = self.store.builder_heartbeats.find_one_and_update(
+            {"_id": version_id, "worker": self.worker}, {"$inc": {"epoch": 1}}, return_document=ReturnDocument.AFTER
+        )
+        return int(doc.get("epoch") or 1) if doc else None
 
-    async def claim(self, version_id: str) -> bool:
-        """Own the version unless another live worker does (atomic)."""
+    async def claim(self, version_id: str) -> int | None:
+        """Own the version unless another live worker does (atomic): the claim's epoch, or None."""
         return await asyncio.to_thread(self._claim, version_id)
+
+    async def lost_claims(self, epochs: dict[str, int]) -> set[str]:
+        """Of these claims (version id -> epoch), the ones this worker no longer holds."""
+        if not epochs:
+            return set()
+        docs = await asyncio.to_thread(
+            lambda: list(self.store.builder_heartbeats.find({"_id": {"$in": list(epochs)}}))
+        )
+        held = {d["_id"] for d in docs if d.get("worker") == self.worker and d.get("epoch") == epochs[d["_id"]]}
+        return set(epochs) - held
+
+    async def holds(self, version_id: str, epoch: int) -> bool:
+        return not await self.lost_claims({version_id: epoch})
 
     async def beat(self, version_ids: list[str]) -> None:
         if version_ids:
@@ -158,7 +180,10 @@ class BuilderState:
         return await asyncio.to_thread(self._start_attempt, version_id)
 
     async def forget(self, version_id: str) -> None:
-        await asyncio.to_thread(self.store.builder_heartbeats.delete_one, {"_id": version_id})
+        """Drop this worker's claim (never one another worker took over meanwhile)."""
+        await asyncio.to_thread(
+            self.store.builder_heartbeats.delete_one, {"_id": version_id, "worker": self.worker}
+        )
 
     async def heartbeat(self, version_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.store.builder_heartbeats.find_one, {"_id": version_id})

@@ -68,6 +68,7 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
             settings=b.settings,
             cancelled=run.active.cancelled,
             deadline=run.deadline,
+            epoch=run.active.epoch,
         )
         await run.stage("post_build", lambda: pipeline.run_stage(ctx, config, "post_build"))
 

@@ -367,13 +367,13 @@ class Deployer:
             deployment_id=p.deployment_id,
             service_id=p.service_id,
             service_name=str(service["name"]),
-            user_id=str(service.get("user_id") or ""),
             version_id=version_id,
             application=application or str(service["name"]),
             image=image,
             digest=digest,
             namespace=namespace,
             timeout=self.timeout,
+            user_id=str(p.user_id or service.get("user_id") or ""),
         ), kind
 
     async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, Any, Any, Any, Any]:

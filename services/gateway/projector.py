@@ -15,14 +15,14 @@ from typing import Any
 
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
-from shared.bus import EventBus
+from shared.bus import BusUnavailable, EventBus
 from shared.events import Event, decode
 from shared.faust_app import decoded, make_app, run_worker
 from shared.projections import apply, rebuild
 from shared.settings import Settings, get_settings
 from shared.store import Store
 
-from .trigger import mark_emitted, plan_version
+from .trigger import mark_emitted, mark_reservation_emitted, plan_version, unemitted
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,40 @@ def project_batch(store: Store, records: list[tuple[Event, dict[str, Any]]]) -> 
             log.exception("could not project %s %s", event.type, event.event_id)
 
 
-async def trigger(store: Store, bus: EventBus, push: Event) -> None:
-    """Plan, publish, then mark: a crash in between re-publishes the same version id (harmless)."""
+async def publish_until_acknowledged(bus: Any, event: Event, max_delay: float = 10.0) -> None:
+    """Publish, retrying with backoff while the broker is unavailable: the caller acknowledges its
+    own input only after this returned (a push answered 202 must not vanish)."""
+    delay = 0.5
+    while True:
+        try:
+            await bus.publish(event)
+            return
+        except BusUnavailable as exc:
+            log.warning("%s %s not published (%s); retrying in %.1fs", event.type, event.aggregate_id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+async def trigger(store: Store, bus: Any, push: Event) -> None:
+    """Plan, publish (retrying while the broker is down), then mark: a crash in between re-publishes
+    the same event (harmless: the version id is the delivery's)."""
     version = await asyncio.to_thread(_with_retry, plan_version, store, push)
     if version is None:
         return
-    await bus.publish(version)
+    await publish_until_acknowledged(bus, version)
     await asyncio.to_thread(_with_retry, mark_emitted, store, push)
+
+
+async def resend_unemitted(store: Store, bus: Any, older_than: float) -> list[str]:
+    """Publish the planned version requests still unpublished after `older_than` seconds (a crash or
+    an outage between planning and publishing); returns their version ids."""
+    sent = []
+    for key, version in await asyncio.to_thread(unemitted, store, older_than):
+        await bus.publish(version)
+        await asyncio.to_thread(mark_reservation_emitted, store, key)
+        log.warning("version %s: request re-published for %s", version.aggregate_id, key)
+        sent.append(version.aggregate_id)
+    return sent
 
 
 def build_app(settings: Settings) -> Any:
@@ -84,6 +111,15 @@ def build_app(settings: Settings) -> Any:
                     records.append((event, {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}))
             if records:
                 await asyncio.to_thread(project_batch, store, records)
+
+    @app.task
+    async def _resend() -> None:
+        while True:  # at start, then every trigger_resend_every seconds
+            try:
+                await resend_unemitted(store, bus, settings.trigger_resend_after)
+            except Exception as exc:  # noqa: BLE001 - broker or Mongo still down: next round
+                log.warning("re-publishing unemitted version requests: %s", exc)
+            await asyncio.sleep(settings.trigger_resend_every)
 
     @app.agent(webhooks)
     async def trigger_versions(stream: Any) -> None:

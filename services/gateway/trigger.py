@@ -1,14 +1,21 @@
-"""Turns a verified push (PushReceived) into a version request; one delivery makes one version."""
+"""Turns a verified push (PushReceived) into a version request; one delivery makes one version.
+
+The delivery's reservation {_id: "delivery:<provider>/<delivery>/<service>", ref: version id,
+emitted, event, at} keeps the planned VersionRequested until it is published, so a request the
+broker did not take (down past the timeout, or the projector died in between) is published later,
+the same event with the same ids (`unemitted`), instead of being lost after the push was answered 202.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from shared.events import Event, VersionRequested
+from shared.events import Event, EventDecodeError, VersionRequested, decode
 from shared.events.versions import VersionRequestedPayload
 from shared.store import Store
 
@@ -45,8 +52,12 @@ def plan_version(store: Store, push: Event) -> VersionRequested | None:
     try:
         store.reservations.insert_one({"_id": key, "ref": version_id, "emitted": False})
     except DuplicateKeyError:
-        if (store.reservations.find_one({"_id": key}) or {}).get("emitted"):
+        existing = store.reservations.find_one({"_id": key}) or {}
+        if existing.get("emitted"):
             return None
+        planned = _planned(existing)
+        if planned is not None:
+            return planned  # planned before, never published: the same event again
     name = _reserve_name(store, p.service_id, version_name(p.branch, p.after), version_id)
     payload = VersionRequestedPayload(
         service_id=p.service_id,
@@ -58,7 +69,35 @@ def plan_version(store: Store, push: Event) -> VersionRequested | None:
         trigger="webhook",
         delivery_id=p.delivery_id,
     )
-    return VersionRequested.make(version_id, payload, cause=push, actor=p.user_id, correlation_id=version_id)
+    version = VersionRequested.make(version_id, payload, cause=push, actor=p.user_id, correlation_id=version_id)
+    store.reservations.update_one({"_id": key}, {"$set": {"event": version.model_dump(mode="json"), "at": time.time()}})
+    return version
+
+
+def _planned(reservation: dict[str, Any]) -> VersionRequested | None:
+    raw = reservation.get("event")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        event = decode(raw)
+    except EventDecodeError:
+        return None
+    return event if isinstance(event, VersionRequested) else None
+
+
+def unemitted(store: Store, older_than: float) -> list[tuple[str, VersionRequested]]:
+    """Planned version requests not published for `older_than` seconds: (reservation id, event)."""
+    docs = store.reservations.find({"emitted": False, "at": {"$lt": time.time() - older_than}})
+    found = []
+    for doc in docs:
+        event = _planned(doc)
+        if event is not None:
+            found.append((doc["_id"], event))
+    return found
+
+
+def mark_reservation_emitted(store: Store, key: str) -> None:
+    store.reservations.update_one({"_id": key}, {"$set": {"emitted": True}})
 
 
 def mark_emitted(store: Store, push: Event) -> None:

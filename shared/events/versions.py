@@ -11,6 +11,14 @@ StageName = Literal["clone", "integration", "pre_build", "build", "push", "tag",
 StageStatus = Literal["success", "failed", "skipped", "cancelled"]
 
 
+class FencedPayload(Payload):
+    """A builder's result: `epoch` names the builder's claim on the version (services/builder/state.py).
+    Once a newer claim exists, results of an older one are refused (projector, builder agents).
+    None: not from a claimed run (older events, the reaper), always applied."""
+
+    epoch: int | None = None
+
+
 class VersionRequestedPayload(Payload):
     service_id: str
     user_id: str
@@ -29,7 +37,7 @@ class VersionRequested(Event):
     payload: VersionRequestedPayload
 
 
-class VersionQueuedPayload(Payload):
+class VersionQueuedPayload(FencedPayload):
     reason: str
 
 
@@ -41,7 +49,7 @@ class VersionQueued(Event):
     payload: VersionQueuedPayload
 
 
-class SourceFetchedPayload(Payload):
+class SourceFetchedPayload(FencedPayload):
     commit: str
     host: str
     branch: str | None = None
@@ -53,7 +61,7 @@ class SourceFetched(Event):
     payload: SourceFetchedPayload
 
 
-class StageStartedPayload(Payload):
+class StageStartedPayload(FencedPayload):
     stage: StageName
 
 
@@ -63,7 +71,7 @@ class StageStarted(Event):
     payload: StageStartedPayload
 
 
-class StageFinishedPayload(Payload):
+class StageFinishedPayload(FencedPayload):
     stage: StageName
     status: StageStatus
     error: str | None = None
@@ -75,7 +83,7 @@ class StageFinished(Event):
     payload: StageFinishedPayload
 
 
-class ImageBuiltPayload(Payload):
+class ImageBuiltPayload(FencedPayload):
     image: str
     image_id: str
     host: str
@@ -87,7 +95,7 @@ class ImageBuilt(Event):
     payload: ImageBuiltPayload
 
 
-class ImagePushedPayload(Payload):
+class ImagePushedPayload(FencedPayload):
     image: str
     digest: str
 
@@ -98,7 +106,7 @@ class ImagePushed(Event):
     payload: ImagePushedPayload
 
 
-class VersionTaggedPayload(Payload):
+class VersionTaggedPayload(FencedPayload):
     tag: str
     commit: str
 
@@ -117,7 +125,7 @@ class DeploySpec(Payload):
     partition: str | None = None
 
 
-class VersionSucceededPayload(Payload):
+class VersionSucceededPayload(FencedPayload):
     image: str | None = None
     digest: str | None = None
     # The deploys to run now: the config's `deploy` section when the version's operations include
@@ -131,7 +139,7 @@ class VersionSucceeded(Event):
     payload: VersionSucceededPayload
 
 
-class VersionFailedPayload(Payload):
+class VersionFailedPayload(FencedPayload):
     reason: str
     stage: str | None = None
 

@@ -78,7 +78,8 @@ def request(ns: str, ref: str, version: str, timeout: float = 180) -> DeployRequ
 
 
 def target() -> KubernetesTarget:
-    return KubernetesTarget("e2e", KubernetesCluster(kubeconfig=KUBECONFIG, context=CONTEXT), poll_interval=1)
+    cluster = KubernetesCluster(kubeconfig=KUBECONFIG, context=CONTEXT, namespaces=["fornax-e2e-*"])
+    return KubernetesTarget("e2e", cluster, poll_interval=1)
 
 
 def read(ns: str) -> dict:

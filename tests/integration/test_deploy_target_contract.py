@@ -100,7 +100,9 @@ class TestKubernetesTargetOnTheModel(TargetContract):
     @pytest.fixture
     def subject(self, deployment_controller_model: DeploymentControllerModel) -> Subject:  # noqa: F811
         model = deployment_controller_model
-        cluster = KubernetesCluster(api_url=str(model.url).rstrip("/"), token=SecretStr("t"))
+        cluster = KubernetesCluster(
+            api_url=str(model.url).rstrip("/"), token=SecretStr("t"), namespaces=["contract"]
+        )
         target = KubernetesTarget("model", cluster, poll_interval=0.05)
 
         def bad() -> DeployRequest:

@@ -30,13 +30,23 @@ def model(deployment_controller_model: DeploymentControllerModel) -> DeploymentC
     return deployment_controller_model
 
 
-def target_for(model: Any, timeout_poll: float = 0.05) -> KubernetesTarget:
-    cluster = KubernetesCluster(api_url=str(model.url).rstrip("/"), token=SecretStr(TOKEN), verify_ssl=False)
-    return KubernetesTarget("model", cluster, poll_interval=timeout_poll, call_timeout=5)
+def target_for(model: Any, timeout_poll: float = 0.05, **cluster: Any) -> KubernetesTarget:
+    config = KubernetesCluster(
+        api_url=str(model.url).rstrip("/"),
+        token=SecretStr(TOKEN),
+        verify_ssl=False,
+        **{"namespaces": ["prod"], **cluster},
+    )
+    return KubernetesTarget("model", config, poll_interval=timeout_poll, call_timeout=5)
 
 
 def request(
-    digest: str = DIGEST1, version: str = "ver1", timeout: float = 10.0, did: str = "dep1"
+    digest: str = DIGEST1,
+    version: str = "ver1",
+    timeout: float = 10.0,
+    did: str = "dep1",
+    namespace: str = "prod",
+    user: str = "alice",
 ) -> DeployRequest:
     return DeployRequest(
         deployment_id=did,
@@ -46,8 +56,9 @@ def request(
         application="web",
         image="127.0.0.1:5000/alice/shop:v1",
         digest=digest,
-        namespace="prod",
+        namespace=namespace,
         timeout=timeout,
+        user_id=user,
     )
 
 
@@ -77,7 +88,11 @@ async def test_patch_changes_only_the_app_image_and_keeps_sidecar(model: Deploym
     await model.post(
         "/apis/apps/v1/namespaces/prod/deployments",
         json={
-            "metadata": {"name": "web", "namespace": "prod", "labels": {"team": "a"}},
+            "metadata": {
+                "name": "web",
+                "namespace": "prod",
+                "labels": {"team": "a", "fornax.io/service": "svc1", "fornax.io/user": "alice"},
+            },
             "spec": {
                 "replicas": 2,
                 "selector": {"matchLabels": {"app": "web"}},
@@ -189,11 +204,114 @@ async def test_forbidden_patch(model: DeploymentControllerModel) -> None:
 
 
 async def test_unreachable_cluster() -> None:
-    cluster = KubernetesCluster(api_url=f"http://127.0.0.1:{free_port()}", token=SecretStr(TOKEN))
+    cluster = KubernetesCluster(
+        api_url=f"http://127.0.0.1:{free_port()}", token=SecretStr(TOKEN), namespaces=["prod"]
+    )
     result = await KubernetesTarget("gone", cluster, call_timeout=2).deploy(request())
     assert not result.ok
     assert result.reason.startswith("cluster 'gone' unreachable")
     assert TOKEN not in result.reason
+
+
+async def _existing(model: DeploymentControllerModel, labels: dict[str, str], ns: str = "prod") -> None:
+    await model.post(
+        f"/apis/apps/v1/namespaces/{ns}/deployments",
+        json={
+            "metadata": {"name": "web", "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "theirs:1"}]},
+                },
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "why"),
+    [
+        ({"app": "web"}, "exists and was not created by Fornax"),
+        ({"fornax.io/service": "svc-of-bob"}, "exists and belongs to another service (fornax.io/service=svc-of-bob)"),
+        ({"fornax.io/service": "svc1", "fornax.io/user": "bob"}, "belongs to another user (fornax.io/user=bob)"),
+    ],
+)
+async def test_a_foreign_deployment_of_the_same_name_is_refused(
+    model: DeploymentControllerModel, labels: dict[str, str], why: str
+) -> None:
+    await _existing(model, labels)
+    result = await target_for(model).deploy(request())
+    assert not result.ok
+    assert result.reason.startswith(f"refused: deployment prod/web {why}"), result.reason
+    assert len(model[kmock.method.PATCH]) == 0 and len(model[kmock.method.POST]) == 1  # only ours above
+    (container,) = model.deployment("prod", "web")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "theirs:1"
+
+
+async def test_created_deployments_carry_the_owner_and_are_patched_again(model: DeploymentControllerModel) -> None:
+    assert (await target_for(model).deploy(request())).ok
+    labels = model.deployment("prod", "web")["metadata"]["labels"]
+    assert labels["fornax.io/service"] == "svc1" and labels["fornax.io/user"] == "alice"
+    assert (await target_for(model).deploy(request(DIGEST2, "ver2", did="dep2"))).ok
+    (container,) = model.deployment("prod", "web")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"127.0.0.1:5000/alice/shop@{DIGEST2}"
+
+
+async def test_a_namespace_outside_the_allow_list_is_refused_before_any_call(
+    model: DeploymentControllerModel,
+) -> None:
+    result = await target_for(model).deploy(request(namespace="kube-system"))
+    assert not result.ok
+    assert result.reason == "refused: namespace 'kube-system' is not allowed on cluster 'model' (allowed: prod)"
+    assert len(model) == 0  # not even a read
+
+
+async def test_namespace_patterns_for_every_user_and_per_user(model: DeploymentControllerModel) -> None:
+    target = target_for(model, namespaces=["fornax-{user}"], user_namespaces={"alice": ["team-*"]})
+    assert (await target.deploy(request(namespace="fornax-alice"))).ok
+    assert (await target.deploy(request(namespace="team-blue", did="dep2"))).ok
+    refused = await target.deploy(request(namespace="team-blue", user="bob", did="dep3"))
+    assert refused.reason == "refused: namespace 'team-blue' is not allowed on cluster 'model' (allowed: fornax-bob)"
+    assert not (await target.deploy(request(namespace="fornax-alice", user="bob", did="dep4"))).ok
+    assert not (await target.deploy(request(namespace=None, did="dep5"))).ok  # = default, not listed
+
+
+async def test_a_refused_deploy_fails_naming_the_reason(model: DeploymentControllerModel) -> None:
+    await _existing(model, {"app": "web"})
+    state = MemoryState()
+    state.services["svc1"] = {"_id": "svc1", "name": "shop"}
+    state.versions["ver1"] = {
+        "_id": "ver1",
+        "service_id": "svc1",
+        "status": "success",
+        "name": "ver1",
+        "image": "127.0.0.1:5000/alice/shop:ver1",
+        "digest": DIGEST1,
+    }
+    events: list[Event] = []
+
+    async def publish(*evs: Event) -> None:
+        events.extend(evs)
+
+    deployer = Deployer(state, {"prod-cluster": target_for(model)}, publish, timeout=10, projection_wait=0.2)
+    for did, ns in (("d1", "prod"), ("d2", "kube-system")):
+        payload = DeployRequestedPayload(
+            deployment_id=did,
+            service_id="svc1",
+            user_id="alice",
+            version_id="ver1",
+            target="prod-cluster",
+            namespace=ns,
+            application="web",
+        )
+        await deployer.on_deploy_event(DeployRequested.make("svc1", payload))
+        await deployer.idle()
+    failed = {e.payload.deployment_id: e.payload.reason for e in events if e.type == "DeployFailed"}
+    assert failed["d1"].startswith("refused: deployment prod/web exists and was not created by Fornax")
+    assert failed["d2"].startswith("refused: namespace 'kube-system' is not allowed on cluster 'model'")
+    assert len(model[kmock.method.PATCH]) == 0
 
 
 async def test_rollback_through_handlers_sets_the_earlier_digest(model: DeploymentControllerModel) -> None:

@@ -22,8 +22,9 @@ CONTRACT between the builder agents (services/builder/*.py) and this package —
     containers, runs the commands (sh -e, echoed as "$ cmd" into the log), copies `outputs` back
     into the workspace; raises StageFailed(message with exit code and last lines) or
     StageFailed("timed out") / StageFailed("cancelled"). Removes its own containers when done.
-- cleanup_version(docker, version_id) -> None    removes every container and network labelled
-    fornax.version=<version_id> (safe to call many times, and when nothing exists).
+- cleanup_version(docker, version_id, epoch=None) -> None    removes every container and network
+    labelled fornax.version=<version_id> (safe to call many times, and when nothing exists); with
+    `epoch`, only the containers also labelled fornax.epoch=<epoch> (StageContext.epoch), no network.
 
 Additions (issue 4):
 - StageFailed.kind: "failed" | "timed_out" | "cancelled"; StageFailed.exit_code (int | None).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import docker
 from docker.errors import APIError, NotFound
 
 LABEL = "fornax.version"
+EPOCH_LABEL = "fornax.epoch"
 log = logging.getLogger(__name__)
 
 
@@ -33,9 +35,13 @@ def ensure_network(client: docker.DockerClient, version_id: str):
         raise
 
 
-def cleanup_version(client: docker.DockerClient, version_id: str) -> None:
-    """Remove every container and network labelled with the version (idempotent)."""
-    selector = {"label": f"{LABEL}={version_id}"}
+def cleanup_version(client: docker.DockerClient, version_id: str, epoch: int | None = None) -> None:
+    """Remove every container and network labelled with the version (idempotent). With `epoch`, only
+    the containers started under that claim epoch (label fornax.epoch), and no network: the worker
+    that took the version over shares it."""
+    selector: dict[str, Any] = {"label": f"{LABEL}={version_id}"}
+    if epoch is not None:
+        selector = {"label": [f"{LABEL}={version_id}", f"{EPOCH_LABEL}={epoch}"]}
     for container in client.containers.list(all=True, filters=selector):
         try:
             container.remove(force=True)
@@ -44,6 +50,8 @@ def cleanup_version(client: docker.DockerClient, version_id: str) -> None:
         except APIError as exc:  # "removal already in progress" is fine; anything else is logged
             if exc.status_code != 409:
                 log.warning("could not remove container %s: %s", container.name, exc)
+    if epoch is not None:
+        return
     for net in client.networks.list(filters=selector):
         try:
             net.reload()

@@ -47,6 +47,7 @@ class StageContext:
     memory_mb: int | None = None  # None: config.container_limits(settings)
     cpu_shares: int | None = None
     deadline: float | None = None
+    epoch: int | None = None  # the builder's claim epoch: containers are labelled fornax.epoch=<epoch>
 
 
 async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> None:
@@ -192,7 +193,13 @@ class _StageRun:
         kwargs: dict[str, Any] = dict(
             image=image,
             environment=environment,
-            labels=labels(ctx.version_id, stage=self.stage, role=role, user=ctx.user_id),
+            labels=labels(
+                ctx.version_id,
+                stage=self.stage,
+                role=role,
+                user=ctx.user_id,
+                **({"epoch": str(ctx.epoch)} if ctx.epoch is not None else {}),
+            ),
             mem_limit=f"{self.memory_mb}m",
             memswap_limit=f"{self.memory_mb}m",
             cpu_shares=self.cpu_shares,

@@ -1,7 +1,10 @@
 """Kubernetes target through the official client: create or JSON-patch a Deployment, wait for rollout.
 
 Only the application's container image (and the version label/digest annotation) is ever patched:
-other containers, ports, env and replicas stay as the cluster's owners left them. The client is
+other containers, ports, env and replicas stay as the cluster's owners left them. Fornax deploys only
+into the namespaces the cluster's settings allow the user (shared/namespaces.py), and changes only
+Deployments it created for this service (ownership labels `fornax.io/service` and `fornax.io/user`):
+a Deployment of the same name that someone else owns is refused, never taken over. The client is
 blocking, so every call runs in a thread (`asyncio.to_thread`); objects are read as raw JSON dicts so
 that partially filled objects never trip the client's models.
 """
@@ -18,6 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from shared.namespaces import namespace_refusal
 from shared.settings import KubernetesCluster
 
 from . import DeployRequest, DeployResult, k8s_name
@@ -25,6 +29,7 @@ from . import DeployRequest, DeployResult, k8s_name
 LABEL_SERVICE = "fornax.io/service"
 LABEL_APPLICATION = "fornax.io/application"
 LABEL_VERSION = "fornax.io/version"
+LABEL_USER = "fornax.io/user"
 ANNOTATION_DIGEST = "fornax.io/digest"
 ANNOTATION_DEPLOYMENT = "fornax.io/deployment"
 PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -71,6 +76,9 @@ class KubernetesTarget:
 
     def _deploy(self, req: DeployRequest) -> DeployResult:
         deadline = time.monotonic() + req.timeout
+        refusal = namespace_refusal(self.name, self.cluster, req.namespace, req.user_id)
+        if refusal:
+            return DeployResult.failure(f"refused: {refusal}")
         try:
             with self.api_client() as api:
                 detail = self._apply_and_wait(api, req, deadline)
@@ -93,6 +101,9 @@ class KubernetesTarget:
             )
             verb = "created"
         else:
+            refusal = ownership_refusal(current, req, f"{ns}/{name}")
+            if refusal:
+                raise Failed(f"refused: {refusal}")
             resp = apps.patch_namespaced_deployment(
                 name,
                 ns,
@@ -213,14 +224,28 @@ def rollout_progress(dep: dict[str, Any], generation: int) -> Progress:
     return Progress(done, "", summary)
 
 
+def ownership_refusal(current: dict[str, Any], req: DeployRequest, where: str) -> str | None:
+    """None when the existing Deployment is Fornax's for this service (and user), else why not."""
+    labels = (current.get("metadata") or {}).get("labels") or {}
+    owner = labels.get(LABEL_SERVICE)
+    if owner != req.service_id:
+        whose = f"belongs to another service ({LABEL_SERVICE}={owner})" if owner else "was not created by Fornax"
+        return f"deployment {where} exists and {whose}; Fornax changes only the deployments it created"
+    user = labels.get(LABEL_USER)
+    if user is not None and req.user_id and user != req.user_id:
+        return f"deployment {where} belongs to another user ({LABEL_USER}={user})"
+    return None
+
+
 def deployment_manifest(req: DeployRequest, name: str) -> dict[str, Any]:
     selector = {LABEL_SERVICE: req.service_id, LABEL_APPLICATION: name}
     labels = {**selector, LABEL_VERSION: req.version_id}
+    owner = {**labels, **({LABEL_USER: req.user_id} if req.user_id else {})}
     annotations = {ANNOTATION_DIGEST: req.digest or "", ANNOTATION_DEPLOYMENT: req.deployment_id}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": req.namespace or "default", "labels": labels},
+        "metadata": {"name": name, "namespace": req.namespace or "default", "labels": owner},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector},

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from services.deployer.targets.registry import target_names
 from shared.events import DeployRequested, RollbackRequested, TargetPinChanged
 from shared.events.deploys import DeployRequestedPayload, RollbackRequestedPayload, TargetPinChangedPayload
+from shared.namespaces import namespace_refusal
 
 from ..auth import authorize
 from ..body import read_json
@@ -81,6 +82,13 @@ def _known_target(request: Request, target: str) -> None:
         )
 
 
+def _allowed_namespace(request: Request, target: str, namespace: str | None, user_id: str) -> None:
+    cluster = request.app.state.settings.kubernetes_clusters.get(target)
+    refusal = cluster and namespace_refusal(target, cluster, namespace, user_id)
+    if refusal:
+        raise ApiError(422, "namespace_not_allowed", refusal, "namespace")
+
+
 async def _successful_version(
     request: Request, service_id: str, version_id: str, field: str
 ) -> dict[str, Any]:
@@ -104,6 +112,7 @@ async def deploy(request: Request) -> Response:
     await owned_service(request, user_id, service_id)
     body = await read_json(request, DeployIn)
     _known_target(request, body.target)
+    _allowed_namespace(request, body.target, body.namespace, user_id)
     version = await _successful_version(request, service_id, body.version_id, "version_id")
     deployment_id = uuid.uuid4().hex
     await publish(

@@ -18,7 +18,12 @@ from tests.integration.builder_helpers import remove_images
 def stack() -> Iterator[Stack]:
     """Tansu, nx-27017, docker-registry (and dockerd if none answers) on free ports."""
     base = Path(tempfile.mkdtemp(prefix="fornax-test-"))
-    st = Stack.on_free_ports(base, extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
+    st = Stack.on_free_ports(base, extra_env={
+        "FORNAX_WORKSPACE_ROOT": str(base / "workspaces"),
+        # Tests serve private repositories (Basic auth, OAuth) from plain-HTTP servers on 127.0.0.1; the
+        # default policy (tests/integration/test_gateway_repo_urls.py checks it) has no `http`.
+        "FORNAX_REPO_URL_SCHEMES": "https,http,ssh,git,svn,svn+ssh",
+    })
     saved = dict(os.environ)
     try:
         st.start_infra()

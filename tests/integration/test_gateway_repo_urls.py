@@ -32,7 +32,8 @@ def strict(stack, store):
     stack.start_service("projector")
     port = free_port()
     stack.start_service(
-        "gateway", instance=GATEWAY, env={"FORNAX_GATEWAY_PORT": str(port), "FORNAX_REPO_ALLOW_LOCAL": "false"}
+        "gateway", instance=GATEWAY, env={"FORNAX_GATEWAY_PORT": str(port), "FORNAX_REPO_ALLOW_LOCAL": "false",
+                               "FORNAX_REPO_URL_SCHEMES": "https,ssh,git,svn,svn+ssh"}
     )
     user = "urls-" + uuid.uuid4().hex[:6]
     token = create_user(store, user)

@@ -188,8 +188,7 @@ class _StageRun:
         )
         if script is not None:
             kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script], working_dir=WORKSPACE_MOUNT,
-                          volumes={str(Path(ctx.workspace).resolve()):
-                                   {"bind": WORKSPACE_MOUNT, "mode": "rw"}})
+                          volumes=self._binds())
         elif service_script:
             kwargs.update(entrypoint=["/bin/sh", "-c"], command=[C.service_script(service_script)])
         if alias is not None:
@@ -214,6 +213,19 @@ class _StageRun:
         except APIError as exc:
             raise StageFailed(
                 f"{self.stage}: could not start {role} container: {exc.explanation or exc}") from None
+
+    def _binds(self) -> list[str]:
+        """The workspace at /workspace, plus the step's `volumes` (parts of the workspace only)."""
+        workspace = Path(self.ctx.workspace).resolve()
+        binds = [f"{workspace}:{WORKSPACE_MOUNT}:rw"]
+        for i, (source, target, mode) in enumerate(getattr(self.step, "volumes", ())):
+            host = (workspace / source).resolve()
+            if host != workspace and workspace not in host.parents:  # a symlink out of the repository
+                raise StageFailed(f"{self.stage}: volumes[{i}]: {source} escapes the workspace")
+            if not host.is_dir():
+                raise StageFailed(f"{self.stage}: volumes[{i}]: {source} is not a directory of the repository")
+            binds.append(f"{host}:{target}:{mode}")
+        return binds
 
     async def _copy_output(self, container: Any, path: str) -> None:
         """Copy one pre_build output into the workspace.

@@ -376,6 +376,21 @@ def _webhook(provider: str) -> dict[str, Any]:
     return op
 
 
+def _compat_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    """The Fornax 2016 paths (no /api/v1 prefix): the same operations, tagged `compatibility`."""
+    from .routes.compat import PREFIX, SEED_PATHS
+
+    out: dict[str, Any] = {}
+    for seed in SEED_PATHS:
+        twin = paths[PREFIX + seed]
+        out[seed] = {
+            method: {**op, "summary": f"{op['summary']} — compatibility path of {PREFIX}{seed}",
+                     "tags": ["compatibility"]}
+            for method, op in twin.items()
+        }
+    return out
+
+
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     """The OpenAPI 3.0 document of every gateway route."""
@@ -625,6 +640,7 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_compat_paths(paths))
     return {
         "openapi": "3.0.3",
         "info": {
@@ -640,7 +656,8 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "operations")],
+        "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "operations",
+                                              "compatibility")],
         "paths": paths,
         "components": {
             "securitySchemes": {

@@ -168,6 +168,25 @@ class Settings(BaseSettings):
     # Seconds a log subscription to a version not (yet) in the read model waits before 4404 / 1404.
     logstream_version_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("logstream_version_wait"))
 
+    # -- The seed's surface: Jenkins delegation, OAuth apps for private repositories (see docs/config.md,
+    # docs/oauth.md) --
+    # Jenkins servers an `integration.jenkins.server` may name (base URLs; empty: Jenkins delegation off).
+    jenkins_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_alias("jenkins_servers"))
+    jenkins_poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias=_alias("jenkins_poll_seconds"))
+    jenkins_request_timeout: float = Field(10.0, gt=0, validation_alias=_alias("jenkins_request_timeout"))
+    # Seconds of failed connections after which Jenkins counts as down and the stage fails.
+    jenkins_unreachable_after: float = Field(30.0, ge=0, validation_alias=_alias("jenkins_unreachable_after"))
+    jenkins_max_log_bytes: int = Field(10 * 1024 * 1024, ge=1024, validation_alias=_alias("jenkins_max_log_bytes"))
+
+    @field_validator("jenkins_servers", mode="before")
+    @classmethod
+    def _jenkins_servers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v.startswith("[") else [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
 
 TOPICS = ("webhooks", "services", "versions", "deploys", "logs")
 

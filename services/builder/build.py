@@ -187,6 +187,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         settings=b.settings,
         cancelled=run.active.cancelled,
         deadline=run.deadline,
+        commit=commit,
+        version_name=run.version.get("name"),
+        secrets=(await b.state.secrets(service["_id"])).get("values") or {},
     )
     for name in ("integration", "pre_build"):
         if name in stages:

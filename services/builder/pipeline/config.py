@@ -252,8 +252,57 @@ class ServiceSpec(_Strict):
         return _environment(v)
 
 
+class JenkinsCredentials(_Strict):
+    """Names of the service's secrets (not the values): the Jenkins user and its API token."""
+
+    user: str = Field(min_length=1)
+    token: str = Field(min_length=1)
+
+
+class Jenkins(_Strict):
+    """`integration.jenkins`: run the integration as a Jenkins job (see pipeline/jenkins.py)."""
+
+    server: str = Field(min_length=1)
+    job: str = Field(min_length=1)
+    credentials: JenkinsCredentials | None = None
+    unstable_passes: bool = False  # an UNSTABLE build counts as passed
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", v):
+            raise ValueError(f"{v!r} must be an http(s) URL of a Jenkins server")
+        return v.rstrip("/")
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, v: str) -> str:
+        parts = v.strip("/").split("/")
+        if any(not p or p in (".", "..") or any(c in p for c in "?#%\\") for p in parts):
+            raise ValueError(f"{v!r} must be a job name, or folder/…/job")
+        return "/".join(parts)
+
+
 class Integration(Step):
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
+    jenkins: Jenkins | None = None
+    # Optional here: a Jenkins integration runs no container (checked below).
+    image: str | None = Field(None, min_length=1)  # type: ignore[assignment]
+    commands: list[str] = Field(default_factory=list, min_length=1,  # type: ignore[assignment]
+                                validation_alias=_COMMANDS_ALIASES)
+
+    @model_validator(mode="after")
+    def _container_or_jenkins(self) -> Integration:
+        if self.jenkins is not None:
+            given = [k for k in ("image", "commands", "services", "volumes") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"`jenkins` runs the integration in Jenkins: {', '.join(given)} "
+                                 "cannot be given with it")
+        else:
+            for key in ("image", "commands"):
+                if key not in self.model_fields_set:
+                    raise ValueError(f"{key}: field required (or `jenkins`)")
+        return self
 
     @field_validator("services", mode="before")
     @classmethod

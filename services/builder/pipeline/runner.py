@@ -44,6 +44,9 @@ class StageContext:
     memory_mb: int | None = None  # None: config.container_limits(settings)
     cpu_shares: int | None = None
     deadline: float | None = None
+    commit: str | None = None  # the version's commit and name, and the service's secrets by name
+    version_name: str | None = None  # (integration.jenkins passes them on)
+    secrets: dict[str, str] | None = None
 
 
 async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> None:
@@ -60,6 +63,12 @@ async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> No
         raise StageFailed("cancelled", kind="cancelled")
     if timeout <= 0:
         raise StageFailed(f"{stage} timed out (the version ran out of time)", kind="timed_out")
+    jenkins = getattr(step, "jenkins", None)
+    if jenkins is not None:
+        from .jenkins import run_job
+
+        await run_job(ctx, jenkins, stage, timeout)
+        return
     run = _StageRun(ctx, config, stage, step)
     work = asyncio.create_task(run.execute())
     cancel = asyncio.create_task(ctx.cancelled.wait())

@@ -42,6 +42,17 @@ class DockerTarget(BaseModel):
     stop_seconds: int = Field(10, ge=0)
 
 
+class OAuthApp(BaseModel):
+    """An OAuth application registered with a code host (GitHub or GitLab), for private repositories."""
+
+    client_id: str
+    client_secret: SecretStr
+    authorize_url: str  # e.g. https://github.com/login/oauth/authorize, https://gitlab.com/oauth/authorize
+    token_url: str  # e.g. https://github.com/login/oauth/access_token, https://gitlab.com/oauth/token
+    api_url: str  # e.g. https://api.github.com, https://gitlab.com/api/v4
+    scope: str = ""  # default: "repo" (GitHub), "api" (GitLab)
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the optional settings file named by FORNAX_SETTINGS_FILE."""
 
@@ -178,6 +189,14 @@ class Settings(BaseSettings):
     # Seconds of failed connections after which Jenkins counts as down and the stage fails.
     jenkins_unreachable_after: float = Field(30.0, ge=0, validation_alias=_alias("jenkins_unreachable_after"))
     jenkins_max_log_bytes: int = Field(10 * 1024 * 1024, ge=1024, validation_alias=_alias("jenkins_max_log_bytes"))
+
+    # OAuth apps by provider ("github", "gitlab"); the key (a Fernet key) that encrypts users' tokens at
+    # rest; the gateway's public base URL (the callback is <base>/services/<provider>/authcallback);
+    # seconds an authorization `state` stays valid (single use).
+    oauth_providers: dict[str, OAuthApp] = Field(default_factory=dict, validation_alias=_alias("oauth_providers"))
+    oauth_token_key: SecretStr | None = Field(None, validation_alias=_alias("oauth_token_key"))
+    oauth_callback_base: str = Field("http://127.0.0.1:7099", validation_alias=_alias("oauth_callback_base"))
+    oauth_state_seconds: float = Field(600.0, gt=0, le=3600, validation_alias=_alias("oauth_state_seconds"))
 
     @field_validator("jenkins_servers", mode="before")
     @classmethod

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from .envelope import Event, Payload
 
@@ -15,6 +15,15 @@ class Repository(Payload):
     url: str
     vcs: str = "git"
     username: str | None = None
+    # "github" | "gitlab": clone and tag with the owner's OAuth token for that provider (never in events).
+    oauth: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_oauth(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("oauth") is None:
+            data.pop("oauth", None)
+        return data
 
 
 class ServiceCreatedPayload(Payload):

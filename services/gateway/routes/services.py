@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import secrets as pysecrets
 import uuid
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -37,6 +37,9 @@ class RepositoryIn(BaseModel):
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)
     token: str | None = Field(None, max_length=4000)
+    # A provider the owner connected with OAuth (/{user}/services/{provider}/requesttoken): its token
+    # clones and tags this repository.
+    oauth: Literal["github", "gitlab"] | None = None
 
     @field_validator("url")
     @classmethod
@@ -44,6 +47,12 @@ class RepositoryIn(BaseModel):
         if not v.strip() or any(c.isspace() for c in v.strip()):
             raise ValueError("must be a repository URL without spaces")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> RepositoryIn:
+        if self.oauth and (self.password or self.token or self.username):
+            raise ValueError("oauth replaces username, password and token: give one or the other")
+        return self
 
 
 class RepositoryPatch(BaseModel):
@@ -113,6 +122,10 @@ async def create_service(request: Request) -> Response:
     store = store_of(request)
     service_id = uuid.uuid4().hex
     webhook_secret = body.webhook_secret or pysecrets.token_hex(20)
+    if body.repository.oauth and not await db_call(
+            store.db["oauth_tokens"].find_one, {"_id": f"{user_id}:{body.repository.oauth}"}, {"_id": 1}):
+        raise ApiError(422, "validation_error", f"not connected to {body.repository.oauth}: authorize first "
+                       f"(/{user_id}/services/{body.repository.oauth}/requesttoken)", "repository.oauth")
     reservation = f"service:{user_id}/{body.name}"
     try:
         await db_call(store.reservations.insert_one, {"_id": reservation, "ref": service_id})
@@ -132,6 +145,7 @@ async def create_service(request: Request) -> Response:
                     url=body.repository.url,
                     vcs=body.repository.vcs,
                     username=body.repository.username or body.username,
+                    oauth=body.repository.oauth,
                 ),
                 config_file=body.config_file,
                 deploy_targets=body.deploy_targets or [],
@@ -202,6 +216,7 @@ async def update_service(request: Request) -> Response:
             url=(patch.url if patch and patch.url else current.get("url", "")),
             vcs=(patch.vcs if patch and patch.vcs else current.get("vcs", "git")),
             username=new_username or current.get("username"),
+            oauth=current.get("oauth"),
         )
     changes: dict[str, Any] = {}
     if body.webhook_secret is not None:

@@ -146,3 +146,48 @@ def test_jenkins_config_errors_name_key_and_line() -> None:
         with pytest.raises(ConfigError) as info:
             parse_config(text)
         assert str(info.value) == expected
+
+
+# -- Through the builder: the version's commit and name, the service's secrets, the version's log -----
+@pytest.fixture(scope="module")
+def builder_api(stack, store, jenkins):
+    from shared.auth import create_user
+    from tests.integration.builder_helpers import Api
+
+    env = {"FORNAX_JENKINS_SERVERS": jenkins.url, "FORNAX_JENKINS_POLL_SECONDS": "0.1"}
+    stack.start_service("projector")
+    stack.start_service("gateway")
+    stack.start_service("logstream")  # archives the log read below
+    stack.stop("builder")  # only the instance allowed to reach the fake Jenkins may take the versions
+    stack.start_service("builder", instance="builder-jenkins", env=env)
+    user = "jk-" + str(time.monotonic_ns())[-8:]
+    try:
+        yield Api(stack.gateway_port, user, create_user(store, user))
+    finally:
+        stack.stop("builder-jenkins")
+        stack.start_service("builder")
+
+
+@pytest.mark.timeout(180)
+def test_builder_runs_the_integration_in_jenkins(builder_api, jenkins, tmp_path) -> None:
+    from tests.integration.builder_helpers import GitRepo, wait_until
+
+    api = builder_api
+    repo = GitRepo(tmp_path / "repo")
+    commit = repo.commit({"fornax.yml": f"integration:\n  jenkins:\n    server: {jenkins.url}\n"
+                                        "    job: team/app-tests\n"
+                                        "    credentials: {user: JENKINS_USER, token: JENKINS_TOKEN}\n"})
+    sid = api.create_service("jenkins-app", repo.url, secrets=SECRETS)["service_id"]
+    vid = api.new_version(sid, "rel-1", operations=["integration"])
+    version = api.wait_version(vid, timeout=120)
+    assert version["status"] == "success", version
+    build = next(b for b in jenkins.builds.values() if b.params.get("FORNAX_VERSION_ID") == vid)
+    assert build.params["FORNAX_COMMIT"] == commit and build.params["FORNAX_VERSION"] == "rel-1"
+    logs = wait_until(lambda: (r := api.http.get(f"/api/v1/{api.user}/versions/{vid}/logs")).status_code == 200
+                      and "Checking out " + commit in r.text and r, 60, "the archived log")
+    assert "Jenkins result: SUCCESS" in logs.text and SECRETS["JENKINS_TOKEN"] not in logs.text
+
+    repo.commit({"fornax.yml": f"integration:\n  jenkins:\n    server: {jenkins.url}\n    job: broken\n"
+                               "    credentials: {user: JENKINS_USER, token: JENKINS_TOKEN}\n"})
+    failed = api.wait_version(api.new_version(sid, "rel-2", operations=["integration"]), timeout=120)
+    assert failed["status"] == "failed" and f"Jenkins {jenkins.url}: job 'broken' ended FAILURE" in str(failed)

@@ -4,7 +4,8 @@ service whose `repository.oauth` names a provider clones and tags with its owner
 
 Collections: `oauth_states` {_id: sha256(state), user_id, provider, expires_at} — random, bound to
 the user who asked, single use (taken with find_one_and_delete); `oauth_tokens` {_id: "<user>:<provider>",
-user_id, provider, token (Fernet-encrypted), created_at}.
+user_id, provider, token (sealed by shared.secretbox under settings.secrets_key), created_at}. Without
+a secrets_key nothing is stored (TokensUnavailable).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .crypto import decrypt, encrypt
+from .secretbox import SecretBox, SecretsKeyError
 
 PROVIDERS = ("github", "gitlab")
 
@@ -32,6 +33,17 @@ STYLES = {
     "github": Style("repo", "x-access-token", "/user/repos?per_page=100&affiliation=owner,collaborator"),
     "gitlab": Style("api", "oauth2", "/projects?membership=true&per_page=100&simple=true"),
 }
+
+
+class TokensUnavailable(RuntimeError):
+    """No secrets_key is configured (tokens are never stored in plaintext), or it does not open them."""
+
+
+def _box(settings: Any) -> SecretBox:
+    box = SecretBox.of(settings)
+    if not box.enabled:
+        raise TokensUnavailable("OAuth tokens are stored only encrypted: settings secrets_key is not set")
+    return box
 
 
 def _hash(state: str) -> str:
@@ -57,13 +69,18 @@ def save_token(store: Any, settings: Any, user_id: str, provider: str, token: st
     store.db["oauth_tokens"].replace_one(
         {"_id": f"{user_id}:{provider}"},
         {"_id": f"{user_id}:{provider}", "user_id": user_id, "provider": provider,
-         "token": encrypt(settings, token), "created_at": datetime.now(UTC)},
+         "token": _box(settings).seal(token), "created_at": datetime.now(UTC)},
         upsert=True)
 
 
 def load_token(store: Any, settings: Any, user_id: str, provider: str) -> str | None:
     doc = store.db["oauth_tokens"].find_one({"_id": f"{user_id}:{provider}"})
-    return decrypt(settings, doc["token"]) if doc else None
+    if doc is None:
+        return None
+    try:
+        return str(_box(settings).open(doc["token"]))
+    except SecretsKeyError as exc:
+        raise TokensUnavailable(str(exc)) from None
 
 
 def delete_token(store: Any, user_id: str, provider: str) -> bool:

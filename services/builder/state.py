@@ -18,7 +18,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from shared import oauth
-from shared.crypto import CryptoUnavailable
+from shared.secretbox import SecretBox
 
 from .vcs import RepoSpec
 
@@ -67,7 +67,9 @@ class BuilderState:
         return await asyncio.to_thread(self.store.services.find_one, {"_id": service_id})
 
     async def secrets(self, service_id: str) -> dict[str, Any]:
-        return await asyncio.to_thread(self.store.secrets.find_one, {"_id": service_id}) or {}
+        """The service's secrets document, decrypted."""
+        doc = await asyncio.to_thread(self.store.secrets.find_one, {"_id": service_id})
+        return SecretBox.of(self.store.settings).open_doc(doc) or {}
 
     async def repo_spec(self, service: dict[str, Any], repository: dict[str, Any] | None = None) -> RepoSpec:
         repo = repository or service.get("repository") or {}
@@ -91,7 +93,7 @@ class BuilderState:
             return None
         try:
             return await asyncio.to_thread(oauth.load_token, self.store, self.store.settings, user, provider)
-        except CryptoUnavailable:
+        except oauth.TokensUnavailable:
             return None
 
     async def secret_values(self, service_id: str) -> list[str]:

@@ -89,6 +89,23 @@ def _read_your_writes(op: dict[str, Any], created: bool) -> dict[str, Any]:
     )
     return op
 
+_SECRETS = {
+    "type": "object",
+    "maxProperties": 100,
+    "additionalProperties": {"type": "string", "maxLength": 65536},
+    "writeOnly": True,
+    "description": "values available to builds, masked in logs, stored encrypted (each at most 64 KiB)",
+}
+_DEPLOY_TARGETS = {
+    "type": "array",
+    "maxItems": 50,
+    "items": {
+        "type": "object",
+        "maxProperties": 20,
+        "additionalProperties": {"type": "string", "maxLength": 2000},
+    },
+    "description": "at most 64 KiB as JSON",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -133,16 +150,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "default fornax.yml (caicloud.yml is also read)",
             },
             "webhook_secret": {"type": "string", "writeOnly": True, "description": "generated when omitted"},
-            "secrets": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "writeOnly": True,
-                "description": "values available to builds, masked in logs",
-            },
-            "deploy_targets": {
-                "type": "array",
-                "items": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
+            "secrets": _SECRETS,
+            "deploy_targets": _DEPLOY_TARGETS,
         },
     },
     "ServiceUpdate": {
@@ -153,8 +162,8 @@ SCHEMAS: dict[str, Any] = {
             "repository": {"$ref": "#/components/schemas/Repository"},
             "config_file": {"type": "string"},
             "webhook_secret": {"type": "string", "writeOnly": True},
-            "secrets": {"type": "object", "additionalProperties": {"type": "string"}, "writeOnly": True},
-            "deploy_targets": {"type": "array", "items": {"type": "object"}},
+            "secrets": _SECRETS,
+            "deploy_targets": _DEPLOY_TARGETS,
         },
     },
     "ServiceCreated": {

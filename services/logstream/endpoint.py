@@ -25,6 +25,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from shared.auth import hash_token, user_for_token
+from shared.query import MAX_POSITION, parse_int
 
 from .feed import Context, Feed, TooSlow
 from .history import TERMINAL, read_lines, version_info
@@ -138,11 +139,9 @@ async def version_logs(
     ctx: Context, conn: ServerConnection, version_id: str, query: dict[str, list[str]], token: str | None
 ) -> None:
     try:
-        since = int(query.get("since", ["0"])[0] or 0)
-        if since < 0:
-            raise ValueError
-    except ValueError:
-        await conn.close(4400, "since must be a non-negative integer")
+        since = parse_int(query.get("since", ["0"])[0] or "0", 0, MAX_POSITION)
+    except ValueError as exc:
+        await conn.close(4400, f"since {exc}")
         return
     follow_arg = (query.get("follow", ["true"])[0] or "true").lower()
     if follow_arg not in ("1", "true", "yes", "0", "false", "no"):

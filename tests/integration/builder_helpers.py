@@ -214,7 +214,7 @@ def registry_tags(port: int, repo: str) -> list[str]:
 
 
 def leftovers(version_id: str, workspaces: Path) -> list[str]:
-    """Containers, networks (by label) and the workspace a version left behind."""
+    """Containers, networks (by label) and the workspace (and its git directory) a version left behind."""
     client = docker.from_env()
     try:
         selector = {"label": f"fornax.version={version_id}"}
@@ -222,8 +222,9 @@ def leftovers(version_id: str, workspaces: Path) -> list[str]:
         found += [f"network {n.name}" for n in client.networks.list(filters=selector)]
     finally:
         client.close()
-    if (workspaces / version_id).exists():
-        found.append(f"workspace {workspaces / version_id}")
+    for path in (workspaces / version_id, workspaces / f"{version_id}.git"):  # the git dir lies beside it
+        if path.exists():
+            found.append(f"workspace {path}")
     return found
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from shared.auth import create_user
+from shared.secretbox import SecretBox
 from tests.integration.gateway_helpers import (
     assert_error,
     auth,
@@ -148,12 +149,14 @@ def test_create_read_list_service_without_secrets(api, alice):
         )
 
 
-def test_generated_webhook_secret_and_secret_doc(api, alice, store):
+def test_generated_webhook_secret_and_secret_doc(api, alice, store, settings):
     user, token = alice
     sid, secret, _ = create_service(api, user, token, secrets={"K": "v"})
     assert len(secret) == 40
     doc = store.secrets.find_one({"_id": sid})
-    assert doc["webhook_secret"] == secret and doc["values"] == {"K": "v"}
+    assert secret not in str(doc)  # stored encrypted
+    opened = SecretBox.of(settings).open_doc(doc)
+    assert opened["webhook_secret"] == secret and opened["values"] == {"K": "v"}
 
 
 def test_duplicate_service_name_is_409(api, alice):
@@ -206,7 +209,7 @@ def test_bad_json_and_too_large_body(api, alice):
     assert_error(api.post(f"/api/v1/{user}/services", content=big, headers=headers), 413, "payload_too_large")
 
 
-def test_update_and_delete_service(api, alice, store):
+def test_update_and_delete_service(api, alice, store, settings):
     user, token = alice
     sid, _, body = create_service(api, user, token)
     resp = api.put(
@@ -222,7 +225,7 @@ def test_update_and_delete_service(api, alice, store):
         ),
         what="the update",
     )
-    assert store.secrets.find_one({"_id": sid})["webhook_secret"] == "rotated-secret-1"
+    assert SecretBox.of(settings).open_doc(store.secrets.find_one({"_id": sid}))["webhook_secret"] == "rotated-secret-1"
     assert_error(
         api.put(f"/api/v1/{user}/services/{sid}", headers=auth(token), json={"name": "x"}), 422, field="name"
     )

@@ -3,7 +3,8 @@
 served by `git http-backend` that demands the token).
 
 The gateway and builder instances here run with the OAuth settings (FORNAX_OAUTH_PROVIDERS,
-FORNAX_OAUTH_TOKEN_KEY, FORNAX_OAUTH_CALLBACK_BASE); the fakes serve plain http on 127.0.0.1."""
+FORNAX_OAUTH_CALLBACK_BASE; the stack's FORNAX_SECRETS_KEY seals the tokens) and, since the fakes serve
+plain http on 127.0.0.1, with `http` added to FORNAX_REPO_URL_SCHEMES."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 
 from infra.local.stack import free_port
 from shared.auth import create_user
@@ -40,7 +40,8 @@ def world(stack, busybox_image, tmp_path_factory):
     gitlab = FakeProvider("gitlab", root, repos=["acme/origin.git"]).start()
     port = free_port()
     env = {"FORNAX_OAUTH_PROVIDERS": json.dumps({"github": github.app_settings(), "gitlab": gitlab.app_settings()}),
-           "FORNAX_OAUTH_TOKEN_KEY": Fernet.generate_key().decode(),
+           # The fakes serve plain http on 127.0.0.1: allowed here explicitly (the default has no http).
+           "FORNAX_REPO_URL_SCHEMES": "https,ssh,git,svn,svn+ssh,http",
            "FORNAX_OAUTH_CALLBACK_BASE": f"http://127.0.0.1:{port}", "FORNAX_GATEWAY_PORT": str(port)}
     stack.start_service("projector")
     stack.start_service("logstream")  # archives the log lines read below

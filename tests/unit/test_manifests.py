@@ -153,7 +153,7 @@ def test_compose_files_pass_docker_compose_config(path: Path) -> None:
     files = ["-f", str(ROOT / "docker-compose.yml")]
     if path.name != "docker-compose.yml":
         files += ["-f", str(path)]  # an override file is only valid on top of the base file
-    env = {**os.environ, "FORNAX_REGISTRY_PASSWORD": "validate-only"}
+    env = {**os.environ, "FORNAX_REGISTRY_PASSWORD": "validate-only", "FORNAX_SECRETS_KEY": "validate-only"}
     out = subprocess.run([exe, *files, "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr

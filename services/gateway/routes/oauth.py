@@ -22,7 +22,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from shared import oauth
-from shared.crypto import CryptoUnavailable
 
 from ..auth import authorize
 from ..errors import ApiError
@@ -41,8 +40,8 @@ def _app(request: Request) -> tuple[str, Any]:
     if app is None:
         raise ApiError(404, "not_found", f"OAuth for {provider} is not configured on this server "
                                          "(settings oauth_providers)", field="code_repository")
-    if request.app.state.settings.oauth_token_key is None:
-        raise ApiError(503, "unavailable", "OAuth tokens cannot be stored: settings oauth_token_key is not set")
+    if request.app.state.settings.secrets_key is None:
+        raise ApiError(503, "unavailable", "OAuth tokens cannot be stored: settings secrets_key is not set")
     return provider, app
 
 
@@ -91,7 +90,7 @@ async def auth_callback(request: Request) -> Response:
         raise ApiError(400, "bad_request", f"{provider} did not grant a token ({str(why)[:200]})", field="code")
     try:
         await db_call(oauth.save_token, store_of(request), request.app.state.settings, user, provider, token)
-    except CryptoUnavailable as exc:
+    except oauth.TokensUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc)) from None
     return JSONResponse({"user_id": user, "provider": provider, "connected": True})
 
@@ -99,7 +98,7 @@ async def auth_callback(request: Request) -> Response:
 async def _token(request: Request, user: str, provider: str) -> str:
     try:
         token = await db_call(oauth.load_token, store_of(request), request.app.state.settings, user, provider)
-    except CryptoUnavailable as exc:
+    except oauth.TokensUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc)) from None
     if token is None:
         raise ApiError(409, "conflict", f"not connected to {provider}: authorize first "

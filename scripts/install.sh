@@ -12,6 +12,8 @@ command -v git >/dev/null || need+=(git)
 command -v svn >/dev/null || need+=(subversion)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v chromium >/dev/null || need+=(chromium)              # the dashboard's browser tests
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "fornax: installing Debian packages: ${need[*]}"

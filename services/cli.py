@@ -6,6 +6,12 @@ import importlib
 import sys
 
 COMMANDS = {
+    "service": ("services.client.commands", "service_main", "create, list, show and delete services"),
+    "version": ("services.client.commands", "version_main", "create (--follow), list, show and cancel versions"),
+    "deploy": ("services.client.commands", "deploy_main", "deploy a successful version to a target"),
+    "rollback": ("services.client.commands", "rollback_main", "roll a target back (pins it)"),
+    "history": ("services.client.commands", "history_main", "a service's deploy history"),
+    "token": ("services.client.commands", "token_main", "rotate or revoke your API token"),
     "user": ("services.gateway.admin", "user_main", "manage users and API tokens (fornax user create NAME)"),
     "projections": ("services.gateway.projector", "projections_main", "rebuild read models from the archive"),
     "topics": ("shared.bus", "topics_main", "create the Kafka topics with their partition counts"),

@@ -32,6 +32,23 @@ def create_user(store: Any, name: str) -> str:
     return token
 
 
+def rotate_token(store: Any, name: str) -> str | None:
+    """Give user `name` a new token (the old one stops working at once); None when there is no such user."""
+    token = new_token()
+    changes = {"token_hash": hash_token(token), "rotated_at": datetime.now(UTC)}
+    result = store.users.update_one({"_id": name}, {"$set": changes})
+    return token if result.matched_count else None
+
+
+def revoke_token(store: Any, name: str) -> bool:
+    """Revoke user `name`'s token: no request authenticates as it until `fornax user token NAME` issues one."""
+    # token_hash is unique-indexed: a revoked user keeps a value no token hashes to, not a shared null.
+    result = store.users.update_one(
+        {"_id": name}, {"$set": {"token_hash": f"revoked:{secrets.token_hex(16)}", "revoked_at": datetime.now(UTC)}}
+    )
+    return bool(result.matched_count)
+
+
 def user_for_token(store: Any, token: str | None) -> str | None:
     """The user id owning `token`, or None."""
     if not token:

@@ -1,16 +1,97 @@
-"""Writes a version's log lines as LogLine events, masked, with a per-version sequence, in batches."""
+"""Writes a version's log lines as LogLine events, masked, with a per-version sequence, in batches.
+
+Output is bounded on its way in: `LineSplitter` turns a byte stream into lines holding at most
+`limit` bytes each (a 300 MB line without a newline costs one pass over it and a 16 KiB buffer, not
+a 300 MB one re-copied per chunk), and the writer keeps at most `max_bytes` of a version's output
+(system lines, such as the failure reason, always pass), saying so in the log.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 
 from .bus import EventBus
 from .events import LogLine, LogLinePayload
 
-MAX_LINE = 64 * 1024
+MAX_LINE = 16 * 1024
 MASK = "****"
+MASK_SLACK = 1024  # bytes a splitter keeps past the line limit, so a secret across the cut is masked whole
+_TRUNCATED = re.compile(r"…\[(\d+) bytes truncated\]\Z")
+
+
+def truncated(n: int) -> str:
+    return f"…[{n} bytes truncated]"
+
+
+class LineSplitter:
+    """Bytes, in chunks of any size → complete lines (str), each cut after `limit` bytes with
+    "…[N bytes truncated]". Memory: `limit` bytes plus the chunk; time: linear in the input."""
+
+    def __init__(self, limit: int = MAX_LINE, split_before: bytes | None = None) -> None:
+        self.limit = limit
+        self.split_before = split_before  # one byte that also starts a new line (kept at its start)
+        self._buf = bytearray()
+        self._dropped = 0
+
+    def feed(self, data: bytes) -> list[str]:
+        lines: list[str] = []
+        view = memoryview(data)
+        start, n = 0, len(data)
+        while start < n:
+            nl = data.find(b"\n", start)
+            end = n if nl < 0 else nl
+            brk = -1
+            if self.split_before is not None:
+                # At the start of a line the byte begins this line, not a new one.
+                brk = data.find(self.split_before, start if (self._buf or self._dropped) else start + 1, end)
+                if brk >= 0:
+                    end = brk
+            take = max(0, min(self.limit - len(self._buf), end - start))
+            if take:
+                self._buf += view[start : start + take]
+            self._dropped += end - start - take
+            if brk >= 0:
+                lines.append(self._line())
+                start = brk
+                continue
+            if nl < 0:
+                break
+            lines.append(self._line())
+            start = nl + 1
+        return lines
+
+    def close(self) -> list[str]:
+        """The last line if the input did not end with a newline."""
+        return [self._line()] if self._buf or self._dropped else []
+
+    def _line(self) -> str:
+        raw = bytes(self._buf)
+        self._buf.clear()
+        if raw.endswith(b"\r") and not self._dropped:
+            raw = raw[:-1]
+        text = raw.decode("utf-8", "replace")
+        if self._dropped:
+            text += truncated(self._dropped)
+            self._dropped = 0
+        return text
+
+
+def cap_line(line: str, limit: int = MAX_LINE) -> str:
+    """`line` cut after `limit` bytes (UTF-8) with "…[N bytes truncated]"; a count an earlier cut
+    left at its end (a LineSplitter's) is added to this one."""
+    earlier = 0
+    if line.endswith(" bytes truncated]") and (m := _TRUNCATED.search(line)):
+        earlier, line = int(m.group(1)), line[: m.start()]
+    elif len(line) * 4 <= limit:  # fits whatever the characters
+        return line
+    raw = line.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return line + truncated(earlier) if earlier else line
+    kept = raw[:limit].decode("utf-8", "ignore")
+    return kept + truncated(len(raw) - limit + earlier)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -18,11 +99,6 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
-
-
-def split_long(text: str, limit: int = MAX_LINE) -> list[str]:
-    """A line over `limit` characters becomes several lines; none is dropped."""
-    return [text[i : i + limit] for i in range(0, len(text), limit)] or [""]
 
 
 class LogWriter:
@@ -37,6 +113,8 @@ class LogWriter:
         start_seq: int = 1,
         flush_every: float = 0.01,
         correlation_id: str | None = None,
+        max_line: int = MAX_LINE,
+        max_bytes: int | None = None,
     ) -> None:
         self.bus = bus
         self.version_id = version_id
@@ -48,6 +126,12 @@ class LogWriter:
         self._lock = asyncio.Lock()
         self._last_flush = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self.max_line = max_line
+        self.max_bytes = max_bytes
+        self.kept_bytes = 0  # of output (not system) lines
+        self.dropped_bytes = 0
+        self.dropped_lines = 0
+        self._dropped_stage = "build"
 
     def start(self) -> None:
         """Flush in the background every `flush_every` seconds, so a quiet step's last line is not held."""
@@ -66,6 +150,10 @@ class LogWriter:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self.dropped_lines:
+            self._queue(self._dropped_stage, f"…[{self.dropped_lines} lines ({self.dropped_bytes} bytes) of "
+                        f"output not kept: over the log limit of {self.max_bytes} bytes]", "system")
+            self.dropped_lines = self.dropped_bytes = 0
         await self.flush()
 
     def add_secret(self, value: str | None) -> None:
@@ -76,17 +164,29 @@ class LogWriter:
         """Queue one (possibly multi-line) text; flushed at least every `flush_every` seconds."""
         text = mask(text, self.secrets)
         for line in text.splitlines() or [""]:
-            for part in split_long(line):
-                payload = LogLinePayload(
-                    version_id=self.version_id, seq=self.seq, stage=stage, stream=stream,  # type: ignore[arg-type]
-                    text=part, ts=time.time(),
-                )
-                self._pending.append(
-                    LogLine.make(self.version_id, payload, correlation_id=self.correlation_id)
-                )
-                self.seq += 1
+            line = cap_line(line, self.max_line)
+            if stream != "system" and self.max_bytes is not None:
+                size = len(line.encode("utf-8", "surrogatepass"))
+                if self.kept_bytes + size > self.max_bytes:
+                    if not self.dropped_lines:
+                        self._queue(stage, f"…[log limit of {self.max_bytes} bytes reached: further output "
+                                    "of this version is not kept; the step goes on]", "system")
+                    self.dropped_lines += 1
+                    self.dropped_bytes += size
+                    self._dropped_stage = stage
+                    continue
+                self.kept_bytes += size
+            self._queue(stage, line, stream)
         if time.monotonic() - self._last_flush >= self.flush_every or len(self._pending) >= 500:
             await self.flush()
+
+    def _queue(self, stage: str, text: str, stream: str) -> None:
+        payload = LogLinePayload(
+            version_id=self.version_id, seq=self.seq, stage=stage, stream=stream,  # type: ignore[arg-type]
+            text=text, ts=time.time(),
+        )
+        self._pending.append(LogLine.make(self.version_id, payload, correlation_id=self.correlation_id))
+        self.seq += 1
 
     async def flush(self) -> None:
         async with self._lock:

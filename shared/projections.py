@@ -79,6 +79,8 @@ def service_created(store: Store, e: Event) -> None:
                 "config_file": p.config_file,
                 "deploy_targets": p.deploy_targets,
                 "secret_names": p.secret_names,
+                "public": p.public,
+                "commit_status": p.commit_status.model_dump() if p.commit_status else None,
                 "created_at": _ts(e),
                 "updated_at": _ts(e),
             },
@@ -109,6 +111,12 @@ def service_updated(store: Store, e: Event) -> None:
         changes["config_file"] = p.config_file
     if p.deploy_targets is not None:
         changes["deploy_targets"] = p.deploy_targets
+    if p.public is not None:
+        changes["public"] = p.public
+    if p.commit_status is not None:
+        changes["commit_status"] = p.commit_status.model_dump()
+    elif p.clear_commit_status:
+        changes["commit_status"] = None
     store.services.update_one({"_id": e.aggregate_id}, {"$set": changes})
 
 

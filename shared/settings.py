@@ -127,6 +127,25 @@ class Settings(BaseSettings):
     builder_concurrency: int = Field(4, ge=1, validation_alias=_alias("builder_concurrency"))
     builder_lost_after: float = Field(20.0, gt=0, validation_alias=_alias("builder_lost_after"))
     builder_reap_every: float = Field(5.0, gt=0, validation_alias=_alias("builder_reap_every"))
+    # Hostile config files and build output (builder): fornax.yml over config_max_bytes, or expanding
+    # to more than config_max_nodes values (aliases counted each time), or parsing longer than
+    # config_parse_timeout seconds fails the version; a version whose processing killed its worker
+    # builder_max_crashes times fails instead of being resumed again. Log lines are cut after
+    # log_max_line bytes, and a version's output after log_max_bytes (its step keeps running).
+    config_max_bytes: int = Field(256 * 1024, ge=1024, validation_alias=_alias("config_max_bytes"))
+    config_max_nodes: int = Field(10_000, ge=100, validation_alias=_alias("config_max_nodes"))
+    config_parse_timeout: float = Field(5.0, gt=0, validation_alias=_alias("config_parse_timeout"))
+    builder_max_crashes: int = Field(2, ge=1, validation_alias=_alias("builder_max_crashes"))
+    log_max_line: int = Field(16 * 1024, ge=256, validation_alias=_alias("log_max_line"))
+    log_max_bytes: int = Field(50 * 1024 * 1024, ge=64 * 1024, validation_alias=_alias("log_max_bytes"))
+
+    # Commit status (services/notifier): the dashboard's address for target_url, per-post timeout, the
+    # longest wait between retries of a failed post.
+    public_url: str = Field("http://127.0.0.1:7099", validation_alias=_alias("public_url"))
+    # Where browsers reach the logstream (ws://… or wss://…); unset: port 8000 of the dashboard's host.
+    logstream_public_url: str | None = Field(None, validation_alias=_alias("logstream_public_url"))
+    commit_status_timeout: float = Field(10.0, gt=0, validation_alias=_alias("commit_status_timeout"))
+    commit_status_max_backoff: float = Field(300.0, gt=0, validation_alias=_alias("commit_status_max_backoff"))
 
     @field_validator("mongo_url", mode="before")
     @classmethod

@@ -22,13 +22,14 @@ from typing import Any
 
 REGISTRY_USER = "admin"
 REGISTRY_PASSWORD = "admin_password"
-SERVICES = ("projector", "gateway", "builder", "deployer", "logstream")
+SERVICES = ("projector", "gateway", "builder", "deployer", "logstream", "notifier")
 SERVICE_MODULES = {
     "gateway": "services.gateway",
     "projector": "services.gateway.projector",
     "builder": "services.builder",
     "deployer": "services.deployer",
     "logstream": "services.logstream",
+    "notifier": "services.notifier",
 }
 
 
@@ -140,6 +141,8 @@ class Stack:
             "FORNAX_REGISTRY_PASSWORD": REGISTRY_PASSWORD,
             "FORNAX_GATEWAY_PORT": str(self.gateway_port),
             "FORNAX_LOGSTREAM_PORT": str(self.logstream_port),
+            "FORNAX_PUBLIC_URL": f"http://127.0.0.1:{self.gateway_port}",
+            "FORNAX_LOGSTREAM_PUBLIC_URL": f"ws://127.0.0.1:{self.logstream_port}",
             "FORNAX_DATA_DIR": str(self.base),
             "FORNAX_TOPIC_PREFIX": self.topic_prefix,
             "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
@@ -407,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
   Kafka protocol (Tansu)  127.0.0.1:{stack.kafka_port}
   Mongo wire (nx-27017)   127.0.0.1:{stack.mongo_port}
   registry                127.0.0.1:{stack.registry_port}  (user {REGISTRY_USER})
+  dashboard               http://127.0.0.1:{stack.gateway_port}/ui/
   gateway (REST, hooks)   http://127.0.0.1:{stack.gateway_port}/apidocs
   logstream (WebSocket)   ws://127.0.0.1:{stack.logstream_port}/ws""")
     return 0

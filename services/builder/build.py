@@ -119,10 +119,29 @@ async def run_owned(
     run = Run(b, event, doc, active)
     ended = False
     try:
+        crashes = await b.state.start_attempt(run.vid) - 1
+        if crashes >= b.settings.builder_max_crashes:
+            step = _poisoned(crashes)
         await run_guarded(b, run, step)
         ended = True
     finally:
         b.end(run.vid, finished=ended)
+
+
+def _poisoned(crashes: int) -> Callable[[Run], Awaitable[None]]:
+    """The step for a version whose processing killed its worker `crashes` times: fail it, so one
+    hostile version cannot take the builders down again and again."""
+
+    async def fail(run: Run) -> None:
+        reason = (f"processing this version stopped its builder {crashes} times "
+                  "(limit builder_max_crashes); it is not retried")
+        stages = run.version.get("stages") or {}
+        running = [name for name, st in stages.items() if (st or {}).get("status") == "running"]
+        for name in running:
+            await run.finish(name, "failed", reason)
+        raise Failed(reason, running[-1] if running else None)
+
+    return fail
 
 
 async def on_version_requested(b: Builder, event: Event) -> None:
@@ -172,7 +191,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
     run.version["commit"] = commit
 
     try:
-        config = pipeline.load_config(workspace, service.get("config_file"))
+        config = await pipeline.read_config(workspace, service.get("config_file"), b.settings)
     except pipeline.ConfigError as exc:
         raise Failed(str(exc), "config") from None
     stages = config.stages(run.version.get("operations"))

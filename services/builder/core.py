@@ -113,7 +113,8 @@ class Builder:
             if service_id:
                 secrets += await self.state.secret_values(service_id)
             writer = LogWriter(
-                self.bus, version_id, secrets=secrets, start_seq=await self.state.next_log_seq(version_id)
+                self.bus, version_id, secrets=secrets, start_seq=await self.state.next_log_seq(version_id),
+                max_line=self.settings.log_max_line, max_bytes=self.settings.log_max_bytes,
             )
             writer.start()
             self.logs[version_id] = writer
@@ -161,7 +162,7 @@ def bootstrap(settings: Settings) -> Builder:
         store=store,
         bus=EventBus(settings),
         vcs=GitSvn(allow_local=settings.repo_allow_local),
-        images=DockerImageBuilder(),
+        images=DockerImageBuilder(line_limit=settings.log_max_line),
         registry=DockerRegistry(
             settings.registry_location,
             settings.registry_username,

@@ -8,6 +8,7 @@ dockerd then aborts the build (and removes its intermediate container) or the pu
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -23,9 +24,12 @@ import docker
 from docker.api.build import process_dockerfile
 from docker.errors import APIError, DockerException, ImageNotFound
 
+from shared.logwriter import MASK_SLACK, MAX_LINE, LineSplitter
+
 OnLine = Callable[[str], Awaitable[None]]
 log = logging.getLogger(__name__)
 CPU_PERIOD = 100_000  # microseconds: the CFS period the CPU quota of build steps is a share of
+STREAM_ITEMS = 256  # decoded daemon messages queued between the reading thread and the loop
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 
 
@@ -87,13 +91,27 @@ def _abort(response: Any) -> None:
 async def stream_items(start: Callable[[], Iterator[dict[str, Any]]]) -> Any:
     """Async-iterate the decoded JSON items of a streaming docker call run in a worker thread."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(STREAM_ITEMS)
     holder: dict[str, Any] = {}
     done = threading.Event()
 
     def put(kind: str, value: Any) -> None:
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+        # Waits while STREAM_ITEMS items are queued (a build printing faster than its log is written
+        # holds no more memory); gives up once the reader is gone.
+        try:
+            future = asyncio.run_coroutine_threadsafe(queue.put((kind, value)), loop)
+        except RuntimeError:
+            return
+        while True:
+            try:
+                future.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                if done.is_set():
+                    future.cancel()
+                    return
+            except (concurrent.futures.CancelledError, RuntimeError):
+                return
 
     def run() -> None:
         try:
@@ -102,6 +120,8 @@ async def stream_items(start: Callable[[], Iterator[dict[str, Any]]]) -> Any:
             if done.is_set():  # aborted while the request was being sent
                 _abort(holder["response"])
             for item in items:
+                if done.is_set():
+                    break
                 put("item", item)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             put("error", exc)
@@ -184,7 +204,10 @@ class Registry(Protocol):
         """Push `image` from the host; returns its digest; PushError names the reason."""
 
 
+@dataclass
 class DockerImageBuilder:
+    line_limit: int = MAX_LINE  # bytes per log line (settings.log_max_line); longer output lines are cut
+
     async def build(
         self,
         client: Any,
@@ -230,18 +253,28 @@ class DockerImageBuilder:
         image_id = None
         step = None
         tail: list[str] = []
+        # A RUN step's output arrives in pieces that need not end at a newline: reassemble its lines,
+        # each cut at the limit, in one pass.
+        splitter = LineSplitter(self.line_limit + MASK_SLACK)
+
+        async def lines(found: list[str]) -> None:
+            nonlocal step, tail
+            for line in found:
+                if not line.strip():
+                    continue
+                if _STEP.match(line):
+                    step = line
+                tail = (tail + [line[:1000]])[-5:]
+                await on_line(line)
+
         try:
             async with contextlib.aclosing(stream_items(start)) as items:
                 async for item in items:
                     if "stream" in item:
-                        for line in str(item["stream"]).splitlines():
-                            if not line.strip():
-                                continue
-                            if _STEP.match(line):
-                                step = line
-                            tail = (tail + [line])[-5:]
-                            await on_line(line)
-                    elif "aux" in item and isinstance(item["aux"], dict) and item["aux"].get("ID"):
+                        await lines(splitter.feed(str(item["stream"]).encode("utf-8", "surrogatepass")))
+                        continue
+                    await lines(splitter.close())
+                    if "aux" in item and isinstance(item["aux"], dict) and item["aux"].get("ID"):
                         image_id = item["aux"]["ID"]
                     elif "error" in item:
                         message = str(
@@ -250,6 +283,7 @@ class DockerImageBuilder:
                         await on_line(f"ERROR: {message}")
                         where = f" at {step}" if step else ""
                         raise BuildError(f"docker build failed{where}: {message}")
+            await lines(splitter.close())
         except (APIError, DockerException) as exc:
             raise BuildError(f"docker build failed: {getattr(exc, 'explanation', None) or exc}") from None
         if image_id is None:

@@ -5,16 +5,21 @@ version refreshes `at` every few seconds while it works on it (build â†’ push â†
 Another worker may take a version over only when its heartbeat is older than `lost_after` seconds
 (its owner died); the reaper then resumes it, and fails it ("worker lost") after repeated takeovers.
 Claiming is one guarded upsert: atomic across builder processes.
+`attempts` counts the builder processes that started work on the version (each once, by a per-process
+token in `attempt_by`), before they do any of it: a version whose processing kills its worker (an
+out-of-memory kill, say) shows more attempts than crashes it may cause, and is failed, not resumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from shared import oauth
@@ -44,6 +49,8 @@ class BuilderState:
     store: Any
     worker: str
     lost_after: float = 30.0
+    # Unique per process: a restarted worker may get the same `worker` name (pid 1 in a container).
+    incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     # -- read models -------------------------------------------------------------------------------
     async def version(self, version_id: str) -> dict[str, Any] | None:
@@ -151,6 +158,23 @@ class BuilderState:
             return_document=True,
         )
         return int((doc or {}).get("takeovers", 1))
+
+    def _start_attempt(self, version_id: str) -> int:
+        coll = self.store.builder_heartbeats
+        doc = coll.find_one_and_update(
+            # $nin, not $ne: nx-27017 does not match a missing field with $ne in find_one_and_update.
+            {"_id": version_id, "attempt_by": {"$nin": [self.incarnation]}},
+            {"$inc": {"attempts": 1}, "$set": {"attempt_by": self.incarnation}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:  # counted already by this process (or not claimed: nothing to count)
+            doc = coll.find_one({"_id": version_id}) or {}
+        return int(doc.get("attempts", 0))
+
+    async def start_attempt(self, version_id: str) -> int:
+        """Count this process starting work on the (claimed) version, once; returns how many
+        processes did, this one included (the earlier ones died or stopped without finishing it)."""
+        return await asyncio.to_thread(self._start_attempt, version_id)
 
     async def forget(self, version_id: str) -> None:
         await asyncio.to_thread(self.store.builder_heartbeats.delete_one, {"_id": version_id})

@@ -52,7 +52,7 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
     await run.emit(VersionTagged, VersionTaggedPayload(tag=version["name"], commit=commit))
 
     try:
-        config = pipeline.load_config(workspace, service.get("config_file"))
+        config = await pipeline.read_config(workspace, service.get("config_file"), b.settings)
     except pipeline.ConfigError as exc:
         raise Failed(str(exc), "config") from None
     stages = config.stages(version.get("operations"))

@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from shared.auth import UserExists, create_user
+from shared.auth import UserExists, create_user, rotate_token
 from shared.settings import get_settings
 from shared.store import Store
 
@@ -18,7 +18,11 @@ def user_main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create a user and print its token (shown only once)")
     create.add_argument("name", help="the user id used in API paths, e.g. alice")
+    token = sub.add_parser("token", help="issue a new token for a user (the old one stops working)")
+    token.add_argument("name")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "token":
+        return _reissue(args.name)
     if not USER_NAME.match(args.name):
         print(
             f"fornax user: invalid user name {args.name!r}: use lower-case letters, digits, '-' and '_'",
@@ -41,6 +45,23 @@ def user_main(argv: list[str] | None = None) -> int:
     finally:
         store.close()
     print(f"created user {args.name}; API token (shown only once):")
+    print(token)
+    return 0
+
+
+def _reissue(name: str) -> int:
+    store = Store(get_settings())
+    try:
+        token = rotate_token(store, name)
+    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+        print(f"fornax user: cannot reach MongoDB at {store.settings.mongo_url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if token is None:
+        print(f"fornax user: no user {name!r}", file=sys.stderr)
+        return 1
+    print(f"new API token for {name} (shown only once; the old one no longer works):")
     print(token)
     return 0
 

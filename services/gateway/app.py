@@ -21,13 +21,13 @@ from shared.store import Store
 from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
 from .repo_index import RepoIndex
-from .routes import compat, deploys, health, logs, oauth, services, versions, webhooks
+from .routes import account, badges, compat, dashboard, deploys, health, logs, oauth, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
 
 # Webhooks first: the hot path should match its route after the fewest regex tries.
 # The compatibility paths (no /api/v1 prefix) last: every fixed path is tried before them.
-ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs, oauth, compat)
+ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs, badges, account, oauth, compat)
 
 
 def all_routes() -> list[BaseRoute]:
@@ -96,6 +96,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.bus.stop()
             app.state.store.close()
 
-    app = Gateway(routes=all_routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Gateway(routes=[*all_routes(), *dashboard.routes], lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.settings = cfg
     return app

@@ -152,6 +152,8 @@ SCHEMAS: dict[str, Any] = {
             "webhook_secret": {"type": "string", "writeOnly": True, "description": "generated when omitted"},
             "secrets": _SECRETS,
             "deploy_targets": _DEPLOY_TARGETS,
+            "public": {"type": "boolean", "description": "its badge is readable without a token"},
+            "commit_status": {"$ref": "#/components/schemas/CommitStatus"},
         },
     },
     "ServiceUpdate": {
@@ -164,6 +166,19 @@ SCHEMAS: dict[str, Any] = {
             "webhook_secret": {"type": "string", "writeOnly": True},
             "secrets": _SECRETS,
             "deploy_targets": _DEPLOY_TARGETS,
+            "public": {"type": "boolean", "description": "its badge is readable without a token"},
+            "commit_status": {"$ref": "#/components/schemas/CommitStatus"},
+        },
+    },
+    "CommitStatus": {
+        "type": "object",
+        "required": ["provider", "api_url", "repository", "token_secret"],
+        "description": "report each version's status on its commit (GitHub or GitLab); the token is a service secret",
+        "properties": {
+            "provider": {"type": "string", "enum": ["github", "gitlab"]},
+            "api_url": {"type": "string", "description": "https://api.github.com, https://gitlab.example.com/api/v4"},
+            "repository": {"type": "string", "description": "GitHub owner/repo; GitLab project id or path"},
+            "token_secret": {"type": "string", "description": "name of the service secret holding the API token"},
         },
     },
     "ServiceCreated": {
@@ -187,6 +202,8 @@ SCHEMAS: dict[str, Any] = {
             },
             "config_file": {"type": "string"},
             "deploy_targets": {"type": "array", "items": {"type": "object"}},
+            "public": {"type": "boolean", "description": "its badge is readable without a token"},
+            "commit_status": {"$ref": "#/components/schemas/CommitStatus"},
             "status": {"type": "string", "enum": ["accepted", "healthy", "missing", "unknownvcs"]},
             "status_message": {"type": "string"},
             "created_at": {"type": "string", "format": "date-time"},
@@ -658,6 +675,37 @@ def document() -> dict[str, Any]:
                 "Liveness: the process answers", (200, "alive", ACCEPTED), auth=False, tag="operations"
             )
         },
+        "/api/v1/me": {
+            "get": _op("Who the token belongs to", (200, "the user", {"type": "object", "properties": {
+                "user_id": {"type": "string"}}}), 401, tag="account")
+        },
+        f"{p}/token/rotate": {
+            "post": _op("Rotate the caller's token (the old one stops working at once)", (200, "the new token", {
+                "type": "object", "properties": {"user_id": {"type": "string"}, "token": {"type": "string"}}}),
+                401, 403, params=[USER], tag="account")
+        },
+        f"{p}/token/revoke": {
+            "post": _op("Revoke the caller's token (an admin issues a new one: fornax user token NAME)",
+                        (200, "revoked", {"type": "object", "properties": {"user_id": {"type": "string"},
+                                                                            "revoked": {"type": "boolean"}}}),
+                        401, 403, params=[USER], tag="account")
+        },
+        "/badges/{user_id}/{service}.svg": {
+            "get": {
+                "summary": "Status badge of a service's latest version (SVG; public services need no token)",
+                "tags": ["badges"],
+                "security": [{}, {"bearer": []}],
+                "parameters": [USER, _path("service", "service name"),
+                               _query("branch", "only versions built from this branch", "string")],
+                "responses": {
+                    "200": {"description": "badge: passing, failing, running, cancelled or none",
+                            "content": {"image/svg+xml": {}}},
+                    "304": {"description": "unchanged since the ETag given in If-None-Match"},
+                    "400": _ERR,
+                    "404": _ERR,
+                },
+            }
+        },
         "/readyz": {
             "get": _op(
                 "Readiness: MongoDB and the event broker reachable",
@@ -698,8 +746,8 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "operations",
-                                              "oauth", "compatibility")],
+        "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "account", "badges",
+                                                  "operations", "oauth", "compatibility")],
         "paths": paths,
         "components": {
             "securitySchemes": {

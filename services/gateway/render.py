@@ -22,6 +22,8 @@ _SERVICE_FIELDS = (
     "config_file",
     "deploy_targets",
     "secret_names",
+    "public",
+    "commit_status",
     "status",
     "status_message",
     "created_at",

@@ -26,6 +26,15 @@ class Repository(Payload):
         return data
 
 
+class CommitStatusConfig(Payload):
+    """Where a service's versions report commit status: GitHub or GitLab (or their self-hosted kin)."""
+
+    provider: Literal["github", "gitlab"]
+    api_url: str  # https://api.github.com, https://ghe.example.com/api/v3, https://gitlab.example.com/api/v4
+    repository: str  # GitHub "owner/repo"; GitLab a project id or "group/project" path
+    token_secret: str  # the name of one of the service's secrets: the API token is never in an event
+
+
 class ServiceCreatedPayload(Payload):
     user_id: str
     name: str
@@ -34,6 +43,8 @@ class ServiceCreatedPayload(Payload):
     config_file: str | None = None
     deploy_targets: list[dict[str, str]] = Field(default_factory=list)
     secret_names: list[str] = Field(default_factory=list)
+    public: bool = False  # badge readable without a token
+    commit_status: CommitStatusConfig | None = None
 
 
 class ServiceCreated(Event):
@@ -60,6 +71,9 @@ class ServiceUpdatedPayload(Payload):
     config_file: str | None = None
     deploy_targets: list[dict[str, str]] | None = None
     secret_names: list[str] | None = None  # set when the service's secrets were replaced (names only)
+    public: bool | None = None
+    commit_status: CommitStatusConfig | None = None
+    clear_commit_status: bool = False
 
 
 class ServiceUpdated(Event):

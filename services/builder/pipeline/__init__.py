@@ -60,9 +60,12 @@ Additions (issue 4):
   credentials for the user's own namespace only; ensure_image(client, image, auth) pulls only with them.
 - Every step container gets env CI=true, FORNAX_NETWORK, FORNAX_WORKSPACE=/workspace,
   FORNAX_VERSION, FORNAX_STAGE, STEP_NAME=<stage> (the file's `environment` overrides them).
+- async read_config(workspace, configured_name, settings) -> PipelineConfig   load_config with
+    settings.config_max_bytes / config_max_nodes / config_parse_timeout, in a worker thread; the
+    agents use this one (a hostile file fails the version with "<name>: <limit exceeded>").
 """
 
-from .config import CONFIG_FILES, ConfigError, PipelineConfig, load_config, parse_config
+from .config import CONFIG_FILES, ConfigError, PipelineConfig, load_config, parse_config, read_config
 from .containers import ensure_image
 from .errors import StageFailed
 from .images import ImageRefused, check_config, check_dockerfile, check_image, pull_auth
@@ -72,8 +75,8 @@ from .runner import CONTAINER_STAGES, StageContext, run_stage
 
 __all__ = [
     "CONFIG_FILES", "CONTAINER_STAGES", "ConfigError", "PipelineConfig", "QuotaExceeded", "StageContext",
-    "StageFailed", "acquire", "cleanup_version", "load_config", "network_name", "parse_config", "release",
-    "reserve", "run_stage",
+    "StageFailed", "acquire", "cleanup_version", "load_config", "network_name", "parse_config", "read_config",
+    "release", "reserve", "run_stage",
     "ImageRefused", "check_config", "check_dockerfile", "check_image", "ensure_image", "ensure_network",
     "pull_auth",
 ]

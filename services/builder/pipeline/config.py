@@ -16,8 +16,10 @@ runner.copy_outputs for where each lands.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +38,7 @@ from pydantic import (
 
 from shared.events.versions import DeploySpec
 
-from ._yaml import YamlSyntaxError, dotted, line_of, load_with_lines
+from ._yaml import YamlSyntaxError, YamlTooLarge, dotted, line_of, load_with_lines
 
 CONFIG_FILES = ("fornax.yml", "caicloud.yml")
 WORKSPACE_MOUNT = "/workspace"  # where the repository is bind-mounted in every step container
@@ -460,10 +462,15 @@ def _msg(err: Any) -> str:
     return msg[:1].lower() + msg[1:]
 
 
-def parse_config(text: str, name: str = "fornax.yml") -> PipelineConfig:
-    """Parse config text; ConfigError('<name> line N: <key.path>: <problem>') on any problem."""
+def parse_config(
+    text: str, name: str = "fornax.yml", *, max_nodes: int = 10_000, deadline: float | None = None
+) -> PipelineConfig:
+    """Parse config text; ConfigError('<name> line N: <key.path>: <problem>') on any problem, and
+    ConfigError('<name>: <what was exceeded>') past `max_nodes` values or the `deadline` (monotonic)."""
     try:
-        data, lines = load_with_lines(text)
+        data, lines = load_with_lines(text, max_nodes=max_nodes, deadline=deadline)
+    except YamlTooLarge as exc:
+        raise ConfigError(f"{name}: {exc.message}", file=name, line=exc.line) from None
     except YamlSyntaxError as exc:
         raise ConfigError(f"{name} line {exc.line}: {exc.message}", file=name, line=exc.line) from None
     if data is None:
@@ -484,8 +491,16 @@ def parse_config(text: str, name: str = "fornax.yml") -> PipelineConfig:
     return config
 
 
-def load_config(workspace: Path, configured_name: str | None = None) -> PipelineConfig:
-    """Read `configured_name`, else fornax.yml, else caicloud.yml; none of them → the default config."""
+def load_config(
+    workspace: Path,
+    configured_name: str | None = None,
+    *,
+    max_bytes: int = 256 * 1024,
+    max_nodes: int = 10_000,
+    deadline: float | None = None,
+) -> PipelineConfig:
+    """Read `configured_name`, else fornax.yml, else caicloud.yml; none of them → the default config.
+    A file over `max_bytes` is refused before it is read."""
     root = Path(workspace).resolve()
     names = list(dict.fromkeys([n for n in (configured_name, *CONFIG_FILES) if n]))
     for name in names:
@@ -493,9 +508,30 @@ def load_config(workspace: Path, configured_name: str | None = None) -> Pipeline
         if root not in path.parents:
             raise ConfigError(f"{name} line 1: the config file escapes the workspace", file=name, line=1)
         if path.is_file():
+            with path.open("rb") as f:
+                raw = f.read(max_bytes + 1)
+            if len(raw) > max_bytes:
+                raise ConfigError(f"{name}: the file is larger than {max_bytes} bytes (limit config_max_bytes)",
+                                  file=name, line=1)
             try:
-                text = path.read_text(encoding="utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ConfigError(f"{name} line 1: the file is not UTF-8 text", file=name, line=1) from None
-            return parse_config(text, name)
+            return parse_config(text, name, max_nodes=max_nodes, deadline=deadline)
     return PipelineConfig()
+
+
+async def read_config(workspace: Path, configured_name: str | None, settings: Any) -> PipelineConfig:
+    """load_config with the limits from settings, off the event loop: a hostile file (an alias bomb,
+    a huge or deeply nested document) fails with a ConfigError naming the limit, in bounded time."""
+    timeout = float(settings.config_parse_timeout)
+    deadline = time.monotonic() + timeout
+    work = asyncio.to_thread(load_config, workspace, configured_name, max_bytes=settings.config_max_bytes,
+                             max_nodes=settings.config_max_nodes, deadline=deadline)
+    try:
+        # The parse itself checks the deadline; the extra second covers a stall outside the checks.
+        return await asyncio.wait_for(work, timeout + 1.0)
+    except TimeoutError:
+        name = configured_name or CONFIG_FILES[0]
+        raise ConfigError(f"{name}: parsing took longer than {timeout:g}s (limit config_parse_timeout)",
+                          file=name, line=1) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import shlex
 import threading
@@ -13,10 +14,14 @@ from typing import Any
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
+from shared.logwriter import MASK_SLACK, MAX_LINE, LineSplitter
+
 from .errors import StageFailed
 
 MARK = "\x1efornax-cmd "  # printed by the generated script before each command
 STOP_GRACE = 3  # seconds between SIGTERM and SIGKILL
+TAIL_CHARS = 500  # of each line quoted in a stage error
+PUMP_CHUNKS = 64  # output chunks (each at most ~16 KiB from the daemon) queued per container
 
 
 def step_script(commands: list[str]) -> str:
@@ -98,37 +103,59 @@ async def blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await future
 
 
-async def pump_lines(container, on_line: Callable[[str], Awaitable[None]]) -> None:
-    """Follow the container's output (stdout+stderr) and call on_line per line, as produced."""
+async def pump_lines(
+    container,
+    on_line: Callable[[str], Awaitable[None]],
+    limit: int = MAX_LINE + MASK_SLACK,
+    split_before: bytes | None = None,
+) -> None:
+    """Follow the container's output (stdout+stderr) and call on_line per line, as produced; a line
+    longer than `limit` bytes is cut (LineSplitter). The reading thread waits while PUMP_CHUNKS
+    chunks are queued, so a step that prints faster than the log is written holds no more memory."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(PUMP_CHUNKS)
+    stopped = threading.Event()
 
-    def put(item: bytes | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop may be gone at interpreter shutdown
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+    def put(item: bytes | None) -> bool:
+        try:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        except RuntimeError:  # the loop is gone (interpreter shutdown)
+            return False
+        while True:
+            try:
+                future.result(timeout=1.0)
+                return True
+            except concurrent.futures.TimeoutError:
+                if stopped.is_set():  # nobody reads any more (the pump was cancelled)
+                    future.cancel()
+                    return False
+            except (concurrent.futures.CancelledError, RuntimeError):
+                return False
 
     def follow() -> None:
         try:
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                put(chunk)
+                if not put(chunk):
+                    return
         except Exception:  # noqa: BLE001 - the container went away: the stream just ends
             pass
         finally:
             put(None)
 
-    # The follow thread ends by itself once the container stops or is removed.
+    # The follow thread ends by itself once the container stops or is removed (or the pump ends).
     threading.Thread(target=follow, daemon=True, name="fornax-logs").start()
-    buf = b""
-    while True:
-        chunk = await queue.get()
-        if chunk is None:
-            break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for raw in lines:
-            await on_line(raw.rstrip(b"\r").decode("utf-8", "replace"))
-    if buf:
-        await on_line(buf.decode("utf-8", "replace"))
+    splitter = LineSplitter(limit, split_before)
+    try:
+        while True:
+            chunk = await queue.get()
+            if chunk is None:
+                break
+            for line in splitter.feed(chunk):
+                await on_line(line)
+        for line in splitter.close():
+            await on_line(line)
+    finally:
+        stopped.set()
 
 
 class Tail:
@@ -138,7 +165,8 @@ class Tail:
         self.lines: collections.deque[str] = collections.deque(maxlen=size)
 
     def add(self, line: str) -> None:
-        self.lines.append(line)
+        # The stage error travels in events: a few short lines, not ten 16 KiB ones.
+        self.lines.append(line if len(line) <= TAIL_CHARS else line[:TAIL_CHARS] + "…")
 
     def text(self) -> str:
         return "\n".join(self.lines)

@@ -22,6 +22,8 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
+from shared.logwriter import MASK_SLACK, MAX_LINE
+
 from . import containers as C
 from .config import WORKSPACE_MOUNT, PipelineConfig, PreBuild, Step
 from .errors import StageFailed
@@ -113,6 +115,8 @@ class _StageRun:
         self._closed = False
         self.pumps: list[asyncio.Task[None]] = []
         self.network = network_name(ctx.version_id)
+        # The log writer cuts lines at settings.log_max_line after masking; the reader keeps a bit more.
+        self._line_limit = int(getattr(ctx.settings, "log_max_line", MAX_LINE)) + MASK_SLACK
 
     # -- the stage ---------------------------------------------------------------------------------
     async def execute(self) -> None:
@@ -125,7 +129,8 @@ class _StageRun:
                 f"svc-{name}", spec.image, spec.environment,
                 service_script=spec.commands, alias=name, role="service",
             )
-            self.pumps.append(asyncio.create_task(C.pump_lines(container, self._service_line(name))))
+            self.pumps.append(asyncio.create_task(
+                C.pump_lines(container, self._service_line(name), self._line_limit)))
         container = await self._start(stage, self.step.image, self.step.environment,
                                       script=C.step_script(self.step.commands), role="step")
         tail = C.Tail()
@@ -143,7 +148,10 @@ class _StageRun:
             tail.add(line)
             await ctx.log.write(stage, line)
 
-        pump = asyncio.create_task(C.pump_lines(container, on_line))
+        # The command marker starts a line of its own even after output without a newline, so a cut
+        # of that output cannot swallow it.
+        pump = asyncio.create_task(
+            C.pump_lines(container, on_line, self._line_limit, split_before=C.MARK[:1].encode()))
         result = await C.blocking(container.wait)
         await pump
         code = int(result.get("StatusCode", -1))

@@ -16,7 +16,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from shared.events import Repository, ServiceCreated, ServiceDeleted, ServiceUpdated
-from shared.events.services import ServiceCreatedPayload, ServiceDeletedPayload, ServiceUpdatedPayload
+from shared.events.services import (
+    CommitStatusConfig,
+    ServiceCreatedPayload,
+    ServiceDeletedPayload,
+    ServiceUpdatedPayload,
+)
 from shared.repo_url import RepoUrlRefused, check_repo_url
 from shared.secretbox import SecretBox
 
@@ -81,6 +86,19 @@ class RepositoryPatch(BaseModel):
     token: str | None = Field(None, max_length=4000)
 
 
+class CommitStatusIn(BaseModel):
+    """Commit status reporting: the provider's API, the repository there, and which secret holds the token."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider: Literal["github", "gitlab"]
+    api_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://[^\s]+$")
+    repository: str = Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-/]+$")
+    token_secret: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+    def config(self) -> CommitStatusConfig:
+        return CommitStatusConfig(**self.model_dump())
+
+
 def _check_secrets(v: dict[str, str] | None) -> dict[str, str] | None:
     for name, value in (v or {}).items():
         if not SECRET_NAME.match(name):
@@ -102,6 +120,8 @@ class _Common(BaseModel):
     webhook_secret: str | None = Field(None, min_length=8, max_length=500)
     secrets: Secrets | None = None
     deploy_targets: DeployTargets | None = None
+    public: bool | None = None  # the badge is readable without a token
+    commit_status: CommitStatusIn | None = None
     # Credentials may also be given at the top level (as in the original API).
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)
@@ -165,6 +185,7 @@ def _allowed_url(request: Request, url: str) -> None:
 async def create_service(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     body = await read_json(request, ServiceIn)
+    _check_status_secret(body.commit_status, set(body.secrets or {}))
     _allowed_url(request, body.repository.url)
     store = store_of(request)
     service_id = uuid.uuid4().hex
@@ -199,6 +220,8 @@ async def create_service(request: Request) -> Response:
                 config_file=body.config_file,
                 deploy_targets=body.deploy_targets or [],
                 secret_names=sorted(body.secrets or {}),
+                public=bool(body.public),
+                commit_status=body.commit_status.config() if body.commit_status else None,
             ),
             actor=user_id,
         )
@@ -212,6 +235,13 @@ async def create_service(request: Request) -> Response:
         f"/api/v1/{user_id}/services/{service_id}",
         visible,
     )
+
+
+def _check_status_secret(status: CommitStatusIn | None, secret_names: set[str]) -> None:
+    if status is not None and status.token_secret not in secret_names:
+        raise ApiError(422, "validation_error",
+                       f"commit_status.token_secret: {status.token_secret!r} is not one of the service's secrets",
+                       "commit_status.token_secret")
 
 
 async def _undo(store: Any, reservation: str, service_id: str) -> None:
@@ -255,6 +285,8 @@ async def update_service(request: Request) -> Response:
     service_id = request.path_params["service_id"]
     doc = await owned_service(request, user_id, service_id)
     body = await read_json(request, ServicePatch)
+    names = set(body.secrets) if body.secrets is not None else set(doc.get("secret_names") or [])
+    _check_status_secret(body.commit_status, names)
     store = store_of(request)
     repo: Repository | None = None
     patch = body.repository
@@ -294,6 +326,8 @@ async def update_service(request: Request) -> Response:
             config_file=body.config_file,
             deploy_targets=body.deploy_targets,
             secret_names=sorted(body.secrets) if body.secrets is not None else None,
+            public=body.public,
+            commit_status=body.commit_status.config() if body.commit_status else None,
         ),
         actor=user_id,
     )

@@ -1,0 +1,1 @@
+"""The `fornax` API client commands: everything the REST API does, from a terminal, with the same token."""

@@ -32,7 +32,8 @@ class CommitStatusConfig(Payload):
     provider: Literal["github", "gitlab"]
     api_url: str  # https://api.github.com, https://ghe.example.com/api/v3, https://gitlab.example.com/api/v4
     repository: str  # GitHub "owner/repo"; GitLab a project id or "group/project" path
-    token_secret: str  # the name of one of the service's secrets: the API token is never in an event
+    token_secret: str | None = None  # the name of one of the service's secrets: the API token is never in
+    # an event; None: the owner's OAuth token for `provider` (the repository's `oauth` names the same provider)
 
 
 class ServiceCreatedPayload(Payload):

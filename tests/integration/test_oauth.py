@@ -17,6 +17,7 @@ import pytest
 
 from infra.local.stack import free_port
 from shared.auth import create_user
+from tests.fixtures.forge import Forge
 from tests.fixtures.oauth_fake import FakeProvider
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
 
@@ -48,9 +49,13 @@ def world(stack, busybox_image, tmp_path_factory):
     stack.stop("builder")  # only the instance with the OAuth settings may take the versions
     stack.start_service("gateway", instance="gateway-oauth", env=env)
     stack.start_service("builder", instance="builder-oauth", env=env)
+    forge = Forge(token="set-once-connected").start()  # GitHub's commit-status endpoint
+    stack.start_service("notifier", env={"FORNAX_COMMIT_STATUS_TIMEOUT": "2", "FORNAX_PUBLIC_URL": "http://fornax.test"})
     try:
-        yield {"port": port, "github": github, "gitlab": gitlab, "repo": repo}
+        yield {"port": port, "github": github, "gitlab": gitlab, "repo": repo, "forge": forge}
     finally:
+        stack.stop("notifier")
+        forge.stop()
         stack.stop("builder-oauth")
         stack.stop("gateway-oauth")
         github.stop()
@@ -89,14 +94,19 @@ def test_private_github_repository_builds_with_the_token(world, user, store) -> 
                                        "clone_url": github.clone_url("acme/origin.git"), "default_branch": "main"}]
     assert user.http.get(f"/api/v1/{user.user}/services/github/listrepo").json() == listed.json()
 
+    world["forge"].token = next(iter(github.tokens))  # the forge takes the OAuth token for commit statuses
     service = user.create_service("private-app", github.clone_url("acme/origin.git"),
-                                  repository={"oauth": "github"})
+                                  repository={"oauth": "github"},
+                                  commit_status={"provider": "github", "api_url": world["forge"].url,
+                                                 "repository": "acme/origin"})
     sid = service["service_id"]
     assert user.wait_repo_status(sid) == "healthy"
     vid = user.new_version(sid, "v1")
     version = user.wait_version(vid, timeout=180)
     assert version["status"] == "success", version
     assert repo.tag_commit("v1") == version["commit"]  # tagged through http, with the token
+    wait_until(lambda: "success" in world["forge"].states(version["commit"]), 60,
+               "the commit status posted with the OAuth token")
     assert any(r.startswith("x-access-token:ok /acme/origin.git/git-receive-pack") for r in github.git_requests)
     logs = wait_until(lambda: (r := user.http.get(f"/api/v1/{user.user}/versions/{vid}/logs")).status_code == 200
                       and "private app" in r.text and r, 60, "the archived log")
@@ -154,3 +164,7 @@ def test_service_with_oauth_needs_a_connection(world, user) -> None:
     resp = user.http.post(f"/api/v1/{user.user}/services", json={
         "name": "nope", "repository": {"url": "https://x.test/a.git", "oauth": "github", "password": "p"}})
     assert resp.status_code == 422, resp.text
+    resp = user.http.post(f"/api/v1/{user.user}/services", json={
+        "name": "nope", "repository": {"url": "https://x.test/a.git"},
+        "commit_status": {"provider": "github", "api_url": "https://api.x.test", "repository": "a/b"}})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "commit_status.token_secret", resp.text

@@ -93,7 +93,9 @@ class CommitStatusIn(BaseModel):
     provider: Literal["github", "gitlab"]
     api_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://[^\s]+$")
     repository: str = Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-/]+$")
-    token_secret: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+    # Unset: the owner's OAuth token for `provider` (needs repository.oauth of the same provider).
+    token_secret: str | None = Field(None, min_length=1, max_length=128,
+                                     pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
     def config(self) -> CommitStatusConfig:
         return CommitStatusConfig(**self.model_dump())
@@ -185,7 +187,7 @@ def _allowed_url(request: Request, url: str) -> None:
 async def create_service(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     body = await read_json(request, ServiceIn)
-    _check_status_secret(body.commit_status, set(body.secrets or {}))
+    _check_status_secret(body.commit_status, set(body.secrets or {}), body.repository.oauth)
     _allowed_url(request, body.repository.url)
     store = store_of(request)
     service_id = uuid.uuid4().hex
@@ -237,7 +239,13 @@ async def create_service(request: Request) -> Response:
     )
 
 
-def _check_status_secret(status: CommitStatusIn | None, secret_names: set[str]) -> None:
+def _check_status_secret(status: CommitStatusIn | None, secret_names: set[str], oauth: str | None = None) -> None:
+    if status is not None and status.token_secret is None:
+        if oauth != status.provider:
+            raise ApiError(422, "validation_error",
+                           f"commit_status.token_secret: required unless repository.oauth is {status.provider!r}",
+                           "commit_status.token_secret")
+        return
     if status is not None and status.token_secret not in secret_names:
         raise ApiError(422, "validation_error",
                        f"commit_status.token_secret: {status.token_secret!r} is not one of the service's secrets",
@@ -286,7 +294,7 @@ async def update_service(request: Request) -> Response:
     doc = await owned_service(request, user_id, service_id)
     body = await read_json(request, ServicePatch)
     names = set(body.secrets) if body.secrets is not None else set(doc.get("secret_names") or [])
-    _check_status_secret(body.commit_status, names)
+    _check_status_secret(body.commit_status, names, (doc.get("repository") or {}).get("oauth"))
     store = store_of(request)
     repo: Repository | None = None
     patch = body.repository

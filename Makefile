@@ -1,5 +1,5 @@
 # The single entry point: CI and people call the same targets.
-.PHONY: install up down status test lint bench
+.PHONY: install up down status test lint bench images compose-up compose-demo compose-down
 
 install:
 	scripts/install.sh
@@ -22,3 +22,20 @@ lint: install
 bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || true
 	@scripts/dockerd.sh sh -c 'for b in bench/*/run.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done'
+
+# Container images built here without pulling (debootstrap base, wheelhouse); cached by content hash.
+images: install
+	.venv/bin/python -m infra.compose.images
+
+# The scaled-out system in containers (docker-compose.yml + infra/compose/local.yml); docs/compose.md.
+COMPOSE_PROJECT ?= fornax-compose
+COMPOSE_API_PORT ?= 17099
+COMPOSE_LOGS_PORT ?= 17000
+compose-up: images
+	.venv/bin/python -m infra.compose.stack up --project $(COMPOSE_PROJECT) --api-port $(COMPOSE_API_PORT) --logs-port $(COMPOSE_LOGS_PORT)
+
+compose-demo:
+	.venv/bin/python -m infra.compose.stack demo
+
+compose-down:
+	.venv/bin/python -m infra.compose.stack down

@@ -47,6 +47,7 @@ class Demo:
     service_id: str = ""
     version: dict[str, Any] = field(default_factory=dict)
     out: Callable[[str], None] = print
+    service_name: str = SERVICE
 
 
 def _deploy_to_local(demo: Demo) -> int | None:
@@ -129,7 +130,7 @@ def _service(demo: Demo, home: Path) -> str:
     resp = demo.http.post(
         api,
         json={
-            "name": SERVICE,
+            "name": demo.service_name,
             "description": "fornax demo",
             "repository": {"url": demo.repo_url, "vcs": "git"},
             "webhook_secret": secret,
@@ -140,7 +141,7 @@ def _service(demo: Demo, home: Path) -> str:
     elif resp.status_code == 409:
         listed = demo.http.get(api, params={"limit": 100}).json()
         items = listed.get("services", listed if isinstance(listed, list) else [])
-        demo.service_id = next(s["service_id"] for s in items if s.get("name") == SERVICE)
+        demo.service_id = next(s["service_id"] for s in items if s.get("name") == demo.service_name)
         upd = demo.http.put(f"{api}/{demo.service_id}", json={"webhook_secret": secret})
         if upd.status_code >= 300:
             raise RuntimeError(f"updating the demo service failed: {upd.status_code} {upd.text}")
@@ -160,7 +161,7 @@ def _wait_service(demo: Demo, timeout: float = 60) -> str:
     raise RuntimeError("the repository check did not finish (is the builder running?)")
 
 
-def webhook(repo_url: str, sha: str, secret: str) -> tuple[dict[str, str], bytes]:
+def webhook(repo_url: str, sha: str, secret: str, service: str = SERVICE) -> tuple[dict[str, str], bytes]:
     """A signed GitHub push delivery for `sha` on main."""
     body = json.dumps(
         {
@@ -169,7 +170,7 @@ def webhook(repo_url: str, sha: str, secret: str) -> tuple[dict[str, str], bytes
             "after": sha,
             "created": False,
             "deleted": False,
-            "repository": {"name": SERVICE, "full_name": f"demo/{SERVICE}", "clone_url": repo_url},
+            "repository": {"name": service, "full_name": f"demo/{service}", "clone_url": repo_url},
             "head_commit": {"id": sha, "message": "demo change"},
             "pusher": {"name": "demo"},
         }
@@ -210,6 +211,8 @@ def _follow(demo: Demo, sha: str, timeout: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fornax demo", description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the version")
+    parser.add_argument("--service", default=SERVICE,
+                        help="the demo service's name (its deployed container is fornax-NAME-NAME)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = get_settings()
     home = (settings.data_dir / "demo").resolve()
@@ -225,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             timeout=30,
             headers={"Authorization": f"Bearer {token}"},
         )
-        demo = Demo(settings, http, user, token, str(origin))
+        demo = Demo(settings, http, user, token, str(origin), service_name=args.service)
         secret = _service(demo, home)
-        print(f"service {SERVICE} ({demo.service_id}) for {origin}: repository {_wait_service(demo)}")
+        print(f"service {demo.service_name} ({demo.service_id}) for {origin}: repository {_wait_service(demo)}")
         sha = _commit(work)
         print(f"pushed commit {sha[:12]} to main")
-        headers, body = webhook(str(origin), sha, secret)
+        headers, body = webhook(str(origin), sha, secret, demo.service_name)
         resp = http.post("/webhooks/github", content=body, headers=headers)
         if resp.status_code >= 300:
             raise RuntimeError(f"the webhook was refused: {resp.status_code} {resp.text}")

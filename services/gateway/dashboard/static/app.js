@@ -247,10 +247,17 @@ async function act(msgId, fn, done, then) {
 
 async function versionPage(vid) {
   let version;
-  try {
-    version = await api("GET", userPath(`versions/${vid}`));
-  } catch (err) {
-    throw Object.assign(err, { what: "This version" });
+  // A link followed right after a push (a commit status, a chat message) may arrive before the version is
+  // in the read model: a 404 is asked again for a few seconds before it counts.
+  for (let delay = 50; ; delay *= 2) {
+    try {
+      version = await api("GET", userPath(`versions/${vid}`));
+      break;
+    } catch (err) {
+      if (err.status !== 404 || delay > 1600) throw Object.assign(err, { what: "This version" });
+      main.innerHTML = '<p class="muted">Waiting for the version…</p>';
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
   const service = await api("GET", userPath(`services/${version.service_id}`)).catch(() => null);
   crumbs([["/ui/", "Services"], [`/ui/services/${version.service_id}`, service ? service.name : "service"], [null, version.name]]);

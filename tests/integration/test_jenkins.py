@@ -108,6 +108,19 @@ async def test_credentials_and_server_policy(jenkins, tmp_path) -> None:
         await run_stage(ctx, config(jenkins.url, "app-tests"), "integration")
 
 
+async def test_console_is_capped_and_jenkins_urls_stay_on_the_server(jenkins, tmp_path) -> None:
+    log = MemoryLog()
+    await run_stage(context(tmp_path, settings_for(jenkins.url, jenkins_max_log_bytes=1024), log),
+                    config(jenkins.url, "chatty"), "integration")
+    lines = log.texts("integration")
+    assert "Jenkins console truncated at 1024 bytes" in lines and "Jenkins result: SUCCESS" in lines
+    kept = [line for line in lines if line.startswith(("0", "x"))]
+    assert kept[0].startswith("000 ") and len("\n".join(kept).encode()) <= 1024
+    with pytest.raises(StageFailed, match=r"pointed outside itself \(http://169\.254\.169\.254/queue/item/"):
+        await run_stage(context(tmp_path, settings_for(jenkins.url), MemoryLog()),
+                        config(jenkins.url, "elsewhere"), "integration")
+
+
 @pytest.mark.parametrize("how", ["cancel", "timeout"])
 async def test_cancel_or_timeout_stops_the_build(jenkins, tmp_path, how) -> None:
     log = MemoryLog()

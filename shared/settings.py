@@ -46,6 +46,17 @@ class DockerTarget(BaseModel):
     stop_seconds: int = Field(10, ge=0)
 
 
+class OAuthApp(BaseModel):
+    """An OAuth application registered with a code host (GitHub or GitLab), for private repositories."""
+
+    client_id: str
+    client_secret: SecretStr
+    authorize_url: str  # e.g. https://github.com/login/oauth/authorize, https://gitlab.com/oauth/authorize
+    token_url: str  # e.g. https://github.com/login/oauth/access_token, https://gitlab.com/oauth/token
+    api_url: str  # e.g. https://api.github.com, https://gitlab.com/api/v4
+    scope: str = ""  # default: "repo" (GitHub), "api" (GitLab)
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the optional settings file named by FORNAX_SETTINGS_FILE."""
 
@@ -257,6 +268,32 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"repo_url_schemes: {bad[0]!r} is not a remote URL scheme (ext:: and "
                                  "fd:: run commands; local repositories are enabled by repo_allow_local)")
+        return v
+
+    # -- The seed's surface: Jenkins delegation, OAuth apps for private repositories (see docs/config.md,
+    # docs/oauth.md) --
+    # Jenkins servers an `integration.jenkins.server` may name (base URLs; empty: Jenkins delegation off).
+    jenkins_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_alias("jenkins_servers"))
+    jenkins_poll_seconds: float = Field(2.0, gt=0, le=60, validation_alias=_alias("jenkins_poll_seconds"))
+    jenkins_request_timeout: float = Field(10.0, gt=0, validation_alias=_alias("jenkins_request_timeout"))
+    # Seconds of failed connections after which Jenkins counts as down and the stage fails.
+    jenkins_unreachable_after: float = Field(30.0, ge=0, validation_alias=_alias("jenkins_unreachable_after"))
+    jenkins_max_log_bytes: int = Field(10 * 1024 * 1024, ge=1024, validation_alias=_alias("jenkins_max_log_bytes"))
+
+    # OAuth apps by provider ("github", "gitlab"); users' tokens are stored encrypted under secrets_key
+    # (required for OAuth); the gateway's public base URL (the callback is
+    # <base>/services/<provider>/authcallback); seconds an authorization `state` stays valid (single use).
+    oauth_providers: dict[str, OAuthApp] = Field(default_factory=dict, validation_alias=_alias("oauth_providers"))
+    oauth_callback_base: str = Field("http://127.0.0.1:7099", validation_alias=_alias("oauth_callback_base"))
+    oauth_state_seconds: float = Field(600.0, gt=0, le=3600, validation_alias=_alias("oauth_state_seconds"))
+
+    @field_validator("jenkins_servers", mode="before")
+    @classmethod
+    def _jenkins_servers(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v.startswith("[") else [s.strip() for s in v.split(",") if s.strip()]
         return v
 
 

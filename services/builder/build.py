@@ -227,6 +227,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         cancelled=run.active.cancelled,
         deadline=run.deadline,
         epoch=run.active.epoch,
+        commit=commit,
+        version_name=run.version.get("name"),
+        secrets=(await b.state.secrets(service["_id"])).get("values") or {},
     )
     for name in ("integration", "pre_build"):
         if name in stages:

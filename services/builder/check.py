@@ -26,7 +26,7 @@ async def on_service_event(b: Builder, event: Event) -> RepositoryChecked | None
         if service is None or service.get("deleted"):
             return None
         repository = service.get("repository") or {}
-    spec = await b.state.repo_spec({"_id": event.aggregate_id}, repository)
+    spec = await b.state.repo_spec({"_id": event.aggregate_id, "user_id": getattr(p, "user_id", None)}, repository)
     refused = b.url_refused(spec)
     probe = Probe("missing", refused) if refused else await b.vcs.probe(spec)
     message = mask(probe.message, [*spec.secrets(), b.registry_secret])[:1000]

@@ -26,6 +26,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from shared import oauth
 from shared.secretbox import SecretBox
 
 from .vcs import RepoSpec
@@ -84,6 +85,10 @@ class BuilderState:
     async def repo_spec(self, service: dict[str, Any], repository: dict[str, Any] | None = None) -> RepoSpec:
         repo = repository or service.get("repository") or {}
         sec = await self.secrets(service["_id"])
+        if repo.get("oauth"):
+            return RepoSpec(url=str(repo.get("url", "")), vcs=str(repo.get("vcs", "git")),
+                            username=oauth.STYLES[repo["oauth"]].clone_username,
+                            token=await self.oauth_token(service, repo["oauth"]))
         return RepoSpec(
             url=str(repo.get("url", "")),
             vcs=str(repo.get("vcs", "git")),
@@ -92,11 +97,25 @@ class BuilderState:
             token=sec.get("repo_token"),
         )
 
+    async def oauth_token(self, service: dict[str, Any], provider: str) -> str | None:
+        """The service owner's OAuth token for `provider` (decrypted), or None (not connected)."""
+        user = service.get("user_id") or ((await self.service(service["_id"])) or {}).get("user_id")
+        if not user or provider not in oauth.STYLES:
+            return None
+        try:
+            return await asyncio.to_thread(oauth.load_token, self.store, self.store.settings, user, provider)
+        except oauth.TokensUnavailable:
+            return None
+
     async def secret_values(self, service_id: str) -> list[str]:
         sec = await self.secrets(service_id)
+        service = await self.service(service_id) or {}
+        provider = (service.get("repository") or {}).get("oauth")
+        token = await self.oauth_token(service, provider) if provider else None
         return [
             v
-            for v in (sec.get("repo_password"), sec.get("repo_token"), *(sec.get("values") or {}).values())
+            for v in (sec.get("repo_password"), sec.get("repo_token"), token,
+                      *(sec.get("values") or {}).values())
             if isinstance(v, str) and v
         ]
 

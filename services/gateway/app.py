@@ -21,12 +21,13 @@ from shared.store import Store
 from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
 from .repo_index import RepoIndex
-from .routes import account, badges, dashboard, deploys, health, logs, services, versions, webhooks
+from .routes import account, badges, compat, dashboard, deploys, health, logs, oauth, services, versions, webhooks
 
 log = logging.getLogger("fornax.gateway")
 
 # Webhooks first: the hot path should match its route after the fewest regex tries.
-ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs, badges, account)
+# The compatibility paths (no /api/v1 prefix) last: every fixed path is tried before them.
+ROUTE_MODULES = (webhooks, health, services, versions, deploys, logs, badges, account, oauth, compat)
 
 
 def all_routes() -> list[BaseRoute]:

@@ -132,6 +132,10 @@ SCHEMAS: dict[str, Any] = {
             "username": {"type": "string"},
             "password": {"type": "string", "writeOnly": True},
             "token": {"type": "string", "writeOnly": True},
+            "oauth": {"type": "string", "enum": ["github", "gitlab"],
+                      "description": "clone and tag with the owner's OAuth token for this provider "
+                      "(connect first: /{user_id}/services/{code_repository}/requesttoken); "
+                      "not with username/password/token"},
         },
     },
     "ServiceCreate": {
@@ -193,6 +197,7 @@ SCHEMAS: dict[str, Any] = {
                     "url": {"type": "string"},
                     "vcs": {"type": "string"},
                     "username": {"type": "string"},
+                    "oauth": {"type": "string"},
                 },
             },
             "config_file": {"type": "string"},
@@ -400,6 +405,48 @@ def _webhook(provider: str) -> dict[str, Any]:
         **_json({"type": "object", "description": "the provider's push payload"}),
     }
     return op
+
+
+def _compat_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    """The Fornax 2016 paths (no /api/v1 prefix): the same operations, tagged `compatibility`."""
+    from .routes.compat import PREFIX, SEED_PATHS
+
+    out: dict[str, Any] = {}
+    for seed in SEED_PATHS:
+        twin = paths[PREFIX + seed]
+        out[seed] = {
+            method: {**op, "summary": f"{op['summary']} — compatibility path of {PREFIX}{seed}",
+                     "tags": ["compatibility"]}
+            for method, op in twin.items()
+        }
+    return out
+
+
+def _oauth_paths() -> dict[str, Any]:
+    """OAuth for private repositories: the seed's paths and their /api/v1 twins."""
+    provider = _path("code_repository", "github or gitlab")
+    obj = {"type": "object"}
+    ops = {
+        "/{user_id}/services/{code_repository}/requesttoken": {"get": _op(
+            "Start connecting a code host: the provider's authorize URL, with a single-use `state` bound to "
+            "the user (expires after settings oauth_state_seconds)",
+            (200, "authorize_url, provider, expires_in", obj), 401, 403, 404, 503, params=[USER, provider],
+            tag="oauth")},
+        "/services/{code_repository}/authcallback": {"get": _op(
+            "The provider redirects here with `code` and `state`; the token is stored encrypted for the "
+            "state's user (no bearer: the state names the user)",
+            (200, "user_id, provider, connected", obj), 400, 404, 503, auth=False,
+            params=[provider, _query("code", "authorization code", "string"),
+                    _query("state", "the state from requesttoken", "string")], tag="oauth")},
+        "/{user_id}/services/{code_repository}/listrepo": {"get": _op(
+            "The user's repositories at the provider (private ones too), with clone URLs",
+            (200, "items: name, full_name, clone_url, private, default_branch", obj), 401, 403, 404, 409, 503,
+            params=[USER, provider], tag="oauth")},
+        "/{user_id}/services/{code_repository}/logout": {
+            m: _op("Disconnect: delete the stored token", (200, "provider, disconnected", obj), 401, 403, 404,
+                   params=[USER, provider], tag="oauth") for m in ("get", "post", "delete")},
+    }
+    return {**ops, **{"/api/v1" + path: item for path, item in ops.items()}}
 
 
 @lru_cache(maxsize=1)
@@ -682,6 +729,8 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_compat_paths(paths))
+    paths.update(_oauth_paths())
     return {
         "openapi": "3.0.3",
         "info": {
@@ -698,7 +747,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "account", "badges",
-                                                  "operations")],
+                                                  "operations", "oauth", "compatibility")],
         "paths": paths,
         "components": {
             "securitySchemes": {

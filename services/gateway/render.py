@@ -29,7 +29,7 @@ _SERVICE_FIELDS = (
     "created_at",
     "updated_at",
 )
-_REPO_FIELDS = ("url", "vcs", "username")
+_REPO_FIELDS = ("url", "vcs", "username", "oauth")
 _VERSION_FIELDS = (
     "service_id",
     "user_id",

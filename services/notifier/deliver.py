@@ -9,10 +9,20 @@ from typing import Any
 
 import httpx
 
+from shared import oauth
 from shared.secrets_read import service_secret
 
 from . import outbox
-from .providers import Outcome, classify, current_state, describe, lookup_for, provider_state, request_for
+from .providers import (
+    Outcome,
+    Request,
+    classify,
+    current_state,
+    describe,
+    lookup_for,
+    provider_state,
+    request_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +72,10 @@ class Delivery:
         if doc.get("uncertain") and await self._shows(config, token, context, doc["commit"], pstate):
             await asyncio.to_thread(outbox.delivered, self.store, doc, pstate)  # the timed-out post was applied
             return
-        req = request_for(config["provider"], config["api_url"], config["repository"], doc["commit"], state,
-                          token, context, f"{self.public_url}/ui/versions/{doc['_id']}",
-                          describe(state, doc.get("detail") or ""))
+        req = _bearer(config, request_for(config["provider"], config["api_url"], config["repository"],
+                                          doc["commit"], state, token, context,
+                                          f"{self.public_url}/ui/versions/{doc['_id']}",
+                                          describe(state, doc.get("detail") or "")))
         attempt = int(doc.get("attempts") or 0) + 1
         try:
             resp = await self.http.request(req.method, req.url, headers=req.headers, json=req.json)
@@ -85,7 +96,7 @@ class Delivery:
             await asyncio.to_thread(outbox.delivered, self.store, doc, doc.get("delivered"), outcome.reason)
 
     async def _shows(self, config: dict[str, Any], token: str, context: str, sha: str, pstate: str) -> bool:
-        req = lookup_for(config["provider"], config["api_url"], config["repository"], sha, token)
+        req = _bearer(config, lookup_for(config["provider"], config["api_url"], config["repository"], sha, token))
         try:
             resp = await self.http.request(req.method, req.url, headers=req.headers)
             return resp.status_code == 200 and current_state(config["provider"], resp.json(), context) == pstate
@@ -96,7 +107,8 @@ class Delivery:
         """(config, token, context) for the version's service, or why there is nothing to post now."""
         if not doc.get("service_id"):
             return Outcome("retry", 1.0, "version not requested yet")
-        service = self.store.services.find_one({"_id": doc["service_id"]}, {"name": 1, "commit_status": 1})
+        service = self.store.services.find_one({"_id": doc["service_id"]},
+                                               {"name": 1, "commit_status": 1, "user_id": 1, "repository": 1})
         if service is None:
             return Outcome("retry", 1.0, "service not projected yet")
         config = service.get("commit_status")
@@ -106,10 +118,32 @@ class Delivery:
             if doc.get("rank") == 2:
                 return Outcome("give_up", reason="the version ended before its commit was known")
             return Outcome("retry", 1.0, "commit not known yet")  # an API build learns it when cloned
+        if not config.get("token_secret"):  # the owner's OAuth token (repository.oauth, same provider)
+            token = self._oauth_token(service, config["provider"])
+            if not token:
+                return Outcome("give_up", reason=f"the owner is not connected to {config['provider']} (OAuth)")
+            return {**config, "oauth": True}, token, f"fornax/{service.get('name')}"
         token = service_secret(self.store, doc["service_id"], config["token_secret"])
         if not token:
             return Outcome("give_up", reason=f"secret {config['token_secret']!r} is not set")
         return config, token, f"fornax/{service.get('name')}"
 
+    def _oauth_token(self, service: dict[str, Any], provider: str) -> str | None:
+        if (service.get("repository") or {}).get("oauth") != provider or not service.get("user_id"):
+            return None
+        try:
+            return oauth.load_token(self.store, self.store.settings, str(service["user_id"]), provider)
+        except oauth.TokensUnavailable:
+            return None
+
     async def close(self) -> None:
         await self.http.aclose()
+
+
+def _bearer(config: dict[str, Any], req: Request) -> Request:
+    """An OAuth token goes as `Authorization: Bearer` (GitLab takes PRIVATE-TOKEN for access tokens only)."""
+    if config.get("oauth") and "PRIVATE-TOKEN" in req.headers:
+        headers = {k: v for k, v in req.headers.items() if k != "PRIVATE-TOKEN"}
+        return Request(req.method, req.url, {**headers, "Authorization": f"Bearer {req.headers['PRIVATE-TOKEN']}"},
+                       req.json)
+    return req

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from .envelope import Event, Payload
 
@@ -15,6 +15,15 @@ class Repository(Payload):
     url: str
     vcs: str = "git"
     username: str | None = None
+    # "github" | "gitlab": clone and tag with the owner's OAuth token for that provider (never in events).
+    oauth: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_oauth(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("oauth") is None:
+            data.pop("oauth", None)
+        return data
 
 
 class CommitStatusConfig(Payload):
@@ -23,7 +32,8 @@ class CommitStatusConfig(Payload):
     provider: Literal["github", "gitlab"]
     api_url: str  # https://api.github.com, https://ghe.example.com/api/v3, https://gitlab.example.com/api/v4
     repository: str  # GitHub "owner/repo"; GitLab a project id or "group/project" path
-    token_secret: str  # the name of one of the service's secrets: the API token is never in an event
+    token_secret: str | None = None  # the name of one of the service's secrets: the API token is never in
+    # an event; None: the owner's OAuth token for `provider` (the repository's `oauth` names the same provider)
 
 
 class ServiceCreatedPayload(Payload):

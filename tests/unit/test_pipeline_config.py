@@ -98,8 +98,8 @@ def test_environment_list_and_mapping() -> None:
     ("""\
      integration:
        image: x
-       command: [a]
-     """, "fornax.yml line 3: integration.command: unknown key"),
+       comands: [a]
+     """, "fornax.yml line 3: integration.comands: unknown key"),
     ("""\
      build:
        dockerfile_path: Dockerfile
@@ -250,3 +250,72 @@ def test_empty_file_is_the_default_config(tmp_path: Path) -> None:
     (tmp_path / "fornax.yml").write_text("# nothing yet\n")
     c = load_config(tmp_path)
     assert c.stages(None) == ["build", "push", "tag"] and c.source == "fornax.yml"
+
+
+# -- The seed's spellings: `command`, `env`, `volumes` ---------------------------------------------
+SEED_EXAMPLE = """\
+integration:
+  services:
+    mongo:
+      image: fornax/mongo:2.4
+      command: mongod
+  image: fornax/golang:1.5
+  volumes:
+    - ../go/src/github.com/gaocegege/the-big-brother-is-watching-you
+  env:
+    - GOPATH=/go
+  commands:
+    - pwd
+    - ls
+    - go get github.com/tools/godep
+    - godep go build -race .
+    - ../the-big-brother-is-watching-you --mongo-db-ip=mongo
+"""
+
+
+def test_seed_example_parses() -> None:
+    c = parse_config(SEED_EXAMPLE, "caicloud.yml")
+    assert c.integration is not None
+    assert c.integration.services["mongo"].commands == ["mongod"]
+    assert c.integration.environment == {"GOPATH": "/go"}
+    assert c.integration.volumes == [(".", "/go/src/github.com/gaocegege/the-big-brother-is-watching-you", "rw")]
+    assert len(c.integration.commands) == 5
+
+
+def test_seed_spellings_on_every_step() -> None:
+    c = parse_config("pre_build:\n  image: x\n  env: {A: 1}\n  command: echo hi\n"
+                     "  volumes: ['src:/go/src/app:ro', '/workspace/lib:/opt/lib']\n")
+    assert c.pre_build is not None
+    assert c.pre_build.environment == {"A": "1"} and c.pre_build.commands == ["echo hi"]
+    assert c.pre_build.volumes == [("src", "/go/src/app", "ro"), ("lib", "/opt/lib", "rw")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("integration:\n  image: x\n  commands: [a]\n  env: [A=1]\n  environment: [B=2]\n",
+     "caicloud.yml line 4: integration.env: `env` and `environment` are the same key: give only one"),
+    ("integration:\n  image: x\n  commands: [a]\n  command: b\n",
+     "caicloud.yml line 4: integration.command: `command` and `commands` are the same key: give only one"),
+    ("integration:\n  image: x\n  command: [a, b]\n",
+     "caicloud.yml line 3: integration.command: `command` is one command (a string); use `commands` for a list"),
+    ("integration:\n  image: x\n  commands: [a]\n  volumes:\n    - src:/go/src/app\n    - /etc:/etc\n",
+     "caicloud.yml line 6: integration.volumes[1]: '/etc:/etc': only paths inside the workspace can be "
+     "mounted ('/etc' is not)"),
+    ("integration:\n  image: x\n  commands: [a]\n  volumes:\n    - /var/run/docker.sock:/var/run/docker.sock\n",
+     "caicloud.yml line 5: integration.volumes[0]: '/var/run/docker.sock:/var/run/docker.sock': only paths "
+     "inside the workspace can be mounted ('/var/run/docker.sock' is not)"),
+    ("integration:\n  image: x\n  commands: [a]\n  volumes: ['../..:/x']\n",
+     "caicloud.yml line 4: integration.volumes[0]: '../..:/x': only paths inside the workspace can be "
+     "mounted ('../..' is not)"),
+    ("integration:\n  image: x\n  commands: [a]\n  volumes: ['../../..']\n",
+     "caicloud.yml line 4: integration.volumes[0]: '../../..': cannot mount over /"),
+    ("integration:\n  image: x\n  commands: [a]\n  volumes: ['/proc/x']\n",
+     "caicloud.yml line 4: integration.volumes[0]: '/proc/x': cannot mount over /proc/x"),
+    ("integration:\n  image: x\n  commands: [a]\n  env: 5\n",
+     "caicloud.yml line 4: integration.env: must be a list of KEY=value or a mapping"),
+    ("integration:\n  image: x\n  commands: [a]\n  services:\n    db:\n      image: y\n      comand: z\n",
+     "caicloud.yml line 7: integration.services.db.comand: unknown key"),
+])
+def test_seed_spellings_errors_name_key_and_line(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "caicloud.yml")
+    assert str(info.value) == expected

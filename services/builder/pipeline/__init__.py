@@ -64,6 +64,10 @@ Additions (issue 4):
 - async read_config(workspace, configured_name, settings) -> PipelineConfig   load_config with
     settings.config_max_bytes / config_max_nodes / config_parse_timeout, in a worker thread; the
     agents use this one (a hostile file fails the version with "<name>: <limit exceeded>").
+- The seed's spellings: `env`/`command`/`volumes` (Step.volumes: (workspace source, container path,
+  mode) — extra binds of the repository only). `integration.jenkins` (config.Jenkins): run_stage runs
+  the integration as a Jenkins job (pipeline.jenkins.run_job); it needs StageContext.commit,
+  version_name and secrets (the service's secrets by name) and settings.jenkins_servers.
 """
 
 from .config import CONFIG_FILES, ConfigError, PipelineConfig, load_config, parse_config, read_config

@@ -25,12 +25,15 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from shared.events.versions import DeploySpec
@@ -65,6 +68,7 @@ def _scalar_text(v: Any) -> Any:
 
 def _environment(value: Any) -> dict[str, str]:
     """`[KEY=value, ...]` or `{KEY: value}` → dict; scalar map values become strings."""
+    value = _refused(value)
     if value is None:
         return {}
     if isinstance(value, dict):
@@ -105,11 +109,103 @@ def _inside(path: str, what: str) -> str:
     return norm
 
 
+# -- The seed's spellings (caicloud.yml of Fornax 2016): `env`, `command`, `volumes` ------------------
+_ENV_ALIASES = AliasChoices("environment", "env")
+_COMMANDS_ALIASES = AliasChoices("commands", "command")
+_NO_MOUNT = ("/proc", "/sys", "/dev")
+
+
+class _Refused:
+    """Put in place of a seed-spelled key's value to fail with `message` at that key's line."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _refused(v: Any) -> Any:
+    if isinstance(v, _Refused):
+        raise ValueError(v.message)
+    return v
+
+
+def _seed_spellings(data: Any) -> Any:
+    """`env` is `environment`; `command: <one command>` is `commands: [<it>]` (one of each pair)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for seed, ours in (("env", "environment"), ("command", "commands")):
+        if seed in data and ours in data:
+            del data[ours]
+            data[seed] = _Refused(f"`{seed}` and `{ours}` are the same key: give only one")
+    one = data.get("command")
+    if isinstance(one, dict | list):
+        data["command"] = _Refused("`command` is one command (a string); use `commands` for a list")
+    elif "command" in data and not isinstance(one, _Refused):
+        data["command"] = None if one is None else [_scalar_text(one)]
+    return data
+
+
+def _volume(item: Any) -> tuple[str, str, str]:
+    """One `volumes` item → (workspace-relative source, absolute container path, mode).
+
+    `<container path>`: the repository (the workspace) is also mounted there — the seed's form, e.g.
+    `../go/src/github.com/u/repo` to put the code under GOPATH; relative paths are relative to the
+    working directory /workspace. `<workspace path>:<container path>[:ro|rw]`: that directory of the
+    repository is mounted there. Only the workspace can be mounted: a host path outside it is refused.
+    """
+    if not isinstance(item, str) or not item.strip():
+        raise ValueError(f"items must be `<container path>` or `<workspace path>:<container path>`, "
+                         f"got {item!r}")
+    parts = item.split(":")
+    mode = "rw"
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        mode = parts.pop()
+    if len(parts) == 1:
+        source, target = ".", parts[0]
+    elif len(parts) == 2:
+        source, target = parts
+        try:
+            source = _inside(source, "volume source")
+        except ValueError:
+            raise ValueError(f"{item!r}: only paths inside the workspace can be mounted "
+                             f"({source!r} is not)") from None
+    else:
+        raise ValueError(f"{item!r}: expected `<container path>` or `<workspace path>:<container path>`")
+    if not target.strip():
+        raise ValueError(f"{item!r}: the container path is empty")
+    target = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, target))
+    if target == "/" or target == WORKSPACE_MOUNT or target.startswith(WORKSPACE_MOUNT + "/"):
+        raise ValueError(f"{item!r}: cannot mount over {target}")
+    if any(target == p or target.startswith(p + "/") for p in _NO_MOUNT):
+        raise ValueError(f"{item!r}: cannot mount over {target}")
+    return source, target, mode
+
+
 class Step(_Strict):
     image: str = Field(min_length=1)
-    environment: dict[str, str] = Field(default_factory=dict)
-    commands: list[str] = Field(min_length=1)
+    environment: dict[str, str] = Field(default_factory=dict, validation_alias=_ENV_ALIASES)
+    commands: list[str] = Field(min_length=1, validation_alias=_COMMANDS_ALIASES)
     timeout: float | None = Field(None, gt=0)
+    # (workspace-relative source, container path, mode): extra mounts of the repository
+    volumes: list[Annotated[tuple[str, str, str], BeforeValidator(_volume)]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed(cls, data: Any) -> Any:
+        return _seed_spellings(data)
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _no_volumes(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @field_validator("volumes")
+    @classmethod
+    def _distinct(cls, v: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        targets = [t for _, t, _ in v]
+        if len(set(targets)) != len(targets):
+            raise ValueError("two volumes have the same container path")
+        return v
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -120,6 +216,7 @@ class Step(_Strict):
     @classmethod
     def _null_is_empty(cls, v: Any) -> Any:
         # `- true` or `- 42` are commands too; a mapping (`- echo: x`, a YAML gotcha) stays an error.
+        v = _refused(v)
         if isinstance(v, list):
             return [_scalar_text(c) for c in v]
         return [] if v is None else v
@@ -137,12 +234,18 @@ class ServiceSpec(_Strict):
     """A service container of the integration stage, reachable by its name."""
 
     image: str = Field(min_length=1)
-    environment: dict[str, str] = Field(default_factory=dict)
-    commands: list[str] | None = Field(None, min_length=1)
+    environment: dict[str, str] = Field(default_factory=dict, validation_alias=_ENV_ALIASES)
+    commands: list[str] | None = Field(None, min_length=1, validation_alias=_COMMANDS_ALIASES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed(cls, data: Any) -> Any:
+        return _seed_spellings(data)
 
     @field_validator("commands", mode="before")
     @classmethod
     def _texts(cls, v: Any) -> Any:
+        v = _refused(v)
         return [_scalar_text(c) for c in v] if isinstance(v, list) else v
 
     @field_validator("environment", mode="before")
@@ -151,8 +254,57 @@ class ServiceSpec(_Strict):
         return _environment(v)
 
 
+class JenkinsCredentials(_Strict):
+    """Names of the service's secrets (not the values): the Jenkins user and its API token."""
+
+    user: str = Field(min_length=1)
+    token: str = Field(min_length=1)
+
+
+class Jenkins(_Strict):
+    """`integration.jenkins`: run the integration as a Jenkins job (see pipeline/jenkins.py)."""
+
+    server: str = Field(min_length=1)
+    job: str = Field(min_length=1)
+    credentials: JenkinsCredentials | None = None
+    unstable_passes: bool = False  # an UNSTABLE build counts as passed
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", v):
+            raise ValueError(f"{v!r} must be an http(s) URL of a Jenkins server")
+        return v.rstrip("/")
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, v: str) -> str:
+        parts = v.strip("/").split("/")
+        if any(not p or p in (".", "..") or any(c in p for c in "?#%\\") for p in parts):
+            raise ValueError(f"{v!r} must be a job name, or folder/…/job")
+        return "/".join(parts)
+
+
 class Integration(Step):
     services: dict[str, ServiceSpec] = Field(default_factory=dict)
+    jenkins: Jenkins | None = None
+    # Optional here: a Jenkins integration runs no container (checked below).
+    image: str | None = Field(None, min_length=1)  # type: ignore[assignment]
+    commands: list[str] = Field(default_factory=list, min_length=1,  # type: ignore[assignment]
+                                validation_alias=_COMMANDS_ALIASES)
+
+    @model_validator(mode="after")
+    def _container_or_jenkins(self) -> Integration:
+        if self.jenkins is not None:
+            given = [k for k in ("image", "commands", "services", "volumes") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"`jenkins` runs the integration in Jenkins: {', '.join(given)} "
+                                 "cannot be given with it")
+        else:
+            for key in ("image", "commands"):
+                if key not in self.model_fields_set:
+                    raise ValueError(f"{key}: field required (or `jenkins`)")
+        return self
 
     @field_validator("services", mode="before")
     @classmethod

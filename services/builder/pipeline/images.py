@@ -79,7 +79,8 @@ def step_images(config: Any) -> list[tuple[str, str]]:
         step = config.step(stage)
         if step is None:
             continue
-        out.append((f"{stage}.image", step.image))
+        if step.image is not None:  # (an integration delegated to Jenkins runs no container)
+            out.append((f"{stage}.image", step.image))
         for name, spec in (getattr(step, "services", None) or {}).items():
             out.append((f"{stage}.services.{name}.image", spec.image))
     return out

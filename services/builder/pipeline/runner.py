@@ -48,6 +48,9 @@ class StageContext:
     cpu_shares: int | None = None
     deadline: float | None = None
     epoch: int | None = None  # the builder's claim epoch: containers are labelled fornax.epoch=<epoch>
+    commit: str | None = None  # the version's commit and name, and the service's secrets by name
+    version_name: str | None = None  # (integration.jenkins passes them on)
+    secrets: dict[str, str] | None = None
 
 
 async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> None:
@@ -64,6 +67,12 @@ async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> No
         raise StageFailed("cancelled", kind="cancelled")
     if timeout <= 0:
         raise StageFailed(f"{stage} timed out (the version ran out of time)", kind="timed_out")
+    jenkins = getattr(step, "jenkins", None)
+    if jenkins is not None:
+        from .jenkins import run_job
+
+        await run_job(ctx, jenkins, stage, timeout)
+        return
     run = _StageRun(ctx, config, stage, step)
     work = asyncio.create_task(run.execute())
     cancel = asyncio.create_task(ctx.cancelled.wait())
@@ -212,8 +221,7 @@ class _StageRun:
         )
         if script is not None:
             kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script], working_dir=WORKSPACE_MOUNT,
-                          volumes={str(Path(ctx.workspace).resolve()):
-                                   {"bind": WORKSPACE_MOUNT, "mode": "rw"}})
+                          volumes=self._binds())
         elif service_script:
             kwargs.update(entrypoint=["/bin/sh", "-c"], command=[C.service_script(service_script)])
         if alias is not None:
@@ -238,6 +246,19 @@ class _StageRun:
         except APIError as exc:
             raise StageFailed(
                 f"{self.stage}: could not start {role} container: {exc.explanation or exc}") from None
+
+    def _binds(self) -> list[str]:
+        """The workspace at /workspace, plus the step's `volumes` (parts of the workspace only)."""
+        workspace = Path(self.ctx.workspace).resolve()
+        binds = [f"{workspace}:{WORKSPACE_MOUNT}:rw"]
+        for i, (source, target, mode) in enumerate(getattr(self.step, "volumes", ())):
+            host = (workspace / source).resolve()
+            if host != workspace and workspace not in host.parents:  # a symlink out of the repository
+                raise StageFailed(f"{self.stage}: volumes[{i}]: {source} escapes the workspace")
+            if not host.is_dir():
+                raise StageFailed(f"{self.stage}: volumes[{i}]: {source} is not a directory of the repository")
+            binds.append(f"{host}:{target}:{mode}")
+        return binds
 
     async def _copy_output(self, container: Any, path: str) -> None:
         """Copy one pre_build output into the workspace.

@@ -9,7 +9,7 @@ import secrets as pysecrets
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -59,6 +59,9 @@ class RepositoryIn(BaseModel):
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)
     token: str | None = Field(None, max_length=4000)
+    # A provider the owner connected with OAuth (/{user}/services/{provider}/requesttoken): its token
+    # clones and tags this repository.
+    oauth: Literal["github", "gitlab"] | None = None
 
     @field_validator("url")
     @classmethod
@@ -66,6 +69,12 @@ class RepositoryIn(BaseModel):
         if not v.strip() or any(c.isspace() for c in v.strip()):
             raise ValueError("must be a repository URL without spaces")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> RepositoryIn:
+        if self.oauth and (self.password or self.token or self.username):
+            raise ValueError("oauth replaces username, password and token: give one or the other")
+        return self
 
 
 class RepositoryPatch(BaseModel):
@@ -84,7 +93,9 @@ class CommitStatusIn(BaseModel):
     provider: Literal["github", "gitlab"]
     api_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://[^\s]+$")
     repository: str = Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-/]+$")
-    token_secret: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+    # Unset: the owner's OAuth token for `provider` (needs repository.oauth of the same provider).
+    token_secret: str | None = Field(None, min_length=1, max_length=128,
+                                     pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
     def config(self) -> CommitStatusConfig:
         return CommitStatusConfig(**self.model_dump())
@@ -176,11 +187,15 @@ def _allowed_url(request: Request, url: str) -> None:
 async def create_service(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     body = await read_json(request, ServiceIn)
-    _check_status_secret(body.commit_status, set(body.secrets or {}))
+    _check_status_secret(body.commit_status, set(body.secrets or {}), body.repository.oauth)
     _allowed_url(request, body.repository.url)
     store = store_of(request)
     service_id = uuid.uuid4().hex
     webhook_secret = body.webhook_secret or pysecrets.token_hex(20)
+    if body.repository.oauth and not await db_call(
+            store.db["oauth_tokens"].find_one, {"_id": f"{user_id}:{body.repository.oauth}"}, {"_id": 1}):
+        raise ApiError(422, "validation_error", f"not connected to {body.repository.oauth}: authorize first "
+                       f"(/{user_id}/services/{body.repository.oauth}/requesttoken)", "repository.oauth")
     reservation = f"service:{user_id}/{body.name}"
     try:
         await db_call(store.reservations.insert_one, {"_id": reservation, "ref": service_id})
@@ -202,6 +217,7 @@ async def create_service(request: Request) -> Response:
                     url=body.repository.url,
                     vcs=body.repository.vcs,
                     username=body.repository.username or body.username,
+                    oauth=body.repository.oauth,
                 ),
                 config_file=body.config_file,
                 deploy_targets=body.deploy_targets or [],
@@ -223,7 +239,13 @@ async def create_service(request: Request) -> Response:
     )
 
 
-def _check_status_secret(status: CommitStatusIn | None, secret_names: set[str]) -> None:
+def _check_status_secret(status: CommitStatusIn | None, secret_names: set[str], oauth: str | None = None) -> None:
+    if status is not None and status.token_secret is None:
+        if oauth != status.provider:
+            raise ApiError(422, "validation_error",
+                           f"commit_status.token_secret: required unless repository.oauth is {status.provider!r}",
+                           "commit_status.token_secret")
+        return
     if status is not None and status.token_secret not in secret_names:
         raise ApiError(422, "validation_error",
                        f"commit_status.token_secret: {status.token_secret!r} is not one of the service's secrets",
@@ -272,7 +294,7 @@ async def update_service(request: Request) -> Response:
     doc = await owned_service(request, user_id, service_id)
     body = await read_json(request, ServicePatch)
     names = set(body.secrets) if body.secrets is not None else set(doc.get("secret_names") or [])
-    _check_status_secret(body.commit_status, names)
+    _check_status_secret(body.commit_status, names, (doc.get("repository") or {}).get("oauth"))
     store = store_of(request)
     repo: Repository | None = None
     patch = body.repository
@@ -283,6 +305,7 @@ async def update_service(request: Request) -> Response:
             url=(patch.url if patch and patch.url else current.get("url", "")),
             vcs=(patch.vcs if patch and patch.vcs else current.get("vcs", "git")),
             username=new_username or current.get("username"),
+            oauth=current.get("oauth"),
         )
         _allowed_url(request, repo.url)
     changes: dict[str, Any] = {}

@@ -16,6 +16,7 @@ import docker
 import httpx
 import pytest
 
+from services.deployer.targets.docker_host import container_name
 from shared.auth import create_user
 from tests.fixtures.deploy_world import remove_deployed, wait_until
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
@@ -87,7 +88,7 @@ def test_versions_deploy_automatically_and_a_rollback_pins(api: Api, tmp_path: P
     client = docker.from_env()
     try:
         assert api.wait_repo_status(sid) == "healthy"
-        container = "fornax-shopfront-web"
+        container = container_name(api.user, "shopfront", "web")  # named after the user too
         v1 = api.new_version(sid, "v1.0.0")
         assert api.wait_version(v1, timeout=120)["status"] == "success"
         d1 = deployment_of(api, sid, v1, "success")

@@ -220,8 +220,9 @@ def test_docker_build_run_step_cannot_reach_a_deployed_app(alice: Api, deployed_
     assert seen.decode().strip() == marker
     # ... but not from a RUN step of a build.
     doc, lines = _version(alice, tmp_path, {"Dockerfile": dockerfile(
-        f'RUN out=$({fetch}); echo "got: ${{out:-unreachable}}"',
-        f"RUN echo cpu: $(cat {CPU_QUOTA})")})
+        # (the marker makes each RUN new: a layer cached by an earlier run would print nothing)
+        f'RUN out=$({fetch}); echo "got: ${{out:-unreachable}}"; : {marker}',
+        f"RUN echo cpu: $(cat {CPU_QUOTA}); : {marker}")})
     texts = [ln["text"] for ln in lines]
     assert doc["status"] == "success", (doc.get("error"), texts[-20:])
     assert "got: unreachable" in texts and f"got: {marker}" not in texts, texts

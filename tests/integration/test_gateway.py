@@ -325,7 +325,9 @@ def test_version_of_missing_service_is_404(api, alice):
     )
 
 
-def test_cancel_pending_version_then_409(api, alice, service):
+def test_cancel_pending_version_then_409(no_build_workers, api, alice, service):
+    # No builder: the version stays pending (with one, its unreachable repository could fail it while
+    # the cancel is on its way).
     user, token = alice
     vid = api.post(
         f"/api/v1/{user}/versions",

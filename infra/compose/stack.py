@@ -78,6 +78,8 @@ class ComposeStack:
             "FORNAX_REGISTRY_PASSWORD": self.registry_password,
             "FORNAX_SECRETS_KEY": self.secrets_key,
             "FORNAX_REGISTRY_AUTH_DIR": str(self.home / "registry-auth"),
+            # the demo and the tests build repositories on this machine, under FORNAX_HOST_DIR
+            "FORNAX_REPO_ALLOW_LOCAL": "true",
             **self.extra_env,
         }
 

@@ -242,14 +242,14 @@ def test_dockerfile_path_in_a_subdirectory(system: System) -> None:
 
 def test_bad_yaml_fails_naming_key_and_line(system: System) -> None:
     files = {
-        "fornax.yml": f"integration:\n  image: {system.busybox}\n  command: [echo typo]\n",
+        "fornax.yml": f"integration:\n  image: {system.busybox}\n  comands: [echo typo]\n",
         "Dockerfile": f"FROM {system.busybox}\n",
     }
     service_id, name = system.service(files)
     version = system.version(service_id, "bad")
     assert version["status"] == "failed", version
     errors = [version.get("error") or ""] + [s.get("error") or "" for s in version["stages"]]
-    assert any("fornax.yml line 3: integration.command: unknown key" in e for e in errors), errors
+    assert any("fornax.yml line 3: integration.comands: unknown key" in e for e in errors), errors
     assert system.tags(name) == []
 
 

@@ -30,8 +30,11 @@ async def client(settings, store):
     app.state.store = store
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers) as http:
-        yield http, user, sid
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers) as http:
+            yield http, user, sid
+    finally:
+        store.services.delete_one({"_id": sid})  # read-model only (no event): a rebuild could not make it
 
 
 async def _deploy(http, user: str, sid: str, **body):

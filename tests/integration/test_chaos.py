@@ -47,9 +47,9 @@ def chaos() -> Iterator[Chaos]:
         run.setup(rounds=len(KILL_ORDER))
         yield run
     finally:
-        if run is not None:
-            run.cleanup()
         stack.stop_all()
+        if run is not None:
+            run.cleanup()  # after the deployer stopped: no deploy lands after it
         if store is not None:
             store.close()
         shutil.rmtree(base, ignore_errors=True)
@@ -67,5 +67,6 @@ def test_kill_each_process_in_turn(chaos: Chaos) -> None:
         assert r.lost == [], (r.process, r.lost)
         assert r.duplicates == [], (r.process, r.duplicates)
         assert r.stuck == [], (r.process, r.stuck)
+        assert r.late == [], (r.process, r.late)
         assert all(reason.strip() for reason in r.failed.values()), (r.process, r.failed)
         assert r.lines_expected >= STEP and r.lines_lost == 0 and r.lines_twice == 0, r.row()

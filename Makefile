@@ -25,4 +25,4 @@ lint: install
 
 bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || true
-	@ls bench/*/run.py | while read b; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
+	@scripts/dockerd.sh sh -c 'for b in bench/*/run.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done'

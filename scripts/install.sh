@@ -11,6 +11,7 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v git >/dev/null || need+=(git)
 command -v svn >/dev/null || need+=(subversion)
 [ -x /bin/busybox ] || need+=(busybox-static)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "fornax: installing Debian packages: ${need[*]}"

@@ -20,6 +20,21 @@ class BusUnavailable(RuntimeError):
     """The event could not be durably written (broker down or not acknowledging)."""
 
 
+class EventTooLarge(ValueError):
+    """An event larger than `max_event_bytes`: refused before it reaches the producer, so a broker's
+    message-size rejection can never fail other callers' events sent in the same batch."""
+
+
+def encoded(settings: Settings, events: tuple[Any, ...]) -> list[bytes]:
+    """Every event's bytes; EventTooLarge (nothing is sent) when one is over the limit."""
+    limit = settings.max_event_bytes
+    out = [e.encode() for e in events]
+    for e, data in zip(events, out, strict=True):
+        if len(data) > limit:
+            raise EventTooLarge(f"{e.TOPIC} event of {len(data)} bytes exceeds the limit of {limit} bytes")
+    return out
+
+
 async def bootstrap_topics(settings: Settings, partitions: dict[str, int] | None = None) -> list[str]:
     """Create every Fornax topic with an explicit partition count; existing ones are kept."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
@@ -78,9 +93,11 @@ class EventBus:
         if self._producer is None:
             await self.start()
         assert self._producer is not None
+        data = encoded(self.settings, events)
         try:
             futures = [
-                await self._producer.send(self.settings.topic(e.TOPIC), e.encode(), key=e.key()) for e in events
+                await self._producer.send(self.settings.topic(e.TOPIC), d, key=e.key())
+                for e, d in zip(events, data, strict=True)
             ]
             await asyncio.wait_for(asyncio.gather(*futures), self.timeout)
         except (TimeoutError, KafkaError, OSError) as exc:

@@ -20,6 +20,8 @@ def _alias(name: str, *originals: str) -> AliasChoices:
 class KubernetesCluster(BaseModel):
     """A Kubernetes deploy target; credentials stay on the server."""
 
+    # In a pod: the ServiceAccount's token and CA (infra/k8s/rbac.yaml grants what the deployer needs).
+    in_cluster: bool = False
     kubeconfig: str | None = None
     context: str | None = None
     api_url: str | None = None
@@ -158,6 +160,75 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    # -- Read-your-writes (creates answer once the read model shows them; log subscriptions wait) --
+    # Seconds a create (service, version, deploy, rollback) waits for its projection before answering
+    # 202 + Retry-After instead of 201 (0: never wait).
+    read_your_writes_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("read_your_writes_wait"))
+    # Seconds a log subscription to a version not (yet) in the read model waits before 4404 / 1404.
+    logstream_version_wait: float = Field(2.0, ge=0, le=30, validation_alias=_alias("logstream_version_wait"))
+
+    # -- Small security holes: event size, secrets at rest ----------------------------------------
+    # The largest event a producer sends (bytes); larger ones are refused up front (the gateway answers
+    # 413) instead of being rejected by the broker (Kafka's default message.max.bytes is 1 MiB).
+    max_event_bytes: int = Field(512 * 1024, ge=16 * 1024, validation_alias=_alias("max_event_bytes"))
+    # Fernet key(s), comma-separated (the first one encrypts), for the secrets stored in Mongo (repository
+    # passwords and tokens, webhook secrets, build secrets); unset: they are stored in plaintext.
+    secrets_key: SecretStr | None = Field(None, validation_alias=_alias("secrets_key"))
+
+    @field_validator("secrets_key", mode="before")
+    @classmethod
+    def _secrets_key(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if not v.strip():
+                return None
+            from cryptography.fernet import Fernet
+
+            for key in filter(None, (k.strip() for k in v.split(","))):
+                Fernet(key)  # ValueError (a loud start) for a key that is not 32 base64 bytes
+        return v
+
+    # -- Builder isolation: images a build may use, and what its containers may reach and spend --
+    # Image prefixes every user's builds may use (step/service images, any image a Dockerfile reads),
+    # besides the user's own `<registry>/<user>/` namespace. Comma-separated or a JSON list.
+    builder_allowed_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["fornax/", "fornax-base/"], validation_alias=_alias("builder_allowed_images")
+    )
+    # Processes per step and service container; CPUs (a CFS quota) per such container and per docker build.
+    builder_pids_limit: int = Field(256, ge=8, validation_alias=_alias("builder_pids_limit"))
+    builder_cpus: float = Field(1.0, gt=0, validation_alias=_alias("builder_cpus"))
+
+    @field_validator("builder_allowed_images", mode="before")
+    @classmethod
+    def _allowed_images(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return json.loads(v)
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    # -- Repository URL policy (services/builder/vcs.py, shared/repo_url.py) --------------------------
+    # Schemes a service's repository URL may use; local repositories (file:// URLs and paths) only
+    # when repo_allow_local is on (the local stack turns it on for its demo and tests).
+    repo_url_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https", "ssh", "git", "svn", "svn+ssh"],
+        validation_alias=_alias("repo_url_schemes"),
+    )
+    repo_allow_local: bool = Field(False, validation_alias=_alias("repo_allow_local"))
+
+    @field_validator("repo_url_schemes", mode="before")
+    @classmethod
+    def _schemes(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip().startswith("[") else v.split(",")
+        if isinstance(v, list):
+            v = [str(s).strip().lower() for s in v if str(s).strip()]
+            bad = [s for s in v if s in ("file", "ext", "fd") or not s.replace("+", "").replace("-", "").isalnum()]
+            if bad:
+                raise ValueError(f"repo_url_schemes: {bad[0]!r} is not a remote URL scheme (ext:: and "
+                                 "fd:: run commands; local repositories are enabled by repo_allow_local)")
+        return v
 
 
 TOPICS = ("webhooks", "services", "versions", "deploys", "logs")

@@ -18,8 +18,10 @@ Collections (projections are written only by the projector from events; the rest
 - logs         {_id: "<version_id>:<seq:012d>", version_id, seq, stage, stream, text, ts}
                                                                   (log archiver in logstream)
 - users        {_id: user name, token_hash, created_at}                 (`fornax user create`)
-- secrets      {_id: service_id, webhook_secret, repo_password, repo_token, values{name: value}}
-                (gateway, before it emits ServiceCreated/Updated; secrets never go into events)
+- secrets      {_id: service_id, webhook_secret, repo_password, repo_token, values{name: value},
+                user_id, repo_url, repo_key (the normalized URL: the webhook lookup's indexed key)}
+                (gateway, before it emits ServiceCreated/Updated; secrets never go into events;
+                the secret values are Fernet-encrypted under `secrets_key`: shared/secretbox.py)
 - builder_heartbeats {_id: version_id, worker, at (epoch s), takeovers}
                 (builder: the worker building a version refreshes it; see services/builder/state.py)
 - reservations {_id: "service:<user>/<name>" | "version:<service_id>/<name>" |
@@ -76,6 +78,7 @@ class Store:
         db.events.create_index([("_applied", 1), ("occurred_at", 1)])  # the rebuild's replay order
         db.logs.create_index([("version_id", 1), ("seq", 1)], unique=True)
         db.users.create_index([("token_hash", 1)], unique=True)
+        db.secrets.create_index([("repo_key", 1)])  # the webhook lookup (services/gateway/repo_index.py)
 
     def close(self) -> None:
         self.client.close()

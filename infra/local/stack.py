@@ -167,9 +167,28 @@ class Stack:
             "FORNAX_DATA_DIR": str(self.base),
             "FORNAX_TOPIC_PREFIX": self.topic_prefix,
             "FORNAX_TOPIC_PARTITIONS": str(self.partitions),
+            "FORNAX_SECRETS_KEY": os.environ.get("FORNAX_SECRETS_KEY") or self.secrets_key(),
+            # The base images this stack and its tests make locally (infra/local/images.py, debootstrap).
+            "FORNAX_BUILDER_ALLOWED_IMAGES": "fornax/,fornax-base/,fornax-test/",
+            # The demo and the tests build from repositories on this machine (file:// URLs).
+            "FORNAX_REPO_ALLOW_LOCAL": "true",
         }
         env.update(self.extra_env)
         return env
+
+    def secrets_key(self) -> str:
+        """The key sealing this stack's stored secrets: made once, kept (0600) beside its data."""
+        path = self.base / "secrets.key"
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        from cryptography.fernet import Fernet
+
+        with os.fdopen(fd, "w") as f:
+            f.write(Fernet.generate_key().decode())
+        return path.read_text().strip()
 
     # -- process bookkeeping -------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -456,6 +475,8 @@ def remove_deployed_apps(stack: Stack) -> int:
         client = docker.from_env(timeout=10)
     except Exception:  # noqa: BLE001 - no engine: nothing to remove
         return 0
+    from services.deployer.targets.docker_host import remove_app_networks
+
     prefix = f"127.0.0.1:{stack.registry_port}/"
     removed = 0
     try:
@@ -463,6 +484,7 @@ def remove_deployed_apps(stack: Stack) -> int:
             if c.labels.get("fornax.deploy.image", "").startswith(prefix):
                 c.remove(force=True)
                 removed += 1
+                remove_app_networks(client, c.labels["fornax.deploy.service"])
     except Exception:  # noqa: BLE001 - best effort on the way down
         pass
     finally:

@@ -25,6 +25,7 @@ from . import pipeline
 from .core import Builder, Failed, Run, run_guarded
 from .engine import BuildError, image_name
 from .hosts import NoHost
+from .pipeline.containers import blocking
 from .state import TERMINAL
 from .vcs import VcsError
 
@@ -151,6 +152,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
     run.service = service = await _service(b, run)
     await run.open_log()
     repo = await b.state.repo_spec(service)
+    refused = b.url_refused(repo)
+    if refused:
+        raise Failed(refused, "clone")
     try:
         run.host = await b.hosts.pick(run.vid)
     except NoHost as exc:
@@ -175,6 +179,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
     await run.write(
         "clone", f"pipeline: {' → '.join(stages)} ({config.source or 'default: root Dockerfile'})", "system"
     )
+    _check_images(b, run, config, stages, workspace)
     await _reserve_quota(b, run, config)
 
     client = b.hosts.client(run.host)
@@ -218,6 +223,10 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
                 f"Dockerfile not found: {dockerfile.relative_to(workspace.resolve())} "
                 "is not in the repository"
             )
+        # Again here: pre_build may have written the Dockerfile.
+        uses = _check_dockerfile(b, run, dockerfile, workspace)
+        await _pull_own(b, run, client, uses)
+        network = await blocking(pipeline.ensure_network, client, run.vid)
         return await b.images.build(
             client,
             context=context,
@@ -226,6 +235,8 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
             labels={"fornax.version": run.vid, "fornax.service": service["_id"]},
             memory_mb=memory,
             cpu_shares=cpu,
+            network=network.name,
+            cpus=b.settings.builder_cpus,
             on_line=run.line_writer("build"),
         )
 
@@ -240,6 +251,48 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
 
     run.cause = built
     await push_image(b, run, built)
+
+
+def _check_dockerfile(b: Builder, run: Run, dockerfile: Any, workspace: Any) -> list[Any]:
+    shown = str(dockerfile.relative_to(workspace.resolve()))
+    try:
+        return pipeline.check_dockerfile(
+            dockerfile, user=run.version["user_id"], settings=b.settings, shown=shown
+        )
+    except pipeline.ImageRefused as exc:
+        raise Failed(str(exc)) from None
+
+
+def _check_images(b: Builder, run: Run, config: Any, stages: list[str], workspace: Any) -> None:
+    """Every image the version would use may be used by its user: else it fails before anything runs."""
+    try:
+        pipeline.check_config(config, user=run.version["user_id"], settings=b.settings, stages=stages)
+    except pipeline.ImageRefused as exc:
+        raise Failed(str(exc), "config") from None
+    if "build" not in stages:
+        return
+    try:
+        dockerfile, _ = config.dockerfile(workspace)
+    except pipeline.ConfigError:
+        return  # reported by the build stage
+    if dockerfile.is_file():
+        try:
+            _check_dockerfile(b, run, dockerfile, workspace)
+        except Failed as exc:
+            raise Failed(exc.reason, "config") from None
+
+
+async def _pull_own(b: Builder, run: Run, client: Any, uses: list[Any]) -> None:
+    """Images of the user's own namespace a Dockerfile reads, pulled with explicit credentials (the
+    build itself sends none)."""
+    for use in uses:
+        auth = pipeline.pull_auth(use.image, user=run.version["user_id"], settings=b.settings)
+        if auth is None:
+            continue
+        try:
+            await blocking(pipeline.ensure_image, client, use.image, auth)
+        except pipeline.StageFailed as exc:
+            raise Failed(str(exc)) from None
 
 
 async def _reserve_quota(b: Builder, run: Run, config: Any) -> None:

@@ -10,6 +10,7 @@ from shared.events.services import RepositoryCheckedPayload
 from shared.logwriter import mask
 
 from .core import Builder
+from .vcs import Probe
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ async def on_service_event(b: Builder, event: Event) -> RepositoryChecked | None
             return None
         repository = service.get("repository") or {}
     spec = await b.state.repo_spec({"_id": event.aggregate_id}, repository)
-    probe = await b.vcs.probe(spec)
+    refused = b.url_refused(spec)
+    probe = Probe("missing", refused) if refused else await b.vcs.probe(spec)
     message = mask(probe.message, [*spec.secrets(), b.registry_secret])[:1000]
     checked = RepositoryChecked.make(
         event.aggregate_id,

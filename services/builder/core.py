@@ -31,6 +31,7 @@ from shared.events import (
 from shared.events.envelope import Payload
 from shared.events.versions import StageFinishedPayload, StageStartedPayload, VersionFailedPayload
 from shared.logwriter import LogWriter, mask
+from shared.repo_url import RepoUrlRefused, check_repo_url
 from shared.settings import Settings
 from shared.store import Store
 
@@ -38,7 +39,7 @@ from . import pipeline
 from .engine import DockerImageBuilder, DockerRegistry, ImageBuilder, Registry
 from .hosts import HostPool
 from .state import TERMINAL, BuilderState, age_of
-from .vcs import GitSvn, Vcs
+from .vcs import GitSvn, RepoSpec, Vcs, git_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,17 @@ class Builder:
     def workspace(self, version_id: str) -> Path:
         return self.settings.workspaces / version_id
 
+    def url_refused(self, repo: RepoSpec) -> str | None:
+        """Why the URL policy refuses the repository (None: allowed). The gateway checked it already;
+        this holds for services stored before the policy changed."""
+        try:
+            check_repo_url(
+                repo.url, schemes=self.settings.repo_url_schemes, allow_local=self.settings.repo_allow_local
+            )
+        except RepoUrlRefused as exc:
+            return f"the repository URL is not allowed: {exc}"
+        return None
+
     @property
     def registry_secret(self) -> str:
         return self.settings.registry_password.get_secret_value()
@@ -129,13 +141,15 @@ class Builder:
                 self.finished.popitem(last=False)
 
     async def remove_leftovers(self, version_id: str, host: str | None) -> None:
-        """Containers and network by label (on every pool host that may hold them), then the workspace."""
+        """Containers and network by label (on every pool host that may hold them), then the workspace
+        and its git directory."""
         for h in [host] if host else self.hosts.hosts:
             try:
                 await asyncio.to_thread(self.cleanup, self.hosts.client(h), version_id)
             except Exception as exc:  # noqa: BLE001 - the reaper retries later
                 log.warning("cleanup of %s on %s failed: %s", version_id, h, exc)
-        await asyncio.to_thread(shutil.rmtree, self.workspace(version_id), True)
+        for path in (self.workspace(version_id), git_dir(self.workspace(version_id))):
+            await asyncio.to_thread(shutil.rmtree, path, True)
 
 
 def bootstrap(settings: Settings) -> Builder:
@@ -146,7 +160,7 @@ def bootstrap(settings: Settings) -> Builder:
         settings=settings,
         store=store,
         bus=EventBus(settings),
-        vcs=GitSvn(),
+        vcs=GitSvn(allow_local=settings.repo_allow_local),
         images=DockerImageBuilder(),
         registry=DockerRegistry(
             settings.registry_location,

@@ -135,7 +135,7 @@ def _service(demo: Demo, home: Path) -> str:
             "webhook_secret": secret,
         },
     )
-    if resp.status_code == 202:
+    if resp.status_code in (201, 202):
         demo.service_id = resp.json()["service_id"]
     elif resp.status_code == 409:
         listed = demo.http.get(api, params={"limit": 100}).json()

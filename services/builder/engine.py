@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
 import re
 import socket
 import threading
@@ -22,6 +24,8 @@ from docker.api.build import process_dockerfile
 from docker.errors import APIError, DockerException, ImageNotFound
 
 OnLine = Callable[[str], Awaitable[None]]
+log = logging.getLogger(__name__)
+CPU_PERIOD = 100_000  # microseconds: the CFS period the CPU quota of build steps is a share of
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 
 
@@ -41,6 +45,20 @@ class _TrackingAPI(docker.APIClient):
     def _stream_helper(self, response: Any, decode: bool = False) -> Any:
         _TrackingAPI._tls.response = response
         return super()._stream_helper(response, decode)
+
+    def _post(self, url: str, **kwargs: Any) -> Any:
+        # docker-py's build() passes only memory and CPU shares of the engine's container limits; the
+        # CPU quota of RUN steps (cpuperiod/cpuquota, Engine API /build) rides along here.
+        extra = getattr(_TrackingAPI._tls, "build_params", None)
+        if extra and url.endswith("/build"):
+            kwargs["params"] = {**(kwargs.get("params") or {}), **extra}
+        return super()._post(url, **kwargs)
+
+    def _set_auth_headers(self, headers: dict[str, str]) -> None:
+        # docker-py sends every registry login stored on this host with each build, so a Dockerfile
+        # could pull anything those logins can read. Builds send none: the images a build may read
+        # were pulled before it, with credentials for the user's own namespace only.
+        return None
 
 
 def connect(base_url: str, cert_path: str | None = None, timeout: int = 120) -> docker.DockerClient:
@@ -121,10 +139,25 @@ def build_context(context: Path, dockerfile: Path) -> tuple[str, Any]:
     return name, docker.utils.tar(str(context), exclude=exclude, dockerfile=(name, inline))
 
 
+# A version name kept as its own tag: lower-case tag characters and no "__" (which marks an encoded one).
+_PLAIN_TAG = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+_TAG_HASH = 20  # hex digits of sha256 (80 bits) after the "__"
+
+
+def image_tag(version: str) -> str:
+    """The registry tag of a version name, one-to-one: the name itself when it is a plain lower-case tag,
+    else a readable slug, "__" and a hash of the exact name (`V1` and `v1`, `feat/x` and `feat-x`
+    must not overwrite each other's image)."""
+    if _PLAIN_TAG.fullmatch(version) and "__" not in version:
+        return version
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", version.lower()).strip("_.-")[: 128 - 2 - _TAG_HASH]
+    digest = hashlib.sha256(version.encode()).hexdigest()[:_TAG_HASH]
+    return f"{slug.rstrip('_.-') or 'v'}__{digest}"
+
+
 def image_name(registry: str, user: str, service: str, version: str) -> str:
-    """`<registry>/<user>/<service>:<version>`, lower-cased; characters a tag cannot hold become '-'."""
-    tag = re.sub(r"[^a-z0-9_.-]", "-", version.lower()).lstrip(".-")[:128] or "latest"
-    return f"{registry.rstrip('/')}/{user}/{service}:{tag}".lower()
+    """`<registry>/<user>/<service>:<tag>` (user and service names are lower-case DNS labels)."""
+    return f"{registry.rstrip('/')}/{user.lower()}/{service.lower()}:{image_tag(version)}"
 
 
 class ImageBuilder(Protocol):
@@ -139,8 +172,11 @@ class ImageBuilder(Protocol):
         memory_mb: int,
         cpu_shares: int,
         on_line: OnLine,
+        network: str | None = None,
+        cpus: float | None = None,
     ) -> str:
-        """Build and tag `image`; returns the image id; BuildError names the failing step."""
+        """Build and tag `image` (RUN steps on `network`, with at most `cpus` CPUs); returns the image
+        id; BuildError names the failing step."""
 
 
 class Registry(Protocol):
@@ -160,27 +196,36 @@ class DockerImageBuilder:
         memory_mb: int,
         cpu_shares: int,
         on_line: OnLine,
+        network: str | None = None,
+        cpus: float | None = None,
     ) -> str:
         api = client.api
 
         def start() -> Iterator[dict[str, Any]]:
             name, tarball = build_context(context, dockerfile)
-            return api.build(
-                fileobj=tarball,
-                custom_context=True,
-                dockerfile=name,
-                tag=image,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                labels=labels,
-                pull=False,
-                container_limits={
-                    "memory": memory_mb * 1024 * 1024,
-                    "memswap": memory_mb * 1024 * 1024,
-                    "cpushares": cpu_shares,
-                },
-            )
+            if cpus:
+                _TrackingAPI._tls.build_params = {"cpuperiod": CPU_PERIOD, "cpuquota": int(cpus * CPU_PERIOD)}
+            try:
+                return api.build(
+                    fileobj=tarball,
+                    custom_context=True,
+                    dockerfile=name,
+                    tag=image,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                    labels=labels,
+                    pull=False,
+                    # RUN steps join the version's own network, not the engine's default bridge.
+                    network_mode=network,
+                    container_limits={
+                        "memory": memory_mb * 1024 * 1024,
+                        "memswap": memory_mb * 1024 * 1024,
+                        "cpushares": cpu_shares,
+                    },
+                )
+            finally:
+                _TrackingAPI._tls.build_params = None
 
         image_id = None
         step = None
@@ -251,9 +296,23 @@ class DockerRegistry:
             raise PushError(
                 f"push of {image} to {self.registry} failed: {getattr(exc, 'explanation', None) or exc}"
             ) from None
+        finally:
+            # Off the build host once pushed (or failed): later builds, anyone's, can only reach it
+            # through the registry, where the image policy decides. Deploys pull it by digest.
+            await asyncio.to_thread(_untag, client, image)
         if not digest:
             raise PushError(f"push of {image} to {self.registry} returned no digest")
         return str(digest)
+
+
+def _untag(client: Any, image: str) -> None:
+    """Remove the tag (and the image, unless another tag or a container still uses it)."""
+    try:
+        client.images.remove(image)
+    except ImageNotFound:
+        pass
+    except (APIError, DockerException) as exc:
+        log.warning("could not remove %s from the build host: %s", image, exc)
 
 
 @dataclass
@@ -275,6 +334,8 @@ class FakeImageBuilder:
         memory_mb: int,
         cpu_shares: int,
         on_line: OnLine,
+        network: str | None = None,
+        cpus: float | None = None,
     ) -> str:
         await on_line(f"Step 1/1 : fake build of {image}")
         await asyncio.sleep(self.delay)

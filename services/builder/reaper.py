@@ -185,7 +185,7 @@ async def reap_leftovers(b: Builder) -> list[str]:
     root = b.settings.workspaces
     if root.is_dir():
         for entry in await asyncio.to_thread(lambda: list(root.iterdir())):
-            vid = entry.name
+            vid = entry.name.removesuffix(".git")  # a workspace's git directory lies beside it
             if vid in b.active or not entry.is_dir():
                 continue
             doc = await b.state.version(vid)

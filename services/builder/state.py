@@ -17,6 +17,8 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from shared.secretbox import SecretBox
+
 from .vcs import RepoSpec
 
 TERMINAL = ("success", "failed", "cancelled")
@@ -64,7 +66,9 @@ class BuilderState:
         return await asyncio.to_thread(self.store.services.find_one, {"_id": service_id})
 
     async def secrets(self, service_id: str) -> dict[str, Any]:
-        return await asyncio.to_thread(self.store.secrets.find_one, {"_id": service_id}) or {}
+        """The service's secrets document, decrypted."""
+        doc = await asyncio.to_thread(self.store.secrets.find_one, {"_id": service_id})
+        return SecretBox.of(self.store.settings).open_doc(doc) or {}
 
     async def repo_spec(self, service: dict[str, Any], repository: dict[str, Any] | None = None) -> RepoSpec:
         repo = repository or service.get("repository") or {}

@@ -31,6 +31,9 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
         raise Failed(f"service {version['service_id']} does not exist (deleted?)", "tag")
     run.service = service
     repo = await b.state.repo_spec(service)
+    refused = b.url_refused(repo)
+    if refused:
+        raise Failed(refused, "tag")
     await run.open_log()
     workspace = b.workspace(run.vid)
     commit = version.get("commit")

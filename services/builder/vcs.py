@@ -2,7 +2,15 @@
 
 Credentials never reach argv or logs: git gets them through GIT_ASKPASS (a script that echoes
 environment variables set only for that subprocess), svn through --password-from-stdin; every
-message leaving this module is masked.
+message leaving this module is masked, and host paths in it are replaced (the repository's own
+path by its URL as the user gave it, any other by `<path>`).
+
+Pipeline steps get the workspace bind-mounted read-write, so nothing in it may steer a git that runs
+on the builder host: the git directory of a checkout lives beside the workspace (`git_dir`), never
+inside it, every git here names it explicitly (`--git-dir`, so a `.git` a step plants is never
+looked at), and runs with hooks and fsmonitor off and the ext:: transport (and file://, unless local
+repositories are enabled) refused. svn runs no client-side hooks and is never run in the workspace
+after the checkout (tags are URL-to-URL copies).
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from shared.logwriter import mask
+from shared.repo_url import parse_repo_url
 
 OnLine = Callable[[str], Awaitable[None]]
 PROBE_TIMEOUT = 20.0
@@ -92,8 +102,10 @@ async def _run(
     timeout: float | None = None,
     on_line: OnLine | None = None,
     secrets: list[str] | None = None,
+    clean: Callable[[str], str] | None = None,
 ) -> _Run:
-    """Run a command in its own process group; killed on timeout or when the caller is cancelled."""
+    """Run a command in its own process group; killed on timeout or when the caller is cancelled.
+    The output keeps secrets masked; lines for `on_line` also go through `clean` (host paths)."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd) if cwd else None,
@@ -118,13 +130,13 @@ async def _run(
                     text = mask(part, secrets or [])
                     lines.append(text)
                     if on_line is not None:
-                        await on_line(text)
+                        await on_line(clean(text) if clean is not None else text)
         await proc.wait()
 
     try:
         await asyncio.wait_for(pump(), timeout)
     except TimeoutError:
-        raise VcsError(f"`{argv[0]} {argv[1]}` timed out after {timeout:.0f}s") from None
+        raise VcsError(f"`{argv[0]} {_command(argv)}` timed out after {timeout:.0f}s") from None
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -134,16 +146,70 @@ async def _run(
     return _Run(proc.returncode or 0, "\n".join(lines))
 
 
-def _last(out: str, n: int = 3) -> str:
-    return " / ".join(out.strip().splitlines()[-n:]) or "no output"
+def _command(argv: list[str]) -> str:
+    """The subcommand of a git/svn argv (after its global options)."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-c", "--git-dir", "--work-tree"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
+# git's advice after a failed fetch says nothing the line before it did not.
+_BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists.")
+
+
+def _last(out: str, repo: RepoSpec, n: int = 3) -> str:
+    """The last lines of a failed command's output, fit for a message (host paths scrubbed)."""
+    lines = [line for line in out.strip().splitlines() if not line.startswith(_BOILERPLATE)]
+    return scrub(" / ".join(lines[-n:]), repo) or "no output"
+
+
+def git_dir(workspace: Path) -> Path:
+    """The git directory of a workspace's checkout: beside it (`<workspace>.git`), out of the steps' reach."""
+    return workspace.with_name(workspace.name + ".git")
+
+
+# An absolute path standing on its own (not the path part of a URL, not `a/b`).
+_HOST_PATH = re.compile(r"(?<![\w.:/~+-])/[^\s'\"`:,;()<>\[\]]+")
+_KEEP = "\x00repository\x00"
+
+
+def scrub(text: str, repo: RepoSpec) -> str:
+    """`text` with the repository's secrets masked and host paths replaced: the repository's own local
+    path by its URL as the user gave it, any other absolute path by `<path>`."""
+    secrets = repo.secrets()
+    text, url = mask(text, secrets), mask(repo.url, secrets)
+    own = [url]
+    with contextlib.suppress(ValueError):
+        if parse_repo_url(repo.url).local:
+            path = unquote(urlsplit(repo.url).path) if repo.url.startswith("file:") else repo.url
+            own += [path, os.path.abspath(path), os.path.realpath(path)]
+    for form in sorted({f for f in own if len(f) > 1}, key=len, reverse=True):
+        text = text.replace(form, _KEEP)
+    return _HOST_PATH.sub("<path>", text).replace(_KEEP, url)
 
 
 class GitSvn:
     """The real adapter: `git` and `svn` command-line clients."""
 
-    def __init__(self, probe_timeout: float = PROBE_TIMEOUT, timeout: float = 600.0) -> None:
+    def __init__(
+        self, probe_timeout: float = PROBE_TIMEOUT, timeout: float = 600.0, allow_local: bool = True
+    ) -> None:
         self.probe_timeout = probe_timeout
         self.timeout = timeout
+        # Pinned on every git run: nothing a repository's config or a planted hook says can make the
+        # builder run a program (the git directory is out of the steps' reach already; this is the
+        # second wall). GIT_SSH_COMMAND (below) already wins over core.sshCommand.
+        self._git_safety = [
+            "-c", "core.hooksPath=/dev/null",
+            "-c", "core.fsmonitor=false",
+            "-c", "protocol.ext.allow=never",
+            "-c", "protocol.fd.allow=never",
+            *([] if allow_local else ["-c", "protocol.file.allow=never"]),
+        ]  # fmt: skip
 
     # -- git --------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -177,11 +243,17 @@ class GitSvn:
         cwd: Path | None = None,
         timeout: float | None = None,
         on_line: OnLine | None = None,
+        gitdir: Path | None = None,
     ) -> _Run:
+        """git `args` for `repo`; with `gitdir` it works on that git directory and no other (no
+        discovery from the working directory, which defaults to one that is no repository)."""
+        where = ["--git-dir", str(gitdir)] if gitdir is not None else []
         with self._git_env(repo) as env:
             return await _run(
                 [
                     "git",
+                    *where,
+                    *self._git_safety,
                     "-c",
                     "user.name=Fornax",
                     "-c",
@@ -190,11 +262,12 @@ class GitSvn:
                     "advice.detachedHead=false",
                     *args,
                 ],
-                cwd=cwd,
+                cwd=cwd or gitdir or Path("/"),
                 env=env,
                 timeout=timeout or self.timeout,
                 on_line=on_line,
                 secrets=repo.secrets(),
+                clean=lambda text: scrub(text, repo),
             )
 
     # -- svn --------------------------------------------------------------------------------------
@@ -220,6 +293,7 @@ class GitSvn:
             timeout=timeout or self.timeout,
             on_line=on_line,
             secrets=repo.secrets(),
+            clean=lambda text: scrub(text, repo),
         )
 
     # -- the port ---------------------------------------------------------------------------------
@@ -238,7 +312,7 @@ class GitSvn:
         if res.code != 0:
             return Probe(
                 "missing",
-                f"{repo.vcs} repository {mask(repo.url, repo.secrets())} unreachable: {_last(res.out)}",
+                f"{repo.vcs} repository {mask(repo.url, repo.secrets())} unreachable: {_last(res.out, repo)}",
             )
         return Probe("healthy", "")
 
@@ -249,19 +323,33 @@ class GitSvn:
             return await self._svn_checkout(repo, dest, commit, on_line)
         if repo.vcs != "git":
             raise VcsError(f"unknown vcs {repo.vcs!r}")
-        shutil.rmtree(dest, ignore_errors=True)
+        gitdir = git_dir(dest)
+        for old in (dest, gitdir):
+            shutil.rmtree(old, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         await on_line(f"$ git clone {mask(repo.url, repo.secrets())}")
         res = await self._git(
-            repo, "clone", "--no-checkout", "--progress", "--", repo.url, str(dest), on_line=on_line
+            repo,
+            "clone",
+            "--no-checkout",
+            "--progress",
+            f"--separate-git-dir={gitdir}",
+            "--",
+            repo.url,
+            str(dest),
+            on_line=on_line,
         )
         if res.code != 0:
-            raise VcsError(f"git clone failed: {_last(res.out)}")
+            raise VcsError(f"git clone failed: {_last(res.out, repo)}")
+        # The checkout gets no `.git` at all (the gitfile would only tell steps a host path).
+        (dest / ".git").unlink(missing_ok=True)
         ref = commit or (f"origin/{branch}" if branch else "HEAD")
         candidates = [ref] if not commit or _SHA.match(commit) else [f"origin/{commit}", commit]
         resolved = None
         for cand in candidates:
-            rev = await self._git(repo, "rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}", cwd=dest)
+            rev = await self._git(
+                repo, "rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}", gitdir=gitdir
+            )
             if rev.code == 0 and rev.out.strip():
                 resolved = rev.out.strip().splitlines()[-1]
                 break
@@ -269,9 +357,20 @@ class GitSvn:
             what = f"commit {commit}" if commit else f"branch {branch}" if branch else "the default branch"
             raise VcsError(f"unknown commit: {what} is not in the repository")
         await on_line(f"$ git checkout {resolved}")
-        res = await self._git(repo, "checkout", "-q", "--detach", resolved, cwd=dest, on_line=on_line)
+        res = await self._git(
+            repo,
+            "--work-tree",
+            str(dest),
+            "checkout",
+            "-q",
+            "--detach",
+            resolved,
+            gitdir=gitdir,
+            cwd=dest,
+            on_line=on_line,
+        )
         if res.code != 0:
-            raise VcsError(f"git checkout {resolved} failed: {_last(res.out)}")
+            raise VcsError(f"git checkout {resolved} failed: {_last(res.out, repo)}")
         return resolved
 
     async def _svn_checkout(self, repo: RepoSpec, dest: Path, commit: str | None, on_line: OnLine) -> str:
@@ -283,9 +382,9 @@ class GitSvn:
         )
         if info.code != 0:
             raise VcsError(
-                f"unknown commit: revision {rev} of {mask(repo.url, repo.secrets())}: {_last(info.out)}"
+                f"unknown commit: revision {rev} of {mask(repo.url, repo.secrets())}: {_last(info.out, repo)}"
                 if rev != "HEAD"
-                else f"svn info failed: {_last(info.out)}"
+                else f"svn info failed: {_last(info.out, repo)}"
             )
         resolved = rev if rev != "HEAD" else info.out.strip().splitlines()[-1]
         shutil.rmtree(dest, ignore_errors=True)
@@ -295,7 +394,7 @@ class GitSvn:
             repo, "checkout", "-q", "--", f"{repo.url}@{resolved}", str(dest), on_line=on_line
         )
         if res.code != 0:
-            raise VcsError(f"svn checkout failed: {_last(res.out)}")
+            raise VcsError(f"svn checkout failed: {_last(res.out, repo)}")
         return resolved
 
     async def tag(self, repo: RepoSpec, workspace: Path, name: str, commit: str, on_line: OnLine) -> None:
@@ -312,7 +411,7 @@ class GitSvn:
             timeout=self.probe_timeout,
         )
         if existing.code != 0:
-            raise VcsError(f"git ls-remote failed: {_last(existing.out)}")
+            raise VcsError(f"git ls-remote failed: {_last(existing.out, repo)}")
         refs: dict[str, str] = {}
         for line in existing.out.splitlines():
             sha, _, ref = line.partition("\t")
@@ -324,6 +423,17 @@ class GitSvn:
                 await on_line(f"tag {name} already exists at {commit}")
                 return
             raise VcsError(f"tag {name} already exists at {at}")
+        # Tag in the checkout's own git directory (beside the workspace), or — when this process did
+        # not clone it — in a fresh bare clone; never through anything inside the workspace.
+        gitdir = git_dir(workspace)
+        if not (gitdir / "HEAD").is_file():
+            shutil.rmtree(gitdir, ignore_errors=True)
+            await on_line(f"$ git clone --bare {mask(repo.url, repo.secrets())}")
+            res = await self._git(
+                repo, "clone", "--bare", "-q", "--", repo.url, str(gitdir), on_line=on_line
+            )
+            if res.code != 0:
+                raise VcsError(f"git clone failed: {_last(res.out, repo)}")
         res = await self._git(
             repo,
             "tag",
@@ -333,17 +443,17 @@ class GitSvn:
             "-m",
             f"Fornax version {name}",
             commit,
-            cwd=workspace,
+            gitdir=gitdir,
             on_line=on_line,
         )
         if res.code != 0:
-            raise VcsError(f"git tag failed: {_last(res.out)}")
+            raise VcsError(f"git tag failed: {_last(res.out, repo)}")
         await on_line(f"$ git push origin refs/tags/{name}")
         res = await self._git(
-            repo, "push", "--", repo.url, f"refs/tags/{name}", cwd=workspace, on_line=on_line
+            repo, "push", "--", repo.url, f"refs/tags/{name}", gitdir=gitdir, on_line=on_line
         )
         if res.code != 0:
-            raise VcsError(f"git push of tag {name} failed: {_last(res.out)}")
+            raise VcsError(f"git push of tag {name} failed: {_last(res.out, repo)}")
 
     async def _svn_tag(self, repo: RepoSpec, name: str, commit: str, on_line: OnLine) -> None:
         url = repo.url.rstrip("/")
@@ -381,7 +491,7 @@ class GitSvn:
             repo, "copy", "-m", f"Fornax version {name}", "--", f"{url}@{commit}", tag_url, on_line=on_line
         )
         if res.code != 0:
-            raise VcsError(f"svn copy to tags/{name} failed: {_last(res.out)}")
+            raise VcsError(f"svn copy to tags/{name} failed: {_last(res.out, repo)}")
 
 
 @dataclass

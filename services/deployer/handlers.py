@@ -367,6 +367,7 @@ class Deployer:
             deployment_id=p.deployment_id,
             service_id=p.service_id,
             service_name=str(service["name"]),
+            user_id=str(service.get("user_id") or ""),
             version_id=version_id,
             application=application or str(service["name"]),
             image=image,

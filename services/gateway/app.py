@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from shared.bus import BusUnavailable
+from shared.secretbox import SecretBox, seal_stored
 from shared.settings import Settings, get_settings
 from shared.store import Store
 
@@ -54,6 +56,17 @@ class Gateway(Starlette):
         await super().__call__(scope, receive, send)
 
 
+async def _seal_older_secrets(store: Store, box: SecretBox) -> None:
+    """Encrypt the secrets stored in plaintext before encryption at rest (in the background)."""
+    try:
+        sealed = await run_in_threadpool(seal_stored, store, box)
+    except Exception as exc:  # noqa: BLE001 - the next start tries again; they stay readable meanwhile
+        log.warning("could not encrypt the older plaintext secrets: %s", exc)
+        return
+    if sealed:
+        log.info("encrypted the secrets of %d older services", sealed)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the gateway; connections are made in the lifespan, never at import."""
     cfg = settings or get_settings()
@@ -64,6 +77,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.store = Store(cfg)
         app.state.bus = BatchingEventBus(cfg, timeout=5.0)
         app.state.repo_index = RepoIndex(app.state.store)
+        if not SecretBox.of(cfg).enabled:
+            log.warning("secrets_key is not set: repository credentials and webhook secrets are stored in plaintext")
         try:
             await run_in_threadpool(app.state.store.ensure_indexes)
         except Exception as exc:  # noqa: BLE001 - start anyway; /readyz reports the store
@@ -72,9 +87,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.bus.start()
         except BusUnavailable as exc:  # publish() retries; /readyz reports the broker
             log.warning("event broker not reachable at start-up: %s", exc)
+        sealing = asyncio.ensure_future(_seal_older_secrets(app.state.store, SecretBox.of(cfg)))
         try:
             yield
         finally:
+            sealing.cancel()
             await app.state.bus.stop()
             app.state.store.close()
 

@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared.bus import BusUnavailable, EventBus
+from shared.bus import BusUnavailable, EventBus, encoded
 from shared.events import Event
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,14 @@ class BatchingEventBus(EventBus):
         """Send events and wait until the broker acknowledged every one; BusUnavailable otherwise."""
         if not events:
             return
+        data = encoded(self.settings, events)  # (an oversized event fails its caller alone, up front)
         if self._producer is None:
             await self.start()
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
-        for e in events:
+        for e, d in zip(events, data, strict=True):
             fut: asyncio.Future[None] = loop.create_future()
-            self._pending.append((self.settings.topic(e.TOPIC), e.key(), e.encode(), fut))
+            self._pending.append((self.settings.topic(e.TOPIC), e.key(), d, fut))
             futures.append(fut)
         self._deadlines.append((time.monotonic() + self.timeout, futures))
         if self._sweep is None:

@@ -10,7 +10,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from shared.bus import BusUnavailable, EventBus
+from shared.bus import BusUnavailable, EventBus, EventTooLarge
 from shared.events import Event
 from shared.store import Store
 
@@ -80,6 +80,8 @@ async def publish_on(bus: EventBus, *events: Any) -> None:
         raise bus_unavailable()
     try:
         await bus.publish(*events)
+    except EventTooLarge as exc:
+        raise ApiError(413, "payload_too_large", f"the request makes an event too large to record: {exc}") from None
     except BusUnavailable as exc:
         _broker.trip()
         raise bus_unavailable() from exc

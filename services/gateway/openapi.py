@@ -56,6 +56,56 @@ PAGING = [
     _query("per_page", "alternative name of limit"),
 ]
 ACCEPTED = {"type": "object", "properties": {"accepted": {"type": "boolean"}}}
+_LOCATION = {"description": "where the new resource is read", "schema": {"type": "string"}}
+_RETRY_AFTER = {"description": "seconds to wait before reading it (not yet readable)", "schema": {"type": "integer"}}
+
+
+def _read_your_writes(op: dict[str, Any], created: bool) -> dict[str, Any]:
+    """Mark a create that answers once its read model shows it (settings.read_your_writes_wait, default
+    2 s): 201 + Location then (`created`; a deploy, still going on, answers 202 + Location), or past the
+    wait 202 + Location + Retry-After."""
+    responses = op["responses"]
+    ok = responses.pop("202")
+    schema = ok["content"]["application/json"]["schema"]
+    pending = {
+        "description": "accepted, not yet readable (read model behind): retry the Location after Retry-After",
+        "headers": {"Location": _LOCATION, "Retry-After": _RETRY_AFTER},
+        **_json(schema),
+    }
+    if created:
+        responses["201"] = {
+            "description": "created and readable at once (GET, webhooks, log subscriptions)",
+            "headers": {"Location": _LOCATION},
+            **_json(schema),
+        }
+    else:
+        pending["description"] = (
+            "accepted; listed at Location at once, or (read model behind) after Retry-After if that header is set"
+        )
+    responses["202"] = pending
+    op["responses"] = dict(sorted(responses.items()))
+    op["description"] = (
+        "Immediately consistent: answers once the read model shows what it created, so a read right after finds it."
+    )
+    return op
+
+_SECRETS = {
+    "type": "object",
+    "maxProperties": 100,
+    "additionalProperties": {"type": "string", "maxLength": 65536},
+    "writeOnly": True,
+    "description": "values available to builds, masked in logs, stored encrypted (each at most 64 KiB)",
+}
+_DEPLOY_TARGETS = {
+    "type": "array",
+    "maxItems": 50,
+    "items": {
+        "type": "object",
+        "maxProperties": 20,
+        "additionalProperties": {"type": "string", "maxLength": 2000},
+    },
+    "description": "at most 64 KiB as JSON",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -96,16 +146,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "default fornax.yml (caicloud.yml is also read)",
             },
             "webhook_secret": {"type": "string", "writeOnly": True, "description": "generated when omitted"},
-            "secrets": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "writeOnly": True,
-                "description": "values available to builds, masked in logs",
-            },
-            "deploy_targets": {
-                "type": "array",
-                "items": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
+            "secrets": _SECRETS,
+            "deploy_targets": _DEPLOY_TARGETS,
         },
     },
     "ServiceUpdate": {
@@ -116,8 +158,8 @@ SCHEMAS: dict[str, Any] = {
             "repository": {"$ref": "#/components/schemas/Repository"},
             "config_file": {"type": "string"},
             "webhook_secret": {"type": "string", "writeOnly": True},
-            "secrets": {"type": "object", "additionalProperties": {"type": "string"}, "writeOnly": True},
-            "deploy_targets": {"type": "array", "items": {"type": "object"}},
+            "secrets": _SECRETS,
+            "deploy_targets": _DEPLOY_TARGETS,
         },
     },
     "ServiceCreated": {
@@ -349,19 +391,22 @@ def document() -> dict[str, Any]:
     p = "/api/v1/{user_id}"
     paths: dict[str, Any] = {
         f"{p}/services": {
-            "post": _op(
-                "Create a service (202; ServiceCreated emitted)",
-                (202, "accepted", "ServiceCreated"),
-                400,
-                401,
-                403,
-                409,
-                413,
-                422,
-                503,
-                body="ServiceCreate",
-                params=[USER],
-                tag="services",
+            "post": _read_your_writes(
+                _op(
+                    "Create a service (201 once readable; ServiceCreated emitted)",
+                    (202, "accepted", "ServiceCreated"),
+                    400,
+                    401,
+                    403,
+                    409,
+                    413,
+                    422,
+                    503,
+                    body="ServiceCreate",
+                    params=[USER],
+                    tag="services",
+                ),
+                created=True,
             ),
             "get": _op(
                 "List the user's services",
@@ -423,20 +468,23 @@ def document() -> dict[str, Any]:
             ),
         },
         f"{p}/versions": {
-            "post": _op(
-                "Create a version (202; VersionRequested emitted)",
-                (202, "accepted", "VersionCreated"),
-                400,
-                401,
-                403,
-                404,
-                409,
-                413,
-                422,
-                503,
-                body="VersionCreate",
-                params=[USER],
-                tag="versions",
+            "post": _read_your_writes(
+                _op(
+                    "Create a version (201 once readable; VersionRequested emitted)",
+                    (202, "accepted", "VersionCreated"),
+                    400,
+                    401,
+                    403,
+                    404,
+                    409,
+                    413,
+                    422,
+                    503,
+                    body="VersionCreate",
+                    params=[USER],
+                    tag="versions",
+                ),
+                created=True,
             ),
         },
         f"{p}/versions/{{version_id}}": {
@@ -484,35 +532,41 @@ def document() -> dict[str, Any]:
             ),
         },
         f"{p}/services/{{service_id}}/deploy": {
-            "post": _op(
-                "Deploy a version to a target",
-                (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
-                400,
-                401,
-                403,
-                404,
-                409,
-                422,
-                503,
-                body="DeployRequest",
-                params=[USER, SERVICE],
-                tag="deploys",
+            "post": _read_your_writes(
+                _op(
+                    "Deploy a version to a target",
+                    (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
+                    400,
+                    401,
+                    403,
+                    404,
+                    409,
+                    422,
+                    503,
+                    body="DeployRequest",
+                    params=[USER, SERVICE],
+                    tag="deploys",
+                ),
+                created=False,
             ),
         },
         f"{p}/services/{{service_id}}/rollback": {
-            "post": _op(
-                "Roll back: redeploy an earlier version's exact image digest",
-                (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
-                400,
-                401,
-                403,
-                404,
-                409,
-                422,
-                503,
-                body="RollbackRequest",
-                params=[USER, SERVICE],
-                tag="deploys",
+            "post": _read_your_writes(
+                _op(
+                    "Roll back: redeploy an earlier version's exact image digest",
+                    (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
+                    400,
+                    401,
+                    403,
+                    404,
+                    409,
+                    422,
+                    503,
+                    body="RollbackRequest",
+                    params=[USER, SERVICE],
+                    tag="deploys",
+                ),
+                created=False,
             ),
         },
         f"{p}/services/{{service_id}}/unpin": {
@@ -585,10 +639,13 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "Fornax gateway",
             "version": "1.0.0",
-            "description": "REST API and webhooks of Fornax, the event-sourced CI/CD system. Writes answer "
-            "202 once the event is durably on the broker; read models follow shortly after, "
-            "so a read right after a write may briefly answer 404. Errors are "
-            '{"error": {"code", "message", "field"?}}.',
+            "description": "REST API and webhooks of Fornax, the event-sourced CI/CD system. Writes are "
+            "accepted once the event is durably on the broker. Creates (service, version, deploy, rollback) "
+            "are immediately consistent: they answer once the read model shows the new resource (201 + "
+            "Location; a deploy 202 + Location), so a GET, a webhook or a log subscription right after "
+            "finds it; past a bounded wait (2 s by default) they answer 202 + Location + Retry-After. "
+            "Updates, deletes, cancels and unpins answer 202 and read models follow shortly after. Errors "
+            'are {"error": {"code", "message", "field"?}}.',
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

@@ -75,7 +75,7 @@ def build_app(settings: Settings) -> Any:
 
     @app.agent(topics)
     async def project(stream: Any) -> None:
-        async for batch in stream.take_events(200, within=0.05):
+        async for batch in stream.take_events(200, within=0.01):
             records = []
             for ev in batch:
                 event = decoded(ev.value)

@@ -7,6 +7,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from shared.query import MAX_POSITION, parse_int
+from shared.repo_url import redact_credentials
+
 from .errors import ApiError
 
 STAGE_ORDER = ("clone", "integration", "pre_build", "build", "push", "tag", "post_build", "deploy")
@@ -67,6 +70,8 @@ def service_json(doc: dict[str, Any]) -> dict[str, Any]:
     repo = doc.get("repository")
     if isinstance(repo, dict):
         out["repository"] = {k: repo.get(k) for k in _REPO_FIELDS if k in repo}
+        if isinstance(out["repository"].get("url"), str):  # stored before credentials were refused
+            out["repository"]["url"] = redact_credentials(out["repository"]["url"])
     return jsonable(out)  # type: ignore[no-any-return]
 
 
@@ -103,18 +108,14 @@ def paging(request: Request, default: int = 20, maximum: int = 100) -> tuple[int
     """(limit, offset) from `?limit=&offset=` or `?page=&per_page=` (page counts from 1); 422 when bad."""
     q = request.query_params
 
-    def number(name: str, low: int, high: int | None = None) -> int | None:
+    def number(name: str, low: int, high: int = MAX_POSITION) -> int | None:
         raw = q.get(name)
         if raw is None or raw == "":
             return None
         try:
-            value = int(raw)
-        except ValueError:
-            raise ApiError(422, "validation_error", f"{name}: must be an integer", name) from None
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise ApiError(422, "validation_error", f"{name}: must be {bound}", name)
-        return value
+            return parse_int(raw, low, high)
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", f"{name}: {exc}", name) from None
 
     per_page = number("per_page", 1, maximum)
     page = number("page", 1)
@@ -122,4 +123,6 @@ def paging(request: Request, default: int = 20, maximum: int = 100) -> tuple[int
     offset = number("offset", 0)
     if offset is None:
         offset = (page - 1) * limit if page else 0
+        if offset > MAX_POSITION:
+            raise ApiError(422, "validation_error", f"page: must be at most {MAX_POSITION // limit}", "page")
     return limit, offset

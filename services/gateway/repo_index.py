@@ -1,20 +1,30 @@
 """Which services a webhook's repository URLs belong to, with their webhook secrets.
 
-The webhook hot path must not hit Mongo on every delivery: a snapshot of every live service's
-normalized repository URL (and secret) is kept for `ttl` seconds. A URL missing from the snapshot makes
-a new scan that starts after the request arrived (so a just-created service is found at once), and a
-secret that fails to verify is re-read before giving up (so a rotated secret works at once).
+Each service's normalized repository URL (`repo_key`), owner and URL are kept beside its webhook secret
+in the gateway's `secrets` document, with an index on `repo_key`: a delivery costs an indexed equality
+query per distinct URL key of its payload, never a scan of every service, also for a repository nobody
+registered. Found answers are kept for `ttl` seconds (the same few repositories push again and
+again); a miss is never cached (a just-created service is found at once) and concurrent lookups of the
+same URLs share one query. A secret that fails to verify is re-read before giving up (rotated secrets
+work at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.secretbox import SecretBox
+
 from .io import db_call
 from .webhooks import normalize_url
+
+log = logging.getLogger(__name__)
+
+_FIELDS = {"webhook_secret": 1, "user_id": 1, "repo_url": 1}
 
 
 @dataclass(frozen=True)
@@ -25,52 +35,43 @@ class HookTarget:
     secret: str | None
 
 
+def hook_fields(user_id: str, url: str) -> dict[str, str]:
+    """What the secrets document holds for the webhook lookup of a service at `url`."""
+    return {"user_id": user_id, "repo_url": url, "repo_key": normalize_url(url)}
+
+
+def lookup_queries(keys: list[str]) -> list[dict[str, Any]]:
+    """The queries a lookup makes: one equality match on the indexed `repo_key` per distinct key (a
+    payload names the repository by 1-3 distinct URLs). Equality, not `$in`: nx-27017 answers `$in`
+    on a secondary index with a full scan (its explain says so), equality with an index search."""
+    return [{"repo_key": key} for key in keys]
+
+
 class RepoIndex:
-    def __init__(self, store: Any, ttl: float = 2.0) -> None:
+    def __init__(self, store: Any, ttl: float = 2.0, max_cached: int = 10_000) -> None:
         self.store = store
         self.ttl = ttl
-        self._built = -1e9
-        self._started = -1e9
-        self._by_url: dict[str, list[HookTarget]] = {}
-        self._lock = asyncio.Lock()
+        self.max_cached = max_cached
+        self.box = SecretBox.of(store.settings)
+        self._hits: dict[tuple[str, ...], tuple[float, list[HookTarget]]] = {}
+        self._running: dict[tuple[str, ...], asyncio.Future[list[HookTarget]]] = {}
         self._normal: dict[str, str] = {}
+        self._backfilled = False
 
-    def _read(self, query: dict[str, Any]) -> list[HookTarget]:
-        # (project the whole sub-document: nx-27017 returns dotted projections as flat keys)
-        services = list(self.store.services.find(query, {"repository": 1, "user_id": 1}))
-        ids = [s["_id"] for s in services]
-        secrets = (
-            {
-                d["_id"]: d.get("webhook_secret")
-                for d in self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})
-            }
-            if ids
-            else {}
+    def _target(self, doc: dict[str, Any]) -> HookTarget:
+        return HookTarget(
+            doc["_id"],
+            str(doc.get("user_id", "")),
+            str(doc.get("repo_url", "")),
+            self.box.open(doc.get("webhook_secret")),
         )
-        return [
-            HookTarget(
-                s["_id"],
-                str(s.get("user_id", "")),
-                str((s.get("repository") or {}).get("url", "")),
-                secrets.get(s["_id"]),
-            )
-            for s in services
-            if (s.get("repository") or {}).get("url")
-        ]
 
-    async def _refresh(self, unless_started_after: float | None = None) -> None:
-        async with self._lock:
-            if unless_started_after is not None:
-                if self._started >= unless_started_after:
-                    return  # a scan that began after the caller arrived already ran: it saw everything
-            elif time.monotonic() - self._built < self.ttl:
-                return  # another request refreshed it meanwhile
-            started = time.monotonic()
-            targets = await db_call(self._read, {"deleted": {"$ne": True}})
-            by_url: dict[str, list[HookTarget]] = {}
-            for t in targets:
-                by_url.setdefault(normalize_url(t.repo_url), []).append(t)
-            self._by_url, self._built, self._started = by_url, time.monotonic(), started
+    def _read(self, keys: list[str]) -> list[HookTarget]:
+        if not self._backfilled:
+            backfill(self.store)
+            self._backfilled = True
+        found = {d["_id"]: d for q in lookup_queries(keys) for d in self.store.secrets.find(q, _FIELDS)}
+        return [self._target(d) for d in found.values()]
 
     def _normalized(self, url: str) -> str:
         key = self._normal.get(url)
@@ -80,34 +81,60 @@ class RepoIndex:
             key = self._normal[url] = normalize_url(url)
         return key
 
-    def _match(self, urls: tuple[str, ...]) -> list[HookTarget]:
-        found: dict[str, HookTarget] = {}
-        for url in urls:
-            for t in self._by_url.get(self._normalized(url), ()):
-                found.setdefault(t.service_id, t)
-        return list(found.values())
-
     async def lookup(self, urls: tuple[str, ...]) -> list[HookTarget]:
         """The live services whose repository URL matches one of `urls` (normalized)."""
-        arrived = time.monotonic()
-        if arrived - self._built >= self.ttl:
-            await self._refresh()
-        found = self._match(urls)
-        if not found:
-            # Maybe a service newer than the snapshot: rescan (concurrent misses share one scan).
-            await self._refresh(unless_started_after=arrived)
-            found = self._match(urls)
+        keys = tuple(sorted({self._normalized(u) for u in urls}))
+        if not keys:
+            return []
+        hit = self._hits.get(keys)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        running = self._running.get(keys)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[list[HookTarget]] = asyncio.get_running_loop().create_future()
+        self._running[keys] = fut
+        try:
+            found = await db_call(self._read, list(keys))
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # (retrieved: the waiters, if any, get it too)
+            raise
+        finally:
+            self._running.pop(keys, None)
+        fut.set_result(found)
+        if found:
+            if len(self._hits) >= self.max_cached:
+                self._hits.clear()
+            self._hits[keys] = (time.monotonic() + self.ttl, found)
         return found
 
     async def fresh_secrets(self, targets: list[HookTarget]) -> list[HookTarget]:
-        """The same targets with their secrets re-read from the store (bypassing the snapshot)."""
+        """The same targets with their secrets re-read from the store (bypassing the cache)."""
         ids = [t.service_id for t in targets]
 
         def read() -> dict[str, Any]:
-            return {
-                d["_id"]: d.get("webhook_secret")
-                for d in self.store.secrets.find({"_id": {"$in": ids}}, {"webhook_secret": 1})
-            }
+            return {d["_id"]: d.get("webhook_secret") for d in self.store.secrets.find({"_id": {"$in": ids}}, _FIELDS)}
 
         secrets = await db_call(read)
-        return [HookTarget(t.service_id, t.user_id, t.repo_url, secrets.get(t.service_id)) for t in targets]
+        return [
+            HookTarget(t.service_id, t.user_id, t.repo_url, self.box.open(secrets.get(t.service_id))) for t in targets
+        ]
+
+
+def backfill(store: Any) -> int:
+    """Give older secrets documents (written before `repo_key`) their lookup fields, from the services
+    read model; deleted services' documents are left alone. Runs once per gateway process."""
+    done = 0
+    for sec in store.secrets.find({"repo_key": {"$exists": False}}, {"_id": 1}):
+        service = store.services.find_one({"_id": sec["_id"], "deleted": {"$ne": True}})
+        url = ((service or {}).get("repository") or {}).get("url")
+        if url:
+            store.secrets.update_one(
+                {"_id": sec["_id"], "repo_key": {"$exists": False}},
+                {"$set": hook_fields(str(service.get("user_id", "")), str(url))},  # type: ignore[union-attr]
+            )
+            done += 1
+    if done:
+        log.info("secrets: added the webhook lookup fields to %d older documents", done)
+    return done

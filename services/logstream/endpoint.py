@@ -2,6 +2,13 @@
 array of them when several lines are ready within the batch window), then {"final": true, "status",
 "version_id"} after the version's last line, then close 1000.
 
+With `follow=false` the subscription does not wait for live lines: a version still running gets the
+archived lines after `since`, then {"end": "archive", "status", "version_id", "seq": <last seq sent>} and
+close 1000; an ended version is answered as without it (its whole log, then the final frame).
+
+A version the read model does not show yet (requested a moment ago, not projected) is waited for, up to
+settings.logstream_version_wait seconds, before 4404.
+
 Close codes: 4400 bad query, 4401 missing/invalid token, 4403 someone else's version, 4404 unknown
 version, 4008 the subscriber fell too far behind (reason says `since=<seq>` to resume from), 1011 a
 server-side failure."""
@@ -18,9 +25,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from shared.auth import hash_token, user_for_token
+from shared.query import MAX_POSITION, parse_int
 
 from .feed import Context, Feed, TooSlow
-from .history import version_info
+from .history import TERMINAL, read_lines, version_info
 from .hub import Direct, Line, Subscriber
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,23 @@ class _Lookups:
 
 LOOKUPS = _Lookups()
 
+ARCHIVE_PAGE = 1000
+FIRST_PAUSE, MAX_PAUSE = 0.005, 0.05
+
+
+async def _version(ctx: Context, version_id: str) -> dict | None:
+    """The version's {user_id, service_id, status}; a version not projected yet is looked up again with
+    growing pauses (5, 10, 20, 40, then 50 ms) for at most settings.logstream_version_wait seconds."""
+    deadline = time.monotonic() + float(ctx.settings.logstream_version_wait)
+    pause = FIRST_PAUSE
+    while True:
+        info = await LOOKUPS.get("version", version_id, LOOKUPS.VERSION_TTL, version_info, ctx.store, version_id)
+        remaining = deadline - time.monotonic()
+        if info is not None or remaining <= 0:
+            return info
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, MAX_PAUSE)
+
 
 async def authorize(ctx: Context, version_id: str, token: str | None) -> tuple[int, str, dict | None]:
     """(0, "", version) when `token` belongs to the version's owner, else (close code, reason, None)."""
@@ -79,12 +104,31 @@ async def authorize(ctx: Context, version_id: str, token: str | None) -> tuple[i
         )
     if user is None:
         return 4401, "missing or invalid token", None
-    info = await LOOKUPS.get("version", version_id, LOOKUPS.VERSION_TTL, version_info, ctx.store, version_id)
+    info = await _version(ctx, version_id)
     if info is None:
         return 4404, f"version {version_id} not found", None
     if info.get("user_id") != user:
         return 4403, f"version {version_id} belongs to another user", None
     return 0, "", info
+
+
+async def archived_only(
+    ctx: Context, conn: ServerConnection, version_id: str, since: int, info: dict[str, Any]
+) -> None:
+    """`follow=false` on a running version: what the archive holds after `since`, then the end frame."""
+    last = since
+    try:
+        while True:
+            docs = await asyncio.to_thread(read_lines, ctx.store, version_id, last, ARCHIVE_PAGE)
+            if not docs:
+                break
+            await conn.send(frame([Line(d) for d in docs]))
+            last = docs[-1]["seq"]
+        end = {"end": "archive", "status": info.get("status"), "version_id": version_id, "seq": last}
+        await conn.send(json.dumps(end))
+        await conn.close(1000, "archive sent")
+    except ConnectionClosed:
+        return
 
 
 def close_later(conn: ServerConnection, code: int, reason: str) -> None:
@@ -95,16 +139,25 @@ async def version_logs(
     ctx: Context, conn: ServerConnection, version_id: str, query: dict[str, list[str]], token: str | None
 ) -> None:
     try:
-        since = int(query.get("since", ["0"])[0] or 0)
-        if since < 0:
-            raise ValueError
-    except ValueError:
-        await conn.close(4400, "since must be a non-negative integer")
+        since = parse_int(query.get("since", ["0"])[0] or "0", 0, MAX_POSITION)
+    except ValueError as exc:
+        await conn.close(4400, f"since {exc}")
         return
+    follow_arg = (query.get("follow", ["true"])[0] or "true").lower()
+    if follow_arg not in ("1", "true", "yes", "0", "false", "no"):
+        await conn.close(4400, "follow must be true or false")
+        return
+    follow = follow_arg in ("1", "true", "yes")
     code, reason, info = await authorize(ctx, version_id, token)
     if code or info is None:
         await conn.close(code, reason)
         return
+    if not follow:
+        # (the status as it is now, not the short-lived cached one: an ended version gets its final frame)
+        info = await asyncio.to_thread(version_info, ctx.store, version_id) or info
+        if info.get("status") not in TERMINAL:
+            await archived_only(ctx, conn, version_id, since, info)
+            return
 
     async def send(lines: list[Line]) -> None:
         await conn.send(frame(lines))

@@ -1,15 +1,17 @@
-"""`fornax logs -f VERSION_ID`: follow a version's log in the terminal.
+"""`fornax logs [-f] VERSION_ID`: print a version's log in the terminal.
 
 Prints each line's text (or, with --json, each line as JSON) from the logstream's
-ws://host:port/ws/versions/{id}/logs endpoint. After a dropped connection (or a 4008 "too slow") it
-reconnects with `since=<last seq printed>`, so no line is printed twice or skipped.
+ws://host:port/ws/versions/{id}/logs endpoint. Without `-f` it prints what is archived so far and exits
+(`follow=false` on the endpoint); with `-f` it follows live lines until the version ends. For an ended
+version both print the whole log. After a dropped connection (or a 4008 "too slow") it reconnects with
+`since=<last seq printed>`, so no line is printed twice or skipped.
 
 Token: --token, else the FORNAX_TOKEN environment variable. Server: --server, else
-ws://<settings.logstream_host>:<settings.logstream_port>. `-f` is accepted for familiarity: the command
-always follows until the version ends (for an ended version it prints the whole log and exits).
+ws://<settings.logstream_host>:<settings.logstream_port>.
 
-Exit status: 0 the version succeeded, 1 it failed, 2 it was cancelled, 3 refused (bad token, someone
-else's or an unknown version) or the server stayed unreachable, 64 bad usage.
+Exit status: 0 the version succeeded (or, without -f, is still running), 1 it failed, 2 it was
+cancelled, 3 refused (bad token, someone else's or an unknown version) or the server stayed unreachable,
+64 bad usage.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ REFUSALS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fornax logs", description="follow a version's build log")
-    p.add_argument("-f", "--follow", action="store_true", help="follow until the version ends (always on)")
+    p = argparse.ArgumentParser(prog="fornax logs", description="print (or follow) a version's build log")
+    p.add_argument("-f", "--follow", action="store_true", help="follow live lines until the version ends")
     p.add_argument("version_id")
     p.add_argument("--token", default=None, help="API token (default: $FORNAX_TOKEN)")
     p.add_argument("--server", default=None, help="logstream base URL, e.g. ws://127.0.0.1:8000")
@@ -60,14 +62,18 @@ async def follow(
     *,
     as_json: bool = False,
     retries: int = 120,
+    live: bool = True,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Print the log from `since` until the version ends; returns the exit status."""
+    """Print the log from `since` until the version ends (`live`) or up to what is archived; returns the
+    exit status."""
     last = since
     failures = 0
     while True:
         url = f"{server.rstrip('/')}/ws/versions/{version_id}/logs?since={last}"
+        if not live:
+            url += "&follow=false"
         try:
             async with connect(
                 url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None, open_timeout=10
@@ -80,6 +86,13 @@ async def follow(
                             status = str(data.get("status"))
                             print(f"fornax: version {version_id} ended: {status}", file=err)
                             return OUTCOME_CODES.get(status, REFUSED)
+                        if isinstance(data, dict) and data.get("end"):
+                            print(
+                                f"fornax: version {version_id} is {data.get('status')}: printed its log so far "
+                                "(fornax logs -f follows it)",
+                                file=err,
+                            )
+                            return 0
                         for line in data if isinstance(data, list) else [data]:
                             if line["seq"] <= last:
                                 continue
@@ -121,7 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         server = f"ws://{s.logstream_host}:{s.logstream_port}"
     try:
         return asyncio.run(
-            follow(server, args.version_id, token, args.since, as_json=args.json, retries=args.retries)
+            follow(
+                server,
+                args.version_id,
+                token,
+                args.since,
+                as_json=args.json,
+                retries=args.retries,
+                live=args.follow,
+            )
         )
     except InvalidURI as exc:
         print(f"fornax: bad server URL: {exc}", file=sys.stderr)

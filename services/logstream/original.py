@@ -25,6 +25,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from shared.query import MAX_POSITION, parse_int
+
 from .endpoint import TOO_SLOW, authorize, close_later
 from .feed import Context, Feed, TooSlow
 from .hub import Direct, Line, Subscriber
@@ -109,10 +111,13 @@ class Session:
                 task.cancel()
             await self.reply("watch_log", id_ack)
             return
+        raw = msg.get("since") or 0
         try:
-            since = int(msg.get("since") or 0)
-        except (TypeError, ValueError):
-            await self.reply("watch_log", id_ack, BAD_FIELD, "since must be an integer")
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError("must be an integer")
+            since = parse_int(str(raw), 0, MAX_POSITION)
+        except ValueError as exc:
+            await self.reply("watch_log", id_ack, BAD_FIELD, f"since {exc}")
             return
         await self.reply("watch_log", id_ack)
         if version_id not in self.watches or self.watches[version_id].done():

@@ -16,8 +16,15 @@ def services(stack, busybox_image):
     yield stack
     import docker
 
-    for c in docker.from_env().containers.list(all=True, filters={"name": "fornax-demo-app-demo-app"}):
-        c.remove(force=True)
+    from services.deployer.targets.docker_host import remove_app_networks
+
+    client = docker.from_env()
+    mine = f"127.0.0.1:{stack.registry_port}/"  # (this session's registry: not another session's demo)
+    for c in client.containers.list(all=True, filters={"label": "fornax.deploy.application=demo-app"}):
+        if c.labels.get("fornax.deploy.image", "").startswith(mine):
+            c.remove(force=True)
+            if c.labels.get("fornax.deploy.service"):
+                remove_app_networks(client, c.labels["fornax.deploy.service"])
     remove_images(f"127.0.0.1:{stack.registry_port}/demo")
 
 

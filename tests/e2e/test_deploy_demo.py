@@ -3,12 +3,14 @@ answering on localhost (services/deployer/demo.py: demo_step in the builder demo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import docker
 import pytest
 
 from services.builder import demo
+from services.deployer.targets.docker_host import remove_app_networks
 from tests.integration.builder_helpers import remove_images
 
 pytestmark = pytest.mark.e2e
@@ -23,8 +25,12 @@ def services(stack, busybox_image) -> Iterator[object]:
             started.append(name)
     yield stack
     client = docker.from_env()
-    for c in client.containers.list(all=True, filters={"name": "fornax-demo-app-demo-app"}):
-        c.remove(force=True)
+    mine = f"127.0.0.1:{stack.registry_port}/"  # (this session's registry: not another session's demo)
+    for c in client.containers.list(all=True, filters={"label": "fornax.deploy.application=demo-app"}):
+        if c.labels.get("fornax.deploy.image", "").startswith(mine):
+            c.remove(force=True)
+            if c.labels.get("fornax.deploy.service"):
+                remove_app_networks(client, c.labels["fornax.deploy.service"])
     remove_images(f"127.0.0.1:{stack.registry_port}/demo")
     for name in reversed(started):
         stack.stop(name)
@@ -39,7 +45,8 @@ def test_demo_deploys_and_the_app_answers(services, capsys) -> None:
         demo.AFTER_BUILD[:] = saved
     out = capsys.readouterr().out
     assert "deploying to the local Docker engine" in out
-    assert "container fornax-demo-app-demo-app running" in out
+    # named after the demo user too (`demo`, or `demo-<hex>` when that name was taken)
+    assert re.search(r"container fornax-demo(-[0-9a-f]{6})?\.demo-app\.demo-app running", out), out
     answered = next(line for line in out.splitlines() if "answered HTTP" in line)
     assert answered.strip().startswith("http://127.0.0.1:")
     assert "HTTP 200: Hello from Fornax built from a commit" in answered

@@ -156,7 +156,11 @@ class Api:
     def create_service(self, name: str, url: str, vcs: str = "git", **extra: Any) -> dict[str, Any]:
         body = {"name": name, "repository": {"url": url, "vcs": vcs, **extra.pop("repository", {})}, **extra}
         resp = self.http.post(f"/api/v1/{self.user}/services", json=body)
-        assert resp.status_code == 202, resp.text
+        # 201 once readable; 202 when the projector (just started) is still catching up
+        assert resp.status_code in (201, 202), resp.text
+        if resp.status_code == 202:
+            url = resp.headers["Location"]
+            wait_until(lambda: self.http.get(url).status_code == 200, 60, "the service to be readable")
         return resp.json()
 
     def service(self, service_id: str) -> dict[str, Any]:
@@ -182,7 +186,7 @@ class Api:
 
     def new_version(self, service_id: str, name: str | None = None, **extra: Any) -> str:
         resp = self.create_version(service_id, name or f"v-{uuid.uuid4().hex[:8]}", **extra)
-        assert resp.status_code == 202, resp.text
+        assert resp.status_code in (201, 202), resp.text  # (202: the projector is catching up)
         return resp.json()["version_id"]
 
     def version(self, version_id: str) -> dict[str, Any] | None:
@@ -210,7 +214,7 @@ def registry_tags(port: int, repo: str) -> list[str]:
 
 
 def leftovers(version_id: str, workspaces: Path) -> list[str]:
-    """Containers, networks (by label) and the workspace a version left behind."""
+    """Containers, networks (by label) and the workspace (and its git directory) a version left behind."""
     client = docker.from_env()
     try:
         selector = {"label": f"fornax.version={version_id}"}
@@ -218,8 +222,9 @@ def leftovers(version_id: str, workspaces: Path) -> list[str]:
         found += [f"network {n.name}" for n in client.networks.list(filters=selector)]
     finally:
         client.close()
-    if (workspaces / version_id).exists():
-        found.append(f"workspace {workspaces / version_id}")
+    for path in (workspaces / version_id, workspaces / f"{version_id}.git"):  # the git dir lies beside it
+        if path.exists():
+            found.append(f"workspace {path}")
     return found
 
 

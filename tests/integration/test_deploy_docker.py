@@ -99,7 +99,7 @@ class World:
 
     def running(self) -> Any:
         (container,) = self.containers()
-        assert container.name == f"fornax-{self.name}-{APP}" and container.status == "running"
+        assert container.name == f"fornax-{self.user}.{self.name}.{APP}" and container.status == "running"
         return container
 
     def answer(self, container: Any) -> str:
@@ -270,7 +270,7 @@ def test_demo_deploy_and_probe(world: World, stack) -> None:
     summary = deploy_and_probe(
         f"http://127.0.0.1:{stack.gateway_port}", w.token, w.user, w.service_id, w.versions["v1"]
     )
-    assert f"container fornax-{w.name}-{w.name} running" in summary
+    assert f"container fornax-{w.user}.{w.name}.{w.name} running" in summary
     assert summary.endswith("answered HTTP 200: v1"), summary
 
 

@@ -49,12 +49,13 @@ class Images:
         return image, digest
 
     def request(
-        self, image: str, digest: str | None, version: str = "v", timeout: float = 30
+        self, image: str, digest: str | None, version: str = "v", timeout: float = 30, user: str = "dtuser"
     ) -> DeployRequest:
         return DeployRequest(
             deployment_id=new_id(),
-            service_id=self.service_id,
+            service_id=self.service_id if user == "dtuser" else f"{self.service_id}-{user}",
             service_name="dtarget",
+            user_id=user,
             version_id=version,
             application="app",
             image=image,
@@ -63,7 +64,7 @@ class Images:
         )
 
     def running(self):
-        return self.client.containers.get(container_name("dtarget", "app"))
+        return self.client.containers.get(container_name("dtuser", "dtarget", "app"))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def images(settings, busybox_image) -> Iterator[Images]:
     imgs = Images(settings, busybox_image)
     yield imgs
     remove_deployed(imgs.client, imgs.service_id)
+    remove_deployed(imgs.client, f"{imgs.service_id}-dtother")
     pulled = [
         i.id
         for i in imgs.client.images.list(filters={"label": "fornax.test"})
@@ -159,6 +161,18 @@ def test_fixed_host_port_restarts_the_previous_when_the_new_one_crashes(images: 
     image, digest = images.make("fixed2", HTTP_APP)
     assert deploy(target, images.request(image, digest, "fixed2")).ok
     assert wait_until(lambda: fetch(str(port)) == "fixed2", 20, "fixed2 answering")
+
+
+def test_two_users_apps_of_the_same_name_both_run(images: Images, settings) -> None:
+    """Another user's service and application named like ours get their own container, not a refusal."""
+    target = DockerHostTarget("local", DockerTarget(settle_seconds=0), settings)
+    image, digest = images.make("mine", HTTP_APP)
+    assert deploy(target, images.request(image, digest, "mine")).ok
+    theirs = deploy(target, images.request(image, digest, "theirs", user="dtother"))
+    assert theirs.ok, theirs.reason
+    other = images.client.containers.get(container_name("dtother", "dtarget", "app"))
+    assert other.status == "running" and other.name != images.running().name
+    assert images.running().labels["fornax.deploy.version"] == "mine"
 
 
 def test_unreachable_engine(images: Images, settings) -> None:

@@ -3,22 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.builder.core import Active, Cancelled, Failed, Run
-from services.builder.engine import build_context, image_name
+from services.builder.engine import build_context, image_name, image_tag
 from services.builder.hosts import HostPool, NoHost
 from services.builder.vcs import FakeVcs, RepoSpec
 
+# The registry's tag grammar (distribution/reference), lower-case as Fornax writes them.
+_DOCKER_TAG = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")
 
-def test_image_name_is_lower_case_and_tag_safe() -> None:
-    assert image_name("127.0.0.1:5000", "Alice", "WebApp", "V1.0") == "127.0.0.1:5000/alice/webapp:v1.0"
-    assert image_name("reg:5000/", "u", "s", "release/1.0+build") == "reg:5000/u/s:release-1.0-build"
-    assert image_name("r", "u", "s", "...") == "r/u/s:latest"
+
+def test_image_name_keeps_a_plain_tag_and_encodes_the_rest() -> None:
+    assert image_name("127.0.0.1:5000", "alice", "webapp", "v1.0") == "127.0.0.1:5000/alice/webapp:v1.0"
+    assert image_name("reg:5000/", "u", "s", "main-0123abc") == "reg:5000/u/s:main-0123abc"
+    encoded = image_name("reg:5000/", "u", "s", "release/1.0+build")
+    assert re.fullmatch(r"reg:5000/u/s:release-1\.0-build__[0-9a-f]{20}", encoded), encoded
+    assert re.fullmatch(r"r/u/s:v__[0-9a-f]{20}", image_name("r", "u", "s", "..."))
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("V1", "v1"), ("feat/x", "feat-x"), ("feat/x", "feat_x"), ("a+b", "a-b"), ("x" * 128, "x" * 127 + "y")],
+)
+def test_distinct_version_names_never_share_a_tag(one: str, other: str) -> None:
+    assert image_tag(one) != image_tag(other)
+
+
+@given(st.text(min_size=1, max_size=140), st.text(min_size=1, max_size=140))
+def test_image_tag_is_one_to_one_and_a_valid_docker_tag(one: str, other: str) -> None:
+    for name in (one, other):
+        assert _DOCKER_TAG.fullmatch(image_tag(name)), name
+    assert (image_tag(one) == image_tag(other)) == (one == other)
+
+
+def test_an_encoded_tag_is_never_another_names_plain_tag() -> None:
+    encoded = image_tag("feat/x")
+    assert "__" in encoded and image_tag(encoded) != encoded  # a name spelling the encoding is encoded too
 
 
 class _Versions:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from services.gateway.http_protocol import CorkedTransport
 from services.gateway.repo_index import HookTarget
 from services.gateway.routes.webhooks import _encoded, _event, _read_body
 from services.gateway.webhooks import Push
-from shared.bus import BusUnavailable
+from shared.bus import BusUnavailable, EventTooLarge
 from shared.events import PushReceived, decode
 from shared.settings import Settings
 
@@ -152,6 +153,43 @@ async def test_cancelled_publish_is_not_sent_and_acknowledged_ones_return() -> N
     await asyncio.sleep(0.05)
     assert producer.batches == 1
     assert not bus._deadlines or all(f.done() for _, fs in bus._deadlines for f in fs)  # noqa: SLF001
+
+
+class _KafkaLikeProducer(_SilentProducer):
+    """Acknowledges a batch at once, unless it holds more than the broker's 1 MiB (then, as Kafka's
+    message.max.bytes, the whole batch is refused)."""
+
+    LIMIT = 1024 * 1024
+
+    def create_batch(self) -> Any:
+        batch: Any = _Batch()
+        batch.size = 0
+
+        def append(*, value: bytes, **_: Any) -> object:
+            batch.size += len(value)
+            return object()
+
+        batch.append = append
+        return batch
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        fut = await super().send_batch(batch, topic, partition)
+        if batch.size > self.LIMIT:
+            fut.set_exception(MessageSizeTooLargeError())
+        else:
+            fut.set_result(None)
+        return fut
+
+
+async def test_an_oversized_event_fails_its_own_caller_only() -> None:
+    bus = BatchingEventBus(Settings(), timeout=5)
+    bus._producer = _KafkaLikeProducer()  # type: ignore[assignment]  # noqa: SLF001
+    huge = _push_event(2).model_copy(update={"aggregate_id": "svc" + "x" * (2 * 1024 * 1024)})
+    small, big = await asyncio.gather(
+        bus.publish(_push_event(1)), bus.publish(huge), return_exceptions=True
+    )
+    assert small is None  # sent and acknowledged, though it was published together with the huge one
+    assert isinstance(big, EventTooLarge) and "exceeds the limit of 524288 bytes" in str(big)
 
 
 class _RecordingTransport:

@@ -112,6 +112,29 @@ def test_bad_paging_is_422_naming_the_parameter(query: str) -> None:
     assert resp.json()["error"]["field"] == query[1:].split("=")[0]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"?offset={2**64}",
+        f"?offset={2**63}",
+        "?offset=" + "9" * 5000,
+        f"?page={2**64}",
+        f"?page={2**53}&per_page=100",
+        "?offset=1e3",
+        "?offset=%201",
+        "?offset=1_000",
+        "?page=-1",
+        "?limit=-5",
+        "?per_page=1.5",
+        "?offset=%D9%A1",  # an Arabic-Indic digit: int() takes it, a query must not
+    ],
+)
+def test_absurd_paging_is_422_naming_the_parameter(query: str) -> None:
+    resp = _paging_app().get("/p" + query)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == query[1:].split("=")[0]
+
+
 def test_error_shape_and_unknown_route() -> None:
     async def boom(request):  # type: ignore[no-untyped-def]
         raise ApiError(409, "conflict_here", "already there", "name")

@@ -54,13 +54,19 @@ Additions (issue 4):
 - Paths: `dockerfile_path`/`context` relative to the repository root (or absolute under
   /workspace); `outputs` are container paths: relative (to /workspace) or under /workspace stay where
   they are; any other absolute path is copied to <workspace>/<basename>.
+- Images (services.builder.pipeline.images): check_config / check_dockerfile / check_image raise
+  ImageRefused naming the image (and key or Dockerfile line) unless it is under one of
+  settings.builder_allowed_images or the user's own `<registry>/<user>/`; pull_auth gives registry
+  credentials for the user's own namespace only; ensure_image(client, image, auth) pulls only with them.
 - Every step container gets env CI=true, FORNAX_NETWORK, FORNAX_WORKSPACE=/workspace,
   FORNAX_VERSION, FORNAX_STAGE, STEP_NAME=<stage> (the file's `environment` overrides them).
 """
 
 from .config import CONFIG_FILES, ConfigError, PipelineConfig, load_config, parse_config
+from .containers import ensure_image
 from .errors import StageFailed
-from .network import cleanup_version, network_name
+from .images import ImageRefused, check_config, check_dockerfile, check_image, pull_auth
+from .network import cleanup_version, ensure_network, network_name
 from .quota import QuotaExceeded, acquire, release, reserve
 from .runner import CONTAINER_STAGES, StageContext, run_stage
 
@@ -68,4 +74,6 @@ __all__ = [
     "CONFIG_FILES", "CONTAINER_STAGES", "ConfigError", "PipelineConfig", "QuotaExceeded", "StageContext",
     "StageFailed", "acquire", "cleanup_version", "load_config", "network_name", "parse_config", "release",
     "reserve", "run_stage",
+    "ImageRefused", "check_config", "check_dockerfile", "check_image", "ensure_image", "ensure_network",
+    "pull_auth",
 ]

@@ -32,16 +32,17 @@ def service_script(commands: list[str]) -> str:
     return "set -e\n" + "\n".join(commands) + "\n"
 
 
-def ensure_image(client: docker.DockerClient, image: str, registry: str) -> None:
-    """The image must be on the build host; only images of our own registry are pulled."""
+def ensure_image(client: docker.DockerClient, image: str, auth: dict[str, str] | None) -> None:
+    """The image must be on the build host; it is pulled only with explicit credentials (`auth`: the
+    user's own namespace of the managed registry), never with a login stored on the host."""
     try:
         client.images.get(image)
         return
     except ImageNotFound:
         pass
-    if registry and image.startswith(registry.rstrip("/") + "/"):
+    if auth is not None:
         try:
-            client.images.pull(image)
+            client.images.pull(image, auth_config=auth)
             return
         except APIError as exc:
             raise StageFailed(f"image {image} could not be pulled: {exc.explanation or exc}") from None

@@ -25,6 +25,7 @@ from docker.errors import APIError, DockerException, NotFound
 from . import containers as C
 from .config import WORKSPACE_MOUNT, PipelineConfig, PreBuild, Step
 from .errors import StageFailed
+from .images import ImageRefused, check_image, pull_auth
 from .network import ensure_network, labels, network_name
 
 CONTAINER_STAGES = ("integration", "pre_build", "post_build")
@@ -165,7 +166,12 @@ class _StageRun:
                      script: str | None = None, service_script: list[str] | None = None,
                      alias: str | None = None) -> Any:
         ctx = self.ctx
-        await C.blocking(C.ensure_image, ctx.docker, image, ctx.settings.registry_location)
+        try:  # checked before the stage too; here again for any caller of run_stage
+            check_image(image, user=ctx.user_id, settings=ctx.settings, where=f"{self.stage}: {role}")
+        except ImageRefused as exc:
+            raise StageFailed(str(exc)) from None
+        auth = pull_auth(image, user=ctx.user_id, settings=ctx.settings)
+        await C.blocking(C.ensure_image, ctx.docker, image, auth)
         environment = {
             "CI": "true",
             "FORNAX_NETWORK": self.network,
@@ -182,6 +188,9 @@ class _StageRun:
             mem_limit=f"{self.memory_mb}m",
             memswap_limit=f"{self.memory_mb}m",
             cpu_shares=self.cpu_shares,
+            # A fork bomb or a busy loop stays inside its own container.
+            pids_limit=ctx.settings.builder_pids_limit,
+            nano_cpus=int(ctx.settings.builder_cpus * 1e9),
             init=True,  # PID 1 forwards SIGTERM, so a graceful stop works for sh scripts
             network=self.network,
             detach=True,

@@ -27,6 +27,7 @@ class DeployRequest:
     namespace: str | None = None
     timeout: float = 120.0
     labels: dict[str, str] = field(default_factory=dict)
+    user_id: str = ""  # the service's owner (names a Docker-host container)
 
     @property
     def repository(self) -> str:

@@ -1,4 +1,4 @@
-"""Docker-host target: run the version's image as container `fornax-<service>-<application>`.
+"""Docker-host target: run the version's image as container `fornax-<user>.<service>.<application>`.
 
 The new container starts next to the old one (under a temporary name), must reach `running` (and
 `healthy` when the image has a HEALTHCHECK) and stay up for `settle_seconds`; only then is the old one
@@ -34,8 +34,16 @@ LABEL_DIGEST = "fornax.deploy.digest"
 LABEL_IMAGE = "fornax.deploy.image"  # the exact reference (the container's own Image field is the id)
 
 
-def container_name(service_name: str, application: str) -> str:
-    return _UNSAFE.sub("-", f"fornax-{service_name}-{application}").strip("-.")
+def container_name(user_id: str, service_name: str, application: str) -> str:
+    """`fornax-<user>.<service>.<application>`: user and service names hold no '.', so two distinct
+    (user, service, application) never share a name (two users' `web` apps both run)."""
+    return "fornax-" + ".".join(_UNSAFE.sub("-", part).strip("-.") for part in (user_id, service_name, application))
+
+
+def app_network(service_id: str) -> str:
+    """The service's own bridge network: its apps reach each other, nothing else shares it (builds
+    run on their versions' networks, other services' apps on theirs)."""
+    return _UNSAFE.sub("-", f"fornax-apps-{service_id}")
 
 
 class DockerHostTarget:
@@ -91,7 +99,7 @@ class DockerHostTarget:
             image = self._image(client, req)
         except _PullError as exc:
             return DeployResult.failure(str(exc))
-        name = container_name(req.service_name, req.application)
+        name = container_name(req.user_id, req.service_name, req.application)
         labels = {
             LABEL_SERVICE: req.service_id,
             LABEL_APPLICATION: req.application,
@@ -107,19 +115,21 @@ class DockerHostTarget:
         }
         ports = self._ports(image)
         fixed = any(host is not None for _, host in ports.values())
-        old = _get(client, name)
+        old = _get(client, name) or self._labelled(client, req)
         if old is not None and old.labels.get(LABEL_SERVICE) != req.service_id:
             return DeployResult.failure(f"container name {name} is taken by a container of another owner")
         stopped_old = False
         if old is not None and fixed and old.status == "running":
             old.stop(timeout=self.config.stop_seconds)
             stopped_old = True
+        network = _ensure_network(client, req, self.name)
         started = int(time.time()) - 1  # whole seconds: where the engine's events for it begin
         new = client.containers.run(
             image.id,
             name=f"{name}-{req.deployment_id[:12]}",
             detach=True,
             labels=labels,
+            network=network,
             environment=dict(self.config.environment),
             ports=ports,
             restart_policy={"Name": "unless-stopped"},
@@ -144,24 +154,56 @@ class DockerHostTarget:
             ports[port if "/" in port else f"{port}/tcp"] = ("127.0.0.1", host)
         return {p: (ip, host) for p, (ip, host) in ports.items()}
 
-    def _remove_previous(self, client: docker.DockerClient, req: DeployRequest, keep: str) -> None:
-        filters = {
+    def _filters(self, req: DeployRequest) -> dict[str, list[str]]:
+        return {
             "label": [
                 f"{LABEL_SERVICE}={req.service_id}",
                 f"{LABEL_APPLICATION}={req.application}",
                 f"{LABEL_TARGET}={self.name}",
             ]
         }
-        for c in client.containers.list(all=True, filters=filters):
+
+    def _labelled(self, client: docker.DockerClient, req: DeployRequest) -> Any:
+        """The app's running container under another name (one named before names held the user)."""
+        found = client.containers.list(filters={**self._filters(req), "status": "running"})
+        return found[0] if found else None
+
+    def _remove_previous(self, client: docker.DockerClient, req: DeployRequest, keep: str) -> None:
+        for c in client.containers.list(all=True, filters=self._filters(req)):
             if c.id != keep:
                 _remove(c)
-        stale = _get(client, container_name(req.service_name, req.application))
+        stale = _get(client, container_name(req.user_id, req.service_name, req.application))
         if stale is not None and stale.id != keep:
             _remove(stale)
 
 
 class _PullError(Exception):
     pass
+
+
+def _ensure_network(client: docker.DockerClient, req: DeployRequest, target: str) -> str:
+    name = app_network(req.service_id)
+    if client.networks.list(names=[name]):
+        return name
+    try:
+        client.networks.create(name, driver="bridge", check_duplicate=True,
+                               labels={LABEL_SERVICE: req.service_id, LABEL_TARGET: target})
+    except APIError as exc:
+        if exc.status_code != 409:  # 409: created meanwhile by a concurrent deploy
+            raise
+    return name
+
+
+def remove_app_networks(client: docker.DockerClient, service_id: str | None = None) -> None:
+    """Remove the app networks (of one service, or all) that no container uses any more."""
+    label = f"{LABEL_SERVICE}={service_id}" if service_id else LABEL_SERVICE
+    for net in client.networks.list(filters={"label": label}):
+        try:
+            net.reload()
+            if not net.attrs.get("Containers"):
+                net.remove()
+        except (NotFound, APIError):
+            pass
 
 
 def _get(client: docker.DockerClient, name: str) -> Any:

@@ -55,7 +55,9 @@ class KubernetesTarget:
     def api_client(self) -> k8s.ApiClient:
         cfg = k8s.Configuration()
         c = self.cluster
-        if c.kubeconfig:
+        if c.in_cluster:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        elif c.kubeconfig:
             k8s_config.load_kube_config(config_file=c.kubeconfig, context=c.context, client_configuration=cfg)
         else:
             cfg.host = c.api_url or "https://127.0.0.1:6443"

@@ -17,6 +17,7 @@ from shared.events.deploys import DeployRequestedPayload, RollbackRequestedPaylo
 
 from ..auth import authorize
 from ..body import read_json
+from ..consistency import accepted, until_projected
 from ..errors import ApiError
 from ..io import db_call, publish, store_of
 from ..ownership import owned_service
@@ -124,7 +125,13 @@ async def deploy(request: Request) -> Response:
             actor=user_id,
         ),
     )
-    return JSONResponse({"deployment_id": deployment_id}, status_code=202)
+    visible = await until_projected(request, "deployments", deployment_id)
+    return accepted(
+        {"deployment_id": deployment_id},
+        f"/api/v1/{user_id}/services/{service_id}/deployments",
+        visible,
+        created=False,
+    )
 
 
 async def rollback(request: Request) -> Response:
@@ -168,7 +175,13 @@ async def rollback(request: Request) -> Response:
             actor=user_id,
         ),
     )
-    return JSONResponse({"deployment_id": deployment_id}, status_code=202)
+    visible = await until_projected(request, "deployments", deployment_id)
+    return accepted(
+        {"deployment_id": deployment_id},
+        f"/api/v1/{user_id}/services/{service_id}/deployments",
+        visible,
+        created=False,
+    )
 
 
 async def unpin(request: Request) -> Response:

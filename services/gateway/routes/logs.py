@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from services.logstream.archiver import settle_archive
 from services.logstream.history import TERMINAL, count_lines, read_lines, version_info
+from shared.query import MAX_POSITION, parse_int
 from shared.settings import Settings
 from shared.store import Store
 
@@ -35,18 +36,14 @@ MAX_LIMIT = 10000
 FOLLOW_POLL = 0.25
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:
+def _int_param(request: Request, name: str, default: int, low: int, high: int = MAX_POSITION) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, "validation_error", f"{name} must be an integer", field=name) from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(422, "validation_error", f"{name} must be {bound}", field=name)
-    return value
+        return parse_int(raw, low, high)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", f"{name} {exc}", field=name) from None
 
 
 def _ndjson(obj: dict[str, Any]) -> bytes:

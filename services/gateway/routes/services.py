@@ -1,13 +1,15 @@
-"""Services: create (202 + ServiceCreated), list, read, update (ServiceUpdated), delete (ServiceDeleted)."""
+"""Services: create (ServiceCreated; 201 once projected, else 202), list, read, update (ServiceUpdated),
+delete (ServiceDeleted)."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets as pysecrets
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,17 +17,34 @@ from starlette.routing import BaseRoute, Route
 
 from shared.events import Repository, ServiceCreated, ServiceDeleted, ServiceUpdated
 from shared.events.services import ServiceCreatedPayload, ServiceDeletedPayload, ServiceUpdatedPayload
+from shared.repo_url import RepoUrlRefused, check_repo_url
+from shared.secretbox import SecretBox
 
 from ..auth import authorize
 from ..body import read_json
+from ..consistency import accepted, until_projected
 from ..errors import ApiError
 from ..io import db_call, publish, store_of
 from ..ownership import owned_service
 from ..render import paging, service_json
+from ..repo_index import hook_fields
 
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-DeployTargets = list[dict[str, str]]
+# Bounds that keep a service's events far below a broker's message limit (Kafka's default is 1 MiB;
+# the secrets' names travel in events, their values only into the secrets collection).
+MAX_SECRETS = 100
+MAX_SECRET_BYTES = 64 * 1024
+MAX_DEPLOY_TARGETS = 50
+MAX_DEPLOY_TARGETS_BYTES = 64 * 1024
+_TargetKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_TargetValue = Annotated[str, StringConstraints(max_length=2000)]
+DeployTargets = Annotated[
+    list[Annotated[dict[_TargetKey, _TargetValue], Field(max_length=20)]], Field(max_length=MAX_DEPLOY_TARGETS)
+]
+Secrets = Annotated[
+    dict[str, Annotated[str, StringConstraints(max_length=MAX_SECRET_BYTES)]], Field(max_length=MAX_SECRETS)
+]
 
 
 class RepositoryIn(BaseModel):
@@ -54,9 +73,17 @@ class RepositoryPatch(BaseModel):
 
 
 def _check_secrets(v: dict[str, str] | None) -> dict[str, str] | None:
-    for name in v or {}:
+    for name, value in (v or {}).items():
         if not SECRET_NAME.match(name):
             raise ValueError(f"invalid secret name {name[:50]!r}")
+        if len(value.encode()) > MAX_SECRET_BYTES:
+            raise ValueError(f"secret {name!r} is larger than {MAX_SECRET_BYTES} bytes")
+    return v
+
+
+def _check_targets(v: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+    if v and len(json.dumps(v).encode()) > MAX_DEPLOY_TARGETS_BYTES:
+        raise ValueError(f"must be at most {MAX_DEPLOY_TARGETS_BYTES} bytes as JSON")
     return v
 
 
@@ -64,7 +91,7 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
     config_file: str | None = Field(None, min_length=1, max_length=500)
     webhook_secret: str | None = Field(None, min_length=8, max_length=500)
-    secrets: dict[str, str] | None = None
+    secrets: Secrets | None = None
     deploy_targets: DeployTargets | None = None
     # Credentials may also be given at the top level (as in the original API).
     username: str | None = Field(None, max_length=200)
@@ -75,6 +102,11 @@ class _Common(BaseModel):
     @classmethod
     def _secret_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         return _check_secrets(v)
+
+    @field_validator("deploy_targets")
+    @classmethod
+    def _targets_size(cls, v: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        return _check_targets(v)
 
 
 class ServiceIn(_Common):
@@ -95,19 +127,36 @@ class ServicePatch(_Common):
     repository: RepositoryPatch | None = None
 
 
-def _secrets_doc(service_id: str, body: ServiceIn, webhook_secret: str) -> dict[str, Any]:
-    return {
-        "_id": service_id,
-        "webhook_secret": webhook_secret,
-        "repo_password": body.repository.password or body.password,
-        "repo_token": body.repository.token or body.token,
-        "values": dict(body.secrets or {}),
-    }
+def _secrets_doc(box: SecretBox, service_id: str, user_id: str, body: ServiceIn, webhook_secret: str) -> dict[str, Any]:
+    return box.seal_doc(
+        {
+            "_id": service_id,
+            "webhook_secret": webhook_secret,
+            "repo_password": body.repository.password or body.password,
+            "repo_token": body.repository.token or body.token,
+            "values": dict(body.secrets or {}),
+            **hook_fields(user_id, body.repository.url),
+        }
+    )
+
+
+def _box(request: Request) -> SecretBox:
+    return SecretBox.of(request.app.state.settings)
+
+
+def _allowed_url(request: Request, url: str) -> None:
+    """422 unless the server's repository URL policy allows `url` (schemes, local, credentials)."""
+    settings = request.app.state.settings
+    try:
+        check_repo_url(url, schemes=settings.repo_url_schemes, allow_local=settings.repo_allow_local)
+    except RepoUrlRefused as exc:
+        raise ApiError(422, "validation_error", str(exc), exc.field) from None
 
 
 async def create_service(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     body = await read_json(request, ServiceIn)
+    _allowed_url(request, body.repository.url)
     store = store_of(request)
     service_id = uuid.uuid4().hex
     webhook_secret = body.webhook_secret or pysecrets.token_hex(20)
@@ -119,7 +168,9 @@ async def create_service(request: Request) -> Response:
             409, "service_exists", f"a service named {body.name!r} already exists", "name"
         ) from None
     try:
-        await db_call(store.secrets.insert_one, _secrets_doc(service_id, body, webhook_secret))
+        await db_call(
+            store.secrets.insert_one, _secrets_doc(_box(request), service_id, user_id, body, webhook_secret)
+        )
         event = ServiceCreated.make(
             service_id,
             ServiceCreatedPayload(
@@ -141,7 +192,12 @@ async def create_service(request: Request) -> Response:
     except BaseException:
         await _undo(store, reservation, service_id)
         raise
-    return JSONResponse({"service_id": service_id, "webhook_secret": webhook_secret}, status_code=202)
+    visible = await until_projected(request, "services", service_id)
+    return accepted(
+        {"service_id": service_id, "webhook_secret": webhook_secret},
+        f"/api/v1/{user_id}/services/{service_id}",
+        visible,
+    )
 
 
 async def _undo(store: Any, reservation: str, service_id: str) -> None:
@@ -196,6 +252,7 @@ async def update_service(request: Request) -> Response:
             vcs=(patch.vcs if patch and patch.vcs else current.get("vcs", "git")),
             username=new_username or current.get("username"),
         )
+        _allowed_url(request, repo.url)
     changes: dict[str, Any] = {}
     if body.webhook_secret is not None:
         changes["webhook_secret"] = body.webhook_secret
@@ -205,9 +262,14 @@ async def update_service(request: Request) -> Response:
         changes["repo_token"] = (patch.token if patch else None) or body.token
     if body.secrets is not None:
         changes["values"] = dict(body.secrets)
+    url = repo.url if repo is not None else current.get("url")
+    if url and (changes or repo is not None):  # (also heals a document written before the lookup key)
+        changes.update(hook_fields(user_id, str(url)))
     old = await db_call(store.secrets.find_one, {"_id": service_id}) if changes else None
     if changes:
-        await db_call(store.secrets.update_one, {"_id": service_id}, {"$set": changes}, upsert=True)
+        await db_call(
+            store.secrets.update_one, {"_id": service_id}, {"$set": _box(request).seal_doc(changes)}, upsert=True
+        )
     event = ServiceUpdated.make(
         service_id,
         ServiceUpdatedPayload(

@@ -1,4 +1,4 @@
-"""Versions: create (202 + VersionRequested), read with stages, list per service, cancel."""
+"""Versions: create (VersionRequested; 201 once projected, else 202), read with stages, list per service, cancel."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from shared.events.versions import VersionCancelledPayload, VersionRequestedPayl
 
 from ..auth import authorize
 from ..body import read_json
+from ..consistency import accepted, until_projected
 from ..errors import ApiError
 from ..io import db_call, publish, store_of
 from ..ownership import owned_service, owned_version
@@ -113,7 +114,8 @@ async def create_version(request: Request) -> Response:
         except Exception:  # noqa: BLE001,S110 - best effort
             pass
         raise
-    return JSONResponse({"version_id": version_id}, status_code=202)
+    visible = await until_projected(request, "versions", version_id)
+    return accepted({"version_id": version_id}, f"/api/v1/{user_id}/versions/{version_id}", visible)
 
 
 async def get_version(request: Request) -> Response:

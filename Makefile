@@ -1,5 +1,5 @@
 # The single entry point: CI and people call the same targets.
-.PHONY: install up down status test lint bench images compose-up compose-demo compose-down
+.PHONY: install up down clean status test lint bench images compose-up compose-demo compose-down
 
 install:
 	scripts/install.sh
@@ -9,6 +9,10 @@ up:
 
 down:
 	@[ -x .venv/bin/python ] && .venv/bin/python -m infra.local.stack down --dir .fornax || true
+
+# Stops everything, then deletes .fornax/ (broker records and offsets, Mongo data, registry, logs).
+clean:
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m infra.local.stack clean --dir .fornax; else rm -rf .fornax; fi
 
 status:
 	.venv/bin/python -m infra.local.stack status --dir .fornax

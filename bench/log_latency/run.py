@@ -338,11 +338,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the stack directory (logs)")
     parser.add_argument("--b-subs", type=int, default=1000, help="subscribers across the 100 versions in B")
     parser.add_argument("--only", choices=["A", "B", "F"], action="append")
+    parser.add_argument("--durable", action="store_true", help="the broker on S3 (SeaweedFS), as `make up` runs it")
     args = parser.parse_args()
     from infra.local.stack import Stack
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-logs-"))
-    stack = Stack.on_free_ports(base)
+    stack = Stack.on_free_ports(base, durable=args.durable)
     report = [
         f"log_latency: {RATE} lines/s for {args.seconds:.0f} s, {WINDOW * 1000:.0f} ms batches, "
         f"{os.cpu_count()} CPUs"

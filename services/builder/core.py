@@ -341,8 +341,8 @@ class Run:
         if user:
             with contextlib.suppress(Exception):
                 await pipeline.release(self.b.store, user, self.vid)
-        await self.b.state.forget(self.vid)
-        self.active.released = True  # held until here; the heartbeat (the claim) is gone now
+        await self.b.state.finish_claim(self.vid)
+        self.active.released = True  # held until here; the claim is marked done now
         await self.b.close_log(self.vid)
         self.b.hosts.release(self.vid)
 

@@ -55,6 +55,8 @@ async def reap_lost(b: Builder) -> list[str]:
         if len(b.resuming) >= b.settings.builder_concurrency:
             break  # resume at most as many at once as the agents build; the rest next round
         hb = await b.state.heartbeat(vid)
+        if hb and hb.get("state") == "done":
+            continue  # it ended; the read model has not shown it yet (the projector lags or restarts)
         age = time.time() - float(hb["at"]) if hb else age_of(doc.get("started_at") or doc.get("created_at"))
         if age is None or age < limit:
             continue
@@ -156,7 +158,7 @@ async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
             )
         )
         await b.emit(*events)
-    await b.state.forget(vid)
+    await b.state.finish_claim(vid)
 
 
 def _labelled_versions(client: Any) -> set[str]:
@@ -193,6 +195,11 @@ async def reap_leftovers(b: Builder) -> list[str]:
             if (doc is not None and doc.get("status") not in ACTIVE) or (doc is None and old):
                 await asyncio.to_thread(shutil.rmtree, entry, True)
                 removed.append(f"workspace:{vid}")
+    # Claims of versions that ended, once the read model shows the end.
+    for vid in await b.state.done_claims():
+        doc = await b.state.version(vid)
+        if doc is None or doc.get("status") not in ACTIVE:
+            await b.state.drop_claim(vid)
     # Log writers of versions that finished elsewhere.
     for vid in [v for v in list(b.logs) if v not in b.active]:
         doc = await b.state.version(vid)

@@ -132,6 +132,7 @@ class BuilderState:
         query = {
             "_id": version_id,
             "$or": [{"worker": self.worker}, {"worker": None}, {"at": {"$lt": now - self.lost_after}}],
+            "state": {"$nin": ["done"]},  # ended: never claimed again ($nin: nx-27017 and $ne on a missing field)
         }
         try:
             self.store.builder_heartbeats.update_one(
@@ -198,11 +199,23 @@ class BuilderState:
         processes did, this one included (the earlier ones died or stopped without finishing it)."""
         return await asyncio.to_thread(self._start_attempt, version_id)
 
-    async def forget(self, version_id: str) -> None:
-        """Drop this worker's claim (never one another worker took over meanwhile)."""
+    async def finish_claim(self, version_id: str) -> None:
+        """The version ended under this claim: its record stays, marked `state: done`, until the read model shows the
+        end (the reaper drops it then). Deleting it at once let a reaper resume a version whose end was
+        still on its way to the read model (the projector lagging or restarting): a second tag, a second
+        result."""
         await asyncio.to_thread(
-            self.store.builder_heartbeats.delete_one, {"_id": version_id, "worker": self.worker}
+            self.store.builder_heartbeats.update_one,
+            {"_id": version_id, "worker": self.worker},
+            {"$set": {"state": "done", "at": time.time()}},
         )
+
+    async def done_claims(self) -> list[str]:
+        docs = await asyncio.to_thread(lambda: list(self.store.builder_heartbeats.find({"state": "done"}, {"_id": 1})))
+        return [d["_id"] for d in docs]
+
+    async def drop_claim(self, version_id: str) -> None:
+        await asyncio.to_thread(self.store.builder_heartbeats.delete_one, {"_id": version_id, "state": "done"})
 
     async def heartbeat(self, version_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.store.builder_heartbeats.find_one, {"_id": version_id})

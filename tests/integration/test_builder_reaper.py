@@ -80,6 +80,9 @@ async def test_lost_version_fails_and_is_cleaned(services, settings, store, clie
         assert doc["error"] == "worker lost"
         assert doc["stages"]["build"]["status"] == "failed"
         assert leftovers(vid, settings.workspaces) == []
+        # the claim stays marked done until the read model shows the end, then the reaper drops it
+        assert (store.builder_heartbeats.find_one({"_id": vid}) or {}).get("state") == "done"
+        await reap_leftovers(b)
         assert store.builder_heartbeats.find_one({"_id": vid}) is None
         assert client.containers.get(foreign.id).status == "running"  # not ours: untouched
     finally:

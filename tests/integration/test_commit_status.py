@@ -31,6 +31,7 @@ def forge():
 def services(stack, busybox_image):
     for name in ("projector", "gateway", "builder"):
         stack.start_service(name)
+    stack.stop("notifier")  # one an earlier module started would be shared, without these settings
     stack.start_service("notifier", env=NOTIFIER_ENV)
     yield stack
     stack.stop("notifier")

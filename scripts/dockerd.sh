@@ -21,7 +21,9 @@ if ! docker info >/dev/null 2>&1; then
   if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
     rm -f /var/run/docker.pid   # left behind by a killed dockerd
   fi
-  dockerd >.fornax/dockerd-run.log 2>&1 &
+  # Room for many networks (a network per version and per service): the same flags as
+  # infra/local/stack.py DOCKERD_ARGS.
+  dockerd --default-address-pool base=172.20.0.0/14,size=24 >.fornax/dockerd-run.log 2>&1 &
   dockerd_pid=$!
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "fornax: dockerd did not start; see .fornax/dockerd-run.log" >&2; exit 1; }

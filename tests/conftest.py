@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,23 @@ import pytest
 
 from infra.local.stack import Stack
 from tests.integration.builder_helpers import remove_images
+
+
+LEFT_BEHIND: list[str] = []
+
+
+def _docker_names(kind: str) -> set[str]:
+    cmd = ["docker", kind, "ls", "--format", "{{.Name}}"] if kind == "network" else \
+        ["docker", "ps", "-a", "--format", "{{.Names}}"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    return set(out.stdout.split()) if out.returncode == 0 else set()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if LEFT_BEHIND:
+        terminalreporter.section("left behind by the tests")
+        for line in LEFT_BEHIND:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +43,10 @@ def stack() -> Iterator[Stack]:
         "FORNAX_REPO_URL_SCHEMES": "https,http,ssh,git,svn,svn+ssh",
     })
     saved = dict(os.environ)
+    before: dict[str, set[str]] = {}
     try:
         st.start_infra()
+        before = {k: _docker_names(k) for k in ("network", "container")}
         os.environ.update(st.env())
         from shared.settings import get_settings
 
@@ -37,6 +57,11 @@ def stack() -> Iterator[Stack]:
         # Every image tagged for this session's registry (its port is this session's alone), once every
         # builder has stopped: a build that finished after its module's own clean-up leaves none.
         remove_images(f"127.0.0.1:{st.registry_port}/")
+        # Docker networks and containers the session made and did not remove (each costs an address pool
+        # slot: an engine that runs out fails every later build).
+        for kind, names in before.items():
+            for name in sorted(_docker_names(kind) - names):
+                LEFT_BEHIND.append(f"{kind} {name}")
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(base, ignore_errors=True)

@@ -446,6 +446,13 @@ class Stack:
                 wait_for((self.base / "ready" / name).exists, 90, f"{name} worker", proc, log)
 
 
+# Every version gets its own network and every service its app network, so an engine with Docker's
+# default pools (31 networks: 172.17-31.0.0/16 and 192.168.0.0/16 in /20s) runs out under a few parallel
+# builds ("could not find an available, non-overlapping IPv4 address pool"). An engine Fornax starts
+# carves /24s out of 172.20.0.0/14: 1,024 networks. scripts/dockerd.sh passes the same flags.
+DOCKERD_ARGS = ["--default-address-pool", "base=172.20.0.0/14,size=24"]
+
+
 def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
     """Start the local Docker engine if none answers (its PID is recorded for `make down`)."""
     if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
@@ -463,7 +470,7 @@ def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "dockerd.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(["dockerd", *DOCKERD_ARGS], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     (state_dir / "dockerd.pid").write_text(str(proc.pid))
     wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout,
              "dockerd", proc, log)

@@ -14,7 +14,6 @@ import pytest
 from infra.local.stack import Stack
 from tests.integration.builder_helpers import remove_images
 
-
 LEFT_BEHIND: list[str] = []
 
 

@@ -470,7 +470,8 @@ def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "dockerd.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(["dockerd", *DOCKERD_ARGS], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(["dockerd", *DOCKERD_ARGS], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     (state_dir / "dockerd.pid").write_text(str(proc.pid))
     wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout,
              "dockerd", proc, log)

@@ -24,6 +24,31 @@ def _docker_names(kind: str) -> set[str]:
     return set(out.stdout.split()) if out.returncode == 0 else set()
 
 
+def _stacks_of(item: pytest.Item) -> list[Stack]:
+    found = []
+    for value in getattr(item, "funcargs", {}).values():
+        for candidate in (value, getattr(value, "stack", None)):
+            if isinstance(candidate, Stack) and candidate not in found:
+                found.append(candidate)
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report ends with the last lines each process of its stack logged (CI keeps no files)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not (report.failed and report.when == "call"):
+        return
+    for st in _stacks_of(item):
+        for log in sorted(st.log_dir.glob("*.log")) if st.log_dir.is_dir() else []:
+            try:
+                lines = log.read_text(errors="replace").splitlines()[-25:]
+            except OSError:
+                continue
+            report.sections.append((f"{log.name} (its last 25 lines)", "\n".join(lines)))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
     if LEFT_BEHIND:
         terminalreporter.section("left behind by the tests")

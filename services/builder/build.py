@@ -285,7 +285,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         "build", build, timeout=config.timeout("build", b.settings.stage_timeout), errors=(BuildError,)
     )
     built = run.make(ImageBuilt, ImageBuiltPayload(image=image, image_id=image_id, host=run.host))
-    await run.publish(built)
+    await run.publish_once(built)
     # Go on with push and tag right here (one broker round trip less per step). Their agents skip
     # the events while this version is active here, and handle them after a crash or a takeover.
     from .push import push_image

@@ -226,6 +226,16 @@ class Run:
         await self.check_claim()
         await self.b.emit(*events)
 
+    async def publish_once(self, event: Event) -> None:
+        """Publish one of the version's milestones (built, pushed, tagged) once. A run resumed after a crash
+        that came after the publish redoes the step (the same image, digest or tag: nothing changes) but does
+        not publish it again, although the read model may not show it yet."""
+        if await self.b.state.emitted(self.vid, event.type):
+            log.info("version %s: %s was published before this run; not again", self.vid, event.type)
+            return
+        await self.publish(event)
+        await self.b.state.record_emitted(self.vid, event.type)
+
     async def check_claim(self) -> None:
         if await self.claim_gone():
             raise Lost()

@@ -37,7 +37,7 @@ async def push_image(b: Builder, run: Run, event: Event) -> None:
     digest = await run.stage("push", push, timeout=PUSH_TIMEOUT, errors=(PushError,))
     await run.write("push", f"pushed {p.image}@{digest}", "system")
     pushed = run.make(ImagePushed, ImagePushedPayload(image=p.image, digest=digest))
-    await run.publish(pushed)
+    await run.publish_once(pushed)
     from .tag import tag_version
 
     run.cause = pushed

@@ -194,6 +194,19 @@ class BuilderState:
             doc = coll.find_one({"_id": version_id}) or {}
         return int(doc.get("attempts", 0))
 
+    async def record_emitted(self, version_id: str, event_type: str) -> None:
+        """Note on the claim that this version's `event_type` was published (acknowledged by the broker), so
+        a worker that resumes the version after a crash does not publish it again while the read model
+        has not shown it yet."""
+        await asyncio.to_thread(
+            self.store.builder_heartbeats.update_one, {"_id": version_id}, {"$set": {f"emitted_{event_type}": True}}
+        )
+
+    async def emitted(self, version_id: str, event_type: str) -> bool:
+        key = f"emitted_{event_type}"
+        doc = await asyncio.to_thread(self.store.builder_heartbeats.find_one, {"_id": version_id}, {key: 1})
+        return bool((doc or {}).get(key))
+
     async def start_attempt(self, version_id: str) -> int:
         """Count this process starting work on the (claimed) version, once; returns how many
         processes did, this one included (the earlier ones died or stopped without finishing it)."""

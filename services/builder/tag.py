@@ -49,7 +49,7 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
         await b.vcs.tag(repo, workspace, version["name"], commit, run.line_writer("tag"))
 
     await run.stage("tag", tag, timeout=TAG_TIMEOUT, errors=(VcsError, OSError))
-    await run.emit(VersionTagged, VersionTaggedPayload(tag=version["name"], commit=commit))
+    await run.publish_once(run.make(VersionTagged, VersionTaggedPayload(tag=version["name"], commit=commit)))
 
     try:
         config = await pipeline.read_config(workspace, service.get("config_file"), b.settings)

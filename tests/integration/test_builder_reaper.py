@@ -117,3 +117,22 @@ async def test_leftovers_of_finished_versions_are_removed(
         client.networks.get(f"fornax-{stranger}").remove()
         (settings.workspaces / stranger).rmdir()
         await b.bus.stop()
+
+
+async def test_published_milestones_outlive_a_takeover_of_the_claim(services, settings, store) -> None:
+    """What a crashed worker published stays on the claim for the worker that resumes the version."""
+    first, second = bootstrap(settings), bootstrap(settings)
+    second.state.worker = "resumer@x:2"
+    vid = uuid.uuid4().hex
+    try:
+        assert await first.state.claim(vid)
+        await first.state.record_emitted(vid, "VersionTagged")
+        store.builder_heartbeats.update_one({"_id": vid}, {"$set": {"at": time.time() - 3600}})  # it died
+        assert await second.state.claim(vid)
+        assert (store.builder_heartbeats.find_one({"_id": vid}) or {}).get("worker") == "resumer@x:2"
+        assert await second.state.emitted(vid, "VersionTagged")
+        assert not await second.state.emitted(vid, "ImagePushed")
+    finally:
+        store.builder_heartbeats.delete_one({"_id": vid})
+        await first.bus.stop()
+        await second.bus.stop()

@@ -160,3 +160,53 @@ def test_guard_returns_the_result_or_stops_on_cancel_and_timeout() -> None:
 def test_secrets_are_masked_in_messages() -> None:
     run = _run()
     assert run.masked("login with registry-pw failed") == "login with **** failed"
+
+
+class _EmittedState:
+    """In-memory stand-in for BuilderState's record of published milestones (the claim document)."""
+
+    def __init__(self) -> None:
+        self.marks: set[tuple[str, str]] = set()
+
+    async def emitted(self, vid: str, event_type: str) -> bool:
+        return (vid, event_type) in self.marks
+
+    async def record_emitted(self, vid: str, event_type: str) -> None:
+        self.marks.add((vid, event_type))
+
+
+def test_a_milestone_is_published_once_across_resumed_runs() -> None:
+    from shared.events import VersionTagged
+    from shared.events.versions import VersionTaggedPayload
+
+    published: list[str] = []
+    fail_next = [True]
+
+    async def emit(*events: Any) -> None:
+        if fail_next[0]:
+            fail_next[0] = False
+            raise ConnectionError("broker away")
+        published.extend(e.type for e in events)
+
+    state = _EmittedState()
+    b = SimpleNamespace(settings=SimpleNamespace(version_timeout=3600), emit=emit, state=state)
+
+    def run() -> Run:  # each run stands for a worker resuming the version after a crash
+        return Run(b, None, {"_id": "v1", "user_id": "u"}, Active("v1"))  # type: ignore[arg-type]
+
+    def tagged(r: Run) -> Any:
+        return r.make(VersionTagged, VersionTaggedPayload(tag="v1", commit="a" * 40))
+
+    async def scenario() -> None:
+        first = run()
+        with pytest.raises(ConnectionError):  # not acknowledged: not recorded, the next run publishes it
+            await first.publish_once(tagged(first))
+        assert published == [] and state.marks == set()
+        second = run()
+        await second.publish_once(tagged(second))
+        third = run()
+        await third.publish_once(tagged(third))  # resumed after a crash that followed the publish
+        assert published == ["VersionTagged"]
+        assert state.marks == {("v1", "VersionTagged")}
+
+    asyncio.run(scenario())

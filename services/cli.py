@@ -15,7 +15,7 @@ COMMANDS = {
     "user": ("services.gateway.admin", "user_main", "manage users and API tokens (fornax user create NAME)"),
     "projections": ("services.projector.app", "projections_main", "rebuild read models from the archive"),
     "topics": ("shared.bus", "topics_main", "create the Kafka topics with their partition counts"),
-    "demo": ("services.builder.demo", "main", "build and deploy a sample repository end to end"),
+    "demo": ("infra.demo.build", "main", "build and deploy a sample repository end to end"),
     "logs": ("services.logstream.follow", "main", "print or follow a version's log (fornax logs [-f] VERSION_ID)"),
 }
 

@@ -16,7 +16,7 @@ COMMANDS = {
     "projections": ("services.projector.app", "projections_main", "rebuild read models from the archive"),
     "topics": ("shared.bus", "topics_main", "create the Kafka topics with their partition counts"),
     "demo": ("infra.demo.build", "main", "build and deploy a sample repository end to end"),
-    "logs": ("services.logstream.follow", "main", "print or follow a version's log (fornax logs [-f] VERSION_ID)"),
+    "logs": ("services.client.follow", "main", "print or follow a version's log (fornax logs [-f] VERSION_ID)"),
 }
 
 

@@ -13,10 +13,10 @@ COMMANDS = {
     "history": ("services.client.commands", "history_main", "a service's deploy history"),
     "token": ("services.client.commands", "token_main", "rotate or revoke your API token"),
     "user": ("services.gateway.admin", "user_main", "manage users and API tokens (fornax user create NAME)"),
-    "projections": ("services.gateway.projector", "projections_main", "rebuild read models from the archive"),
+    "projections": ("services.projector.app", "projections_main", "rebuild read models from the archive"),
     "topics": ("shared.bus", "topics_main", "create the Kafka topics with their partition counts"),
-    "demo": ("services.builder.demo", "main", "build and deploy a sample repository end to end"),
-    "logs": ("services.logstream.follow", "main", "print or follow a version's log (fornax logs [-f] VERSION_ID)"),
+    "demo": ("infra.demo.build", "main", "build and deploy a sample repository end to end"),
+    "logs": ("services.client.follow", "main", "print or follow a version's log (fornax logs [-f] VERSION_ID)"),
 }
 
 

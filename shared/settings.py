@@ -300,6 +300,12 @@ class Settings(BaseSettings):
 TOPICS = ("webhooks", "services", "versions", "deploys", "logs")
 
 
+def target_names(settings: Settings) -> set[str]:
+    """The configured deploy targets (Kubernetes clusters and Docker hosts): the gateway accepts deploys to
+    these names only, and the deployer builds one adapter for each."""
+    return set(settings.kubernetes_clusters) | set(settings.docker_targets)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (read once from the environment)."""

@@ -78,7 +78,7 @@ def signed_push(url: str, sha: str, secret: str) -> tuple[dict[str, str], bytes,
 
 
 def version_id_for(delivery: str, service_id: str) -> str:
-    # The gateway's trigger derives the version id from the delivery (services/gateway/trigger.py).
+    # The projector's push trigger derives the version id from the delivery (services/projector/trigger.py).
     return uuid.uuid5(uuid.NAMESPACE_URL, f"delivery:github/{delivery}/{service_id}").hex
 
 

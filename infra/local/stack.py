@@ -30,7 +30,7 @@ REGISTRY_PASSWORD = "admin_password"
 SERVICES = ("projector", "gateway", "builder", "deployer", "logstream", "notifier")
 SERVICE_MODULES = {
     "gateway": "services.gateway",
-    "projector": "services.gateway.projector",
+    "projector": "services.projector",
     "builder": "services.builder",
     "deployer": "services.deployer",
     "logstream": "services.logstream",

@@ -128,7 +128,7 @@ def version_create(c: Client, a: argparse.Namespace) -> int:
     if not a.follow:
         return OK
     c.wait_readable(f"versions/{vid}")  # a create may answer before the read model shows the version
-    from services.logstream.follow import follow
+    from .follow import follow
 
     return asyncio.run(follow(_logstream_url(c, a), vid, c.token, 0, as_json=a.json))
 

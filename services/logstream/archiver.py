@@ -5,31 +5,28 @@ as the committed offsets of group `fornax-logarchiver`, committed only after the
 are ignored, so a replay, or two instances writing the same line, is harmless. Why not a joined consumer
 group: on Tansu a (re)join after a restart took 18 s to over a minute, during which nothing was archived;
 with manual assignment there is no rebalance at all, at the price of each instance repeating the inserts
-(cheap: they are ignored duplicates)."""
+(cheap: they are ignored duplicates).
+
+Reading the archive and the group's progress (ArchiveProgress, settle_archive) is in shared/logs_read.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from shared.logs_read import group_id
 from shared.settings import Settings
 from shared.store import Store
 
 log = logging.getLogger(__name__)
 
-GROUP = "logarchiver"
 SMALL_BATCH = 500
-
-
-def group_id(settings: Settings) -> str:
-    return f"{settings.topic_prefix}-{GROUP}"
 
 
 def log_doc(raw: bytes | None) -> dict[str, Any] | None:
@@ -149,86 +146,3 @@ class Archiver:
                     await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
                 except Exception:  # noqa: BLE001 - the lines are stored; a replay would only repeat them
                     log.warning("archiver: commit failed", exc_info=True)
-
-
-class ArchiveProgress:
-    """The archiver group's committed offsets, read at most every 50 ms however many callers ask.
-
-    A consumer that names the group but never subscribes only fetches offsets (it does not join the group;
-    Tansu does not answer the admin client's OffsetFetch, the consumer's works)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.consumer: AIOKafkaConsumer | None = None
-        self._lock = asyncio.Lock()
-        self._at = 0.0
-        self._committed: dict[TopicPartition, int] = {}
-
-    async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=group_id(self.settings),
-            enable_auto_commit=False,
-        )
-        await self.consumer.start()
-
-    async def close(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-    async def committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        asked = time.monotonic()
-        async with self._lock:
-            if self._at >= asked - 0.05 and all(tp in self._committed for tp in tps):
-                return self._committed
-            assert self.consumer is not None
-            at = time.monotonic()
-            found = await asyncio.gather(*(self.consumer.committed(tp) for tp in tps))
-            self._committed = {tp: -1 if off is None else off for tp, off in zip(tps, found, strict=True)}
-            self._at = at
-            return self._committed
-
-    async def wait(self, ends: dict[TopicPartition, int], timeout: float = 10.0) -> bool:
-        """Wait until the group has committed (so stored) every fornax.logs offset below `ends`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                committed = await self.committed(list(ends))
-                if all(end == 0 or committed.get(tp, -1) >= end for tp, end in ends.items()):
-                    return True
-            except Exception:  # noqa: BLE001 - group not there yet, broker blip
-                log.debug("archiver offsets not readable yet", exc_info=True)
-            if time.monotonic() >= deadline:
-                if timeout:
-                    log.warning("log archiver did not catch up within %.1fs", timeout)
-                return False
-            await asyncio.sleep(0.05)
-
-
-async def log_end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """The current end offset of every fornax.logs partition (a short-lived client, for the gateway)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(settings.topic("logs")) or set()
-        tps = [TopicPartition(settings.topic("logs"), p) for p in sorted(parts)]
-        return await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-
-
-async def settle_archive(settings: Settings, timeout: float = 10.0) -> bool:
-    """Wait until every line written so far is in Mongo `logs` (best effort: False after `timeout`)."""
-    try:
-        ends = await asyncio.wait_for(log_end_offsets(settings), timeout)
-    except Exception:  # noqa: BLE001 - no broker: what is archived is all we can give
-        log.warning("could not read fornax.logs end offsets", exc_info=True)
-        return False
-    progress = ArchiveProgress(settings)
-    await progress.start()
-    try:
-        return await progress.wait(ends, timeout)
-    finally:
-        await progress.close()

@@ -25,10 +25,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from shared.auth import hash_token, user_for_token
+from shared.logs_read import read_lines, version_info
 from shared.query import MAX_POSITION, parse_int
+from shared.status import VERSION_TERMINAL_STATUSES
 
 from .feed import Context, Feed, TooSlow
-from .history import TERMINAL, read_lines, version_info
 from .hub import Direct, Line, Subscriber
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ async def version_logs(
     if not follow:
         # (the status as it is now, not the short-lived cached one: an ended version gets its final frame)
         info = await asyncio.to_thread(version_info, ctx.store, version_id) or info
-        if info.get("status") not in TERMINAL:
+        if info.get("status") not in VERSION_TERMINAL_STATUSES:
             await archived_only(ctx, conn, version_id, since, info)
             return
 

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.logs_read import ArchiveProgress, read_lines
 from shared.settings import Settings
+from shared.status import VERSION_TERMINAL_STATUSES
 from shared.store import Store
 
-from .archiver import ArchiveProgress
-from .history import TERMINAL, read_lines
 from .hub import Direct, Hub, Line, Subscriber
 from .tail import Tail
 
@@ -183,7 +183,7 @@ class Feed:
         catch_up: asyncio.Task[bool] | None = None
         try:
             await self._history()
-            if status in TERMINAL:
+            if status in VERSION_TERMINAL_STATUSES:
                 self.sub.finish(status)  # type: ignore[arg-type]
             # Lines written before we subscribed but not archived yet come as a gap before the first live
             # line, or at the end; for an idle version, read the archive again once it has them all.

@@ -29,13 +29,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from shared.auth import bearer
+from shared.logs_read import ArchiveProgress, statuses
 from shared.settings import Settings, get_settings
+from shared.status import VERSION_TERMINAL_STATUSES
 from shared.store import Store
 
 from . import endpoint, original
-from .archiver import ArchiveProgress, Archiver
+from .archiver import Archiver
 from .feed import Context
-from .history import TERMINAL, statuses
 from .hub import Hub
 from .tail import Tail
 
@@ -74,7 +75,7 @@ async def poll_statuses(ctx: Context) -> None:
             log.warning("status poll failed", exc_info=True)
             continue
         for version_id, status in found.items():
-            if status in TERMINAL:
+            if status in VERSION_TERMINAL_STATUSES:
                 ctx.hub.finish(version_id, status)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.builder import demo
+from infra.demo import build as demo
 from tests.integration.builder_helpers import registry_tags, remove_images
 
 

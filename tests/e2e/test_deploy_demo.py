@@ -1,5 +1,5 @@
 """`fornax demo` ends by deploying the demo version to the `local` Docker target and showing the app
-answering on localhost (services/deployer/demo.py: demo_step in the builder demo's AFTER_BUILD)."""
+answering on localhost (infra/demo/deploy.py: demo_step in infra/demo/build.py's AFTER_BUILD)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from services.builder import demo
+from infra.demo import build as demo
 from services.deployer.targets.docker_host import remove_app_networks
 from tests.integration.builder_helpers import remove_images
 

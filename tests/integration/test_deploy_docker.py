@@ -264,7 +264,7 @@ def test_another_user_can_neither_deploy_roll_back_unpin_nor_list(world: World) 
 
 
 def test_demo_deploy_and_probe(world: World, stack) -> None:
-    from services.deployer.demo import deploy_and_probe
+    from infra.demo.deploy import deploy_and_probe
 
     w = world
     summary = deploy_and_probe(
@@ -277,7 +277,7 @@ def test_demo_deploy_and_probe(world: World, stack) -> None:
 def test_demo_step_deploys_the_demo_version(world: World, stack) -> None:
     from types import SimpleNamespace
 
-    from services.deployer.demo import demo_step
+    from infra.demo.deploy import demo_step
 
     w = world
     lines: list[str] = []

@@ -160,7 +160,7 @@ async def test_cli_follows_across_a_logstream_restart_then_every_process_restart
 
 
 async def test_cli_usage_and_refusal(services, store, bus, alice):
-    from services.logstream.follow import follow, main
+    from services.client.follow import follow, main
 
     user, token = alice
     _, mtoken = new_user(store, "mallory")

@@ -141,7 +141,7 @@ def test_push_trigger_makes_one_version_per_delivery(settings, store, projector)
 
 
 def test_rebuild_gives_equal_read_models(settings, store, projector):
-    from services.gateway.projector import projections_main
+    from services.projector.app import projections_main
 
     _, vid, _, events = _history("carol")
     # An event made before the one it follows on the log (another producer, a clock skew): the rebuild

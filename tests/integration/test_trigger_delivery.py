@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from infra.local.stack import Stack
-from services.gateway.projector import resend_unemitted, trigger
-from services.gateway.trigger import plan_version
+from services.projector.app import resend_unemitted, trigger
+from services.projector.trigger import plan_version
 from shared.bus import BusUnavailable, EventBus
 from shared.events import PushReceived, VersionRequested, decode
 from shared.events.webhooks import PushReceivedPayload

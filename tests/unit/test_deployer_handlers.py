@@ -315,3 +315,23 @@ async def test_outcome_survives_a_broker_blink() -> None:
     h.deployer._publish = flaky
     await h.deploy("d1", "v1")
     assert h.types("d1") == ["DeployStarted", "DeploySucceeded"]
+
+
+def test_the_deployer_builds_one_adapter_per_target_name() -> None:
+    """The names the gateway validates deploys against (shared.settings.target_names) are the adapters the
+    deployer has; a Docker host wins over a cluster of the same name."""
+    from services.deployer.targets.docker_host import DockerHostTarget
+    from services.deployer.targets.kubernetes import KubernetesTarget
+    from services.deployer.targets.registry import build_targets
+    from shared.settings import DockerTarget, KubernetesCluster, Settings, target_names
+
+    settings = Settings(
+        kubernetes_clusters={"prod": KubernetesCluster(api_url="https://k8s.invalid"), "both": KubernetesCluster()},
+        docker_targets={"local": DockerTarget(), "both": DockerTarget()},
+    )
+    assert target_names(settings) == {"prod", "local", "both"}
+    targets = build_targets(settings)
+    assert set(targets) == target_names(settings)
+    assert isinstance(targets["prod"], KubernetesTarget)
+    assert isinstance(targets["local"], DockerHostTarget) and isinstance(targets["both"], DockerHostTarget)
+    assert target_names(Settings(docker_targets={})) == set()

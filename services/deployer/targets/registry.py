@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from shared.settings import Settings
+from shared.settings import Settings, target_names
 
 from . import Target
 
 
 def build_targets(settings: Settings) -> dict[str, Target]:
+    """One adapter for each name of `target_names` (a Docker host wins over a cluster of the same name)."""
     from .docker_host import DockerHostTarget
     from .kubernetes import KubernetesTarget
 
     targets: dict[str, Target] = {}
-    for name, cluster in settings.kubernetes_clusters.items():
-        targets[name] = KubernetesTarget(name, cluster)
-    for name, docker_target in settings.docker_targets.items():
-        targets[name] = DockerHostTarget(name, docker_target, settings)
+    for name in sorted(target_names(settings)):
+        docker_target = settings.docker_targets.get(name)
+        if docker_target is not None:
+            targets[name] = DockerHostTarget(name, docker_target, settings)
+        else:
+            targets[name] = KubernetesTarget(name, settings.kubernetes_clusters[name])
     return targets
-
-
-def target_names(settings: Settings) -> set[str]:
-    return set(settings.kubernetes_clusters) | set(settings.docker_targets)

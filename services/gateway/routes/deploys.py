@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from services.deployer.targets.registry import target_names
 from shared.events import DeployRequested, RollbackRequested, TargetPinChanged
 from shared.events.deploys import DeployRequestedPayload, RollbackRequestedPayload, TargetPinChangedPayload
 from shared.namespaces import namespace_refusal
+from shared.settings import target_names
 
 from ..auth import authorize
 from ..body import read_json

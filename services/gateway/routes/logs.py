@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from services.logstream.archiver import settle_archive
-from services.logstream.history import TERMINAL, count_lines, read_lines, version_info
+from shared.logs_read import count_lines, read_lines, settle_archive, version_info
 from shared.query import MAX_POSITION, parse_int
 from shared.settings import Settings
+from shared.status import VERSION_TERMINAL_STATUSES
 from shared.store import Store
 
 from ..auth import authorize
@@ -62,7 +62,7 @@ async def follow_lines(store: Store, settings: Settings, version_id: str, since:
             continue
         info = await db_call(version_info, store, version_id)
         status = (info or {}).get("status")
-        if status in TERMINAL:
+        if status in VERSION_TERMINAL_STATUSES:
             await settle_archive(settings)
             while True:
                 rest = await db_call(read_lines, store, version_id, last, MAX_LIMIT)

@@ -37,7 +37,7 @@ CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
 
 @dataclass
 class Demo:
-    """What the demo made; steps in AFTER_BUILD get it (the deployer's demo step uses it)."""
+    """What the demo made; steps in AFTER_BUILD get it (the deploy step in deploy.py uses it)."""
 
     settings: Settings
     http: httpx.Client
@@ -51,7 +51,7 @@ class Demo:
 
 
 def _deploy_to_local(demo: Demo) -> int | None:
-    from services.deployer.demo import demo_step  # deploy to target `local`, probe the app on localhost
+    from .deploy import demo_step  # deploy to target `local`, probe the app on localhost
 
     return demo_step(demo)
 

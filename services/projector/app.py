@@ -1,7 +1,7 @@
 """The projector worker (its own process): folds every event into the Mongo read models, and runs the
 trigger agent that turns pushes into version requests.
 
-    python -m services.gateway.projector          # the worker
+    python -m services.projector                  # the worker
     fornax projections rebuild                    # drop the read models, fold the archive again
 """
 

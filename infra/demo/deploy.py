@@ -74,7 +74,7 @@ def deploy_and_probe(
 
 
 def demo_step(demo: Any) -> int | None:
-    """`fornax demo`'s step after the build (services/builder/demo.py AFTER_BUILD): deploy to `local`."""
+    """`fornax demo`'s step after the build (build.py's AFTER_BUILD): deploy to `local`."""
     version_id = (demo.version or {}).get("version_id")
     if not version_id:
         return None

@@ -1,0 +1,7 @@
+"""`python -m infra.demo`: the same as `fornax demo`."""
+
+import sys
+
+from .build import main
+
+sys.exit(main())

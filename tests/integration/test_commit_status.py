@@ -88,10 +88,11 @@ def test_gitlab_same_state_400_counts_as_done_and_states_are_never_repeated(api,
     wait_until(lambda: "success" in forge.states(sha), 60, "the success status at GitLab")
     time.sleep(1.5)  # would a refused or delivered state be posted again? (it must not)
     sent = [a["state"] for a in forge.attempts if a["sha"] == sha]
-    # An API build learns its commit when cloned, so its first post is "running"; refused as already so,
-    # it counts as done: nothing is posted twice, and success follows.
-    assert sent == ["running", "success"], sent
-    assert forge.states(sha) == ["success"]
+    # An API build learns its commit when cloned, so its first post is "running" (or "success", when the
+    # build ended before the notifier posted); refused as already so, it counts as done: nothing is posted
+    # twice, and success is last.
+    assert sent in (["running", "success"], ["success"]), sent
+    assert forge.states(sha) == sent
     assert all(s["name"] == "fornax/gl-app" for s in forge.statuses if s["sha"] == sha)
 
 

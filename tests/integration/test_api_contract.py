@@ -23,7 +23,7 @@ from tests.integration.logstream_helpers import end_version, new_user, request_v
 pytestmark = pytest.mark.integration
 
 SERVICES = ("projector", "logstream", "gateway")
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 15
 # 422 for values valid in the document that this server's settings refuse: the repository URL policy,
 # the configured deploy targets and namespaces, a provider not connected; and rules across fields
 # (a commit status's token secret must be one of the service's secrets).

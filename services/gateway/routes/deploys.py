@@ -54,7 +54,7 @@ def _name(v: str | None) -> str | None:
 class DeployIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     version_id: str = Field(min_length=1, max_length=200)
-    target: str = Field(min_length=1, max_length=200)
+    target: str = Field(min_length=1, max_length=200, description="one of the server's configured targets")
     namespace: str | None = Field(None, json_schema_extra={"pattern": _NAME.pattern})
     application: str | None = Field(None, json_schema_extra={"pattern": _NAME.pattern})
     _check = field_validator("namespace", "application")(_name)
@@ -62,7 +62,8 @@ class DeployIn(BaseModel):
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    to_version_id: str | None = Field(None, min_length=1, max_length=200)
+    to_version_id: str | None = Field(None, min_length=1, max_length=200,
+                                      description="default: the previous successful deploy")
     target: str | None = Field(None, min_length=1, max_length=200)
 
 

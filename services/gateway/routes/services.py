@@ -58,13 +58,15 @@ URL_SHAPE = r"^\s*\S+\s*$"
 class RepositoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     url: str = Field(min_length=1, max_length=2000, json_schema_extra={"pattern": URL_SHAPE})
-    vcs: str = Field("git", min_length=1, max_length=32)
+    vcs: str = Field("git", min_length=1, max_length=32, description="git or svn")
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)
     token: str | None = Field(None, max_length=4000)
     # A provider the owner connected with OAuth (/{user}/services/{provider}/requesttoken): its token
     # clones and tags this repository.
-    oauth: Literal["github", "gitlab"] | None = None
+    oauth: Literal["github", "gitlab"] | None = Field(
+        None, description="clone and tag with the owner's OAuth token for this provider (connect first: "
+        "/{user_id}/services/{code_repository}/requesttoken); not with username, password or token")
 
     @field_validator("url")
     @classmethod
@@ -121,12 +123,16 @@ def _check_targets(v: list[dict[str, str]] | None) -> list[dict[str, str]] | Non
 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    config_file: str | None = Field(None, min_length=1, max_length=500)
-    webhook_secret: str | None = Field(None, min_length=8, max_length=500)
-    secrets: Secrets | None = None
-    deploy_targets: DeployTargets | None = None
-    public: bool | None = None  # the badge is readable without a token
-    commit_status: CommitStatusIn | None = None
+    config_file: str | None = Field(None, min_length=1, max_length=500,
+                                    description="default fornax.yml (caicloud.yml is also read)")
+    webhook_secret: str | None = Field(None, min_length=8, max_length=500, description="generated when omitted")
+    secrets: Secrets | None = Field(None, description="values available to builds, masked in logs, stored "
+                                    "encrypted (each at most 64 KiB)")
+    deploy_targets: DeployTargets | None = Field(None, description="at most 64 KiB as JSON")
+    public: bool | None = Field(None, description="its badge is readable without a token")
+    commit_status: CommitStatusIn | None = Field(
+        None, description="report each version's status on its commit; token_secret names the service secret "
+        "holding the API token (unset: the owner's OAuth token of the repository's oauth provider)")
     # Credentials may also be given at the top level (as in the original API).
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)

@@ -34,12 +34,18 @@ def _resolve(schema: dict[str, Any], doc: dict[str, Any], depth: int = 0) -> Any
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return _resolve(doc["components"]["schemas"][name], doc, depth + 1)
-    if schema.get("type") == "object" and "properties" in schema:
+    if "anyOf" in schema:  # (T | None: shown as T, nullable)
+        choices = [c for c in schema["anyOf"] if c.get("type") != "null"]
+        shown = _resolve(choices[0], doc, depth + 1) if len(choices) == 1 else "any"
+        return f"{shown} | null" if len(choices) < len(schema["anyOf"]) and isinstance(shown, str) else shown
+    if "properties" in schema:
         return {k: _resolve(v, doc, depth + 1) for k, v in schema["properties"].items()}
     if schema.get("type") == "array":
         return [_resolve(schema.get("items", {}), doc, depth + 1)]
     if "enum" in schema:
-        return " | ".join(schema["enum"])
+        return " | ".join(str(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
     return schema.get("type", "any")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,18 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path (one route is one method here,
+    so the route that answered 405 alone would name too few)."""
+    router = getattr(request.app, "router", None)
+    methods: set[str] = set()
+    for route in getattr(router, "routes", ()):
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -66,6 +79,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     resp = error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), message)
     if exc.headers:
         resp.headers.update(exc.headers)
+    if exc.status_code == 405:
+        allow = allowed_methods(request)
+        if allow:
+            resp.headers["Allow"] = ", ".join(allow)
     return resp
 
 

@@ -1,738 +1,392 @@
-"""The gateway's OpenAPI 3 document, written by hand (it is the API contract, not a by-product)."""
+"""The gateway's OpenAPI 3.1 document, generated from a route table and the pydantic models of `schemas.py`.
+
+Request bodies are the very models the routes validate with, and every bound a route checks by hand
+(paging, log positions, header presence) is declared here from the constants the route uses, so the
+document and the server agree (tests/integration/test_api_contract.py fuzzes one against the other).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-_ERR = {"$ref": "#/components/responses/Error"}
+from pydantic import BaseModel
+
+from shared.query import MAX_POSITION
+
+from . import schemas as m
+from .render import max_page
+from .routes.logs import DEFAULT_LIMIT as LOG_DEFAULT_LIMIT
+from .routes.logs import MAX_LIMIT as LOG_MAX_LIMIT
+
+REF = "#/components/schemas/{model}"
+Schema = dict[str, Any]
+Body = type[BaseModel] | Schema
 
 
-def _json(schema: dict[str, Any] | str) -> dict[str, Any]:
-    if isinstance(schema, str):
-        schema = {"$ref": f"#/components/schemas/{schema}"}
-    return {"content": {"application/json": {"schema": schema}}}
+# -- the route table's vocabulary --------------------------------------------------------------------------
 
 
-def _op(
-    summary: str,
-    ok: tuple[int, str, dict[str, Any] | str],
-    *errors: int,
-    body: str | None = None,
-    params: list[dict[str, Any]] | None = None,
-    auth: bool = True,
-    tag: str = "",
-) -> dict[str, Any]:
-    status, desc, schema = ok
-    op: dict[str, Any] = {
-        "summary": summary,
-        "tags": [tag] if tag else [],
-        "responses": {str(status): {"description": desc, **_json(schema)}, **{str(e): _ERR for e in errors}},
-    }
-    if body:
-        op["requestBody"] = {"required": True, **_json(body)}
-    if params:
-        op["parameters"] = params
-    if not auth:
-        op["security"] = []
-    return op
+@dataclass(frozen=True)
+class Param:
+    name: str
+    location: str  # path, query or header
+    schema: Schema
+    description: str = ""
+    required: bool = False
 
 
-def _path(name: str, desc: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": desc, "schema": {"type": "string"}}
+@dataclass(frozen=True)
+class Resp:
+    description: str
+    body: Body | None = None
+    media: str = "application/json"
+    headers: tuple[tuple[str, str, Schema], ...] = ()
+    more: tuple[tuple[str, Body], ...] = ()  # other media types of the same answer
 
 
-def _query(name: str, desc: str, type_: str = "integer") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": desc, "schema": {"type": type_}}
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    responses: dict[int, Resp]
+    params: tuple[Param, ...] = ()
+    body: Body | None = None
+    body_required: bool = True
+    auth: str = "bearer"  # bearer, none, or optional
+    description: str | None = None
 
 
-USER = _path("user_id", "the user id (must be the token's user)")
-SERVICE = _path("service_id", "service id")
-VERSION = _path("version_id", "version id")
-PAGING = [
-    _query("limit", "page size (1-100, default 20)"),
-    _query("offset", "items to skip (default 0)"),
-    _query("page", "1-based page number; alternative to offset"),
-    _query("per_page", "alternative name of limit"),
-]
-ACCEPTED = {"type": "object", "properties": {"accepted": {"type": "boolean"}}}
-_LOCATION = {"description": "where the new resource is read", "schema": {"type": "string"}}
-_RETRY_AFTER = {"description": "seconds to wait before reading it (not yet readable)", "schema": {"type": "integer"}}
+def path_param(name: str, description: str, schema: Schema | None = None) -> Param:
+    return Param(name, "path", schema or {"type": "string"}, description, required=True)
 
 
-def _read_your_writes(op: dict[str, Any], created: bool) -> dict[str, Any]:
-    """Mark a create that answers once its read model shows it (settings.read_your_writes_wait, default
-    2 s): 201 + Location then (`created`; a deploy, still going on, answers 202 + Location), or past the
-    wait 202 + Location + Retry-After."""
-    responses = op["responses"]
-    ok = responses.pop("202")
-    schema = ok["content"]["application/json"]["schema"]
-    pending = {
-        "description": "accepted, not yet readable (read model behind): retry the Location after Retry-After",
-        "headers": {"Location": _LOCATION, "Retry-After": _RETRY_AFTER},
-        **_json(schema),
-    }
-    if created:
-        responses["201"] = {
-            "description": "created and readable at once (GET, webhooks, log subscriptions)",
-            "headers": {"Location": _LOCATION},
-            **_json(schema),
-        }
-    else:
-        pending["description"] = (
-            "accepted; listed at Location at once, or (read model behind) after Retry-After if that header is set"
-        )
-    responses["202"] = pending
-    op["responses"] = dict(sorted(responses.items()))
-    op["description"] = (
-        "Immediately consistent: answers once the read model shows what it created, so a read right after finds it."
+def integer(low: int, high: int, description: str, default: int | None = None) -> Schema:
+    schema: Schema = {"type": "integer", "minimum": low, "maximum": high, "description": description}
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def query(name: str, schema: Schema, required: bool = False) -> Param:
+    return Param(name, "query", schema, schema.get("description", ""), required)
+
+
+def paging(default: int, maximum: int) -> tuple[Param, ...]:
+    """The parameters of `render.paging(request, default, maximum)`."""
+    return (
+        query("limit", integer(1, maximum, f"page size (default {default})", default)),
+        query("offset", integer(0, MAX_POSITION, "items to skip (default 0)", 0)),
+        query("page", integer(1, max_page(maximum), "1-based page number; alternative to offset")),
+        query("per_page", integer(1, maximum, "alternative name of limit")),
     )
-    return op
 
-_SECRETS = {
-    "type": "object",
-    "maxProperties": 100,
-    "additionalProperties": {"type": "string", "maxLength": 65536},
-    "writeOnly": True,
-    "description": "values available to builds, masked in logs, stored encrypted (each at most 64 KiB)",
+
+USER = path_param("user_id", "the user id (must be the token's user)")
+SERVICE = path_param("service_id", "service id")
+VERSION = path_param("version_id", "version id")
+PROVIDER = path_param("code_repository", "the code host", {"type": "string", "enum": ["github", "gitlab"]})
+
+_ERRORS = {
+    400: "malformed request (invalid JSON body, header or parameter)",
+    401: "missing or invalid bearer token",
+    403: "the token may not act for this user",
+    404: "not found (someone else's resource looks the same)",
+    409: "conflicts with the current state",
+    413: "the body, or the event it makes, is too large",
+    422: "a body field or parameter is invalid (`field` names it)",
+    503: "MongoDB or the event broker is unavailable: nothing was done, retry later",
 }
-_DEPLOY_TARGETS = {
+
+
+def errors(*codes: int, **why: str) -> dict[int, Resp]:
+    """Error answers; `why` (e.g. e422="...") says more than the common description."""
+    return {c: Resp(why.get(f"e{c}", _ERRORS[c]), m.Error) for c in codes}
+
+
+LOCATION = ("Location", "where the new resource is read", {"type": "string"})
+RETRY_AFTER = ("Retry-After", "seconds to wait before reading it (not yet readable)", {"type": "integer"})
+CONSISTENT = (
+    "Immediately consistent: answers once the read model shows what it created, so a read right after finds it."
+)
+
+
+def created(body: type[BaseModel], *, readable: bool) -> dict[int, Resp]:
+    """The answers of a create that waits for its read model (consistency.accepted): 201 + Location when it
+    is readable in time (`readable`; a deploy, still going on, answers 202 + Location), else 202 +
+    Location + Retry-After."""
+    if readable:
+        return {
+            201: Resp("created and readable at once (GET, webhooks, log subscriptions)", body, headers=(LOCATION,)),
+            202: Resp("accepted, not yet readable (read model behind): retry the Location after Retry-After",
+                      body, headers=(LOCATION, RETRY_AFTER)),
+        }
+    return {202: Resp("accepted; listed at Location at once, or (read model behind) after Retry-After if that "
+                      "header is set", body, headers=(LOCATION, RETRY_AFTER))}
+
+
+# A sequence of JSON values, one a line, described as the array of its lines (OpenAPI 3.1 has no
+# keyword for the schema of each item of a streamed media type).
+NDJSON_LOG: Schema = {
     "type": "array",
-    "maxItems": 50,
-    "items": {
-        "type": "object",
-        "maxProperties": 20,
-        "additionalProperties": {"type": "string", "maxLength": 2000},
-    },
-    "description": "at most 64 KiB as JSON",
+    "description": "one item per line: the log lines, then a LogEnd",
+    "items": {"anyOf": [{"$ref": REF.format(model="LogLine")}, {"$ref": REF.format(model="LogEnd")}]},
 }
 
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string", "description": "the offending body field or parameter"},
-                },
-            }
-        },
-    },
-    "Repository": {
-        "type": "object",
-        "required": ["url"],
-        "properties": {
-            "url": {"type": "string"},
-            "vcs": {"type": "string", "description": "git or svn", "default": "git"},
-            "username": {"type": "string"},
-            "password": {"type": "string", "writeOnly": True},
-            "token": {"type": "string", "writeOnly": True},
-            "oauth": {"type": "string", "enum": ["github", "gitlab"],
-                      "description": "clone and tag with the owner's OAuth token for this provider "
-                      "(connect first: /{user_id}/services/{code_repository}/requesttoken); "
-                      "not with username/password/token"},
-        },
-    },
-    "ServiceCreate": {
-        "type": "object",
-        "required": ["name", "repository"],
-        "properties": {
-            "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
-            "description": {"type": "string"},
-            "repository": {"$ref": "#/components/schemas/Repository"},
-            "config_file": {
-                "type": "string",
-                "description": "default fornax.yml (caicloud.yml is also read)",
-            },
-            "webhook_secret": {"type": "string", "writeOnly": True, "description": "generated when omitted"},
-            "secrets": _SECRETS,
-            "deploy_targets": _DEPLOY_TARGETS,
-            "public": {"type": "boolean", "description": "its badge is readable without a token"},
-            "commit_status": {"$ref": "#/components/schemas/CommitStatus"},
-        },
-    },
-    "ServiceUpdate": {
-        "type": "object",
-        "description": "any subset of ServiceCreate except name",
-        "properties": {
-            "description": {"type": "string"},
-            "repository": {"$ref": "#/components/schemas/Repository"},
-            "config_file": {"type": "string"},
-            "webhook_secret": {"type": "string", "writeOnly": True},
-            "secrets": _SECRETS,
-            "deploy_targets": _DEPLOY_TARGETS,
-            "public": {"type": "boolean", "description": "its badge is readable without a token"},
-            "commit_status": {"$ref": "#/components/schemas/CommitStatus"},
-        },
-    },
-    "CommitStatus": {
-        "type": "object",
-        "required": ["provider", "api_url", "repository", "token_secret"],
-        "description": "report each version's status on its commit (GitHub or GitLab); the token is a service secret",
-        "properties": {
-            "provider": {"type": "string", "enum": ["github", "gitlab"]},
-            "api_url": {"type": "string", "description": "https://api.github.com, https://gitlab.example.com/api/v4"},
-            "repository": {"type": "string", "description": "GitHub owner/repo; GitLab project id or path"},
-            "token_secret": {"type": "string", "description": "name of the service secret holding the API token"},
-        },
-    },
-    "ServiceCreated": {
-        "type": "object",
-        "properties": {"service_id": {"type": "string"}, "webhook_secret": {"type": "string"}},
-    },
-    "Service": {
-        "type": "object",
-        "properties": {
-            "service_id": {"type": "string"},
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "repository": {
-                "type": "object",
-                "properties": {
-                    "url": {"type": "string"},
-                    "vcs": {"type": "string"},
-                    "username": {"type": "string"},
-                    "oauth": {"type": "string"},
-                },
-            },
-            "config_file": {"type": "string"},
-            "deploy_targets": {"type": "array", "items": {"type": "object"}},
-            "public": {"type": "boolean", "description": "its badge is readable without a token"},
-            "commit_status": {"$ref": "#/components/schemas/CommitStatus"},
-            "status": {"type": "string", "enum": ["accepted", "healthy", "missing", "unknownvcs"]},
-            "status_message": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "ServiceList": {
-        "type": "object",
-        "properties": {
-            "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}},
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        },
-    },
-    "VersionCreate": {
-        "type": "object",
-        "required": ["service_id", "name"],
-        "properties": {
-            "service_id": {"type": "string"},
-            "name": {
-                "type": "string",
-                "maxLength": 128,
-                "description": "a valid git tag name, unique per service",
-            },
-            "description": {"type": "string"},
-            "operations": {
-                "type": "array",
-                "items": {"type": "string", "enum": ["integration", "publish", "deploy"]},
-            },
-            "commit": {
-                "type": "string",
-                "description": "commit sha or svn revision; default: the branch head",
-            },
-        },
-    },
-    "VersionCreated": {"type": "object", "properties": {"version_id": {"type": "string"}}},
-    "Stage": {
-        "type": "object",
-        "properties": {
-            "name": {
-                "type": "string",
-                "enum": ["clone", "integration", "pre_build", "build", "push", "tag", "post_build", "deploy"],
-            },
-            "status": {"type": "string"},
-            "start": {"type": "string"},
-            "end": {"type": "string"},
-            "error": {"type": "string"},
-        },
-    },
-    "Version": {
-        "type": "object",
-        "properties": {
-            "version_id": {"type": "string"},
-            "service_id": {"type": "string"},
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "commit": {"type": "string"},
-            "branch": {"type": "string"},
-            "trigger": {"type": "string", "enum": ["api", "webhook"]},
-            "operations": {"type": "array", "items": {"type": "string"}},
-            "status": {
-                "type": "string",
-                "enum": ["pending", "queued", "running", "success", "failed", "cancelled"],
-            },
-            "stages": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/Stage"},
-                "description": "in pipeline order",
-            },
-            "image": {"type": "string"},
-            "digest": {"type": "string"},
-            "error": {"type": "string"},
-            "created_at": {"type": "string"},
-            "started_at": {"type": "string"},
-            "finished_at": {"type": "string"},
-        },
-    },
-    "VersionList": {
-        "type": "object",
-        "properties": {
-            "versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}},
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        },
-    },
-    "DeployRequest": {
-        "type": "object",
-        "required": ["version_id"],
-        "properties": {
-            "version_id": {"type": "string"},
-            "target": {"type": "string"},
-            "namespace": {"type": "string"},
-            "application": {"type": "string"},
-        },
-    },
-    "RollbackRequest": {
-        "type": "object",
-        "properties": {
-            "to_version_id": {"type": "string", "description": "default: the previous successful deploy"},
-            "target": {"type": "string"},
-        },
-    },
-    "Deployment": {
-        "type": "object",
-        "properties": {
-            "deployment_id": {"type": "string"},
-            "version_id": {"type": "string"},
-            "target": {"type": "string"},
-            "image": {"type": "string"},
-            "digest": {"type": "string"},
-            "kind": {"type": "string"},
-            "status": {"type": "string"},
-            "reason": {"type": "string"},
-            "requested_at": {"type": "string"},
-            "finished_at": {"type": "string"},
-        },
-    },
-    "UnpinRequest": {"type": "object", "required": ["target"], "properties": {"target": {"type": "string"}}},
-    "DeploymentList": {
-        "type": "object",
-        "properties": {
-            "deployments": {"type": "array", "items": {"$ref": "#/components/schemas/Deployment"}},
-            "targets": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "target": {"type": "string"},
-                        "pinned": {"type": "boolean"},
-                        "pin_reason": {"type": "string"},
-                        "current_deployment_id": {"type": "string"},
-                        "current_version_id": {"type": "string"},
-                        "current_digest": {"type": "string"},
-                    },
-                },
-            },
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        },
-    },
-    "LogLine": {
-        "type": "object",
-        "properties": {
-            "seq": {"type": "integer"},
-            "stage": {"type": "string"},
-            "stream": {"type": "string"},
-            "text": {"type": "string"},
-            "ts": {"type": "number"},
-        },
-    },
-}
+
+# -- the routes ------------------------------------------------------------------------------------------
+
+P = "/api/v1/{user_id}"
+SETTINGS_422 = "invalid, or refused by this server's settings (repository URL policy, configured targets, " \
+               "namespaces, OAuth connections)"
+
+
+def _operations() -> list[Op]:
+    svc_paging = paging(100, 500)
+    paged = paging(20, 100)
+    return [
+        Op("post", f"{P}/services", "Create a service (201 once readable; ServiceCreated emitted)", "services",
+           {**created(m.ServiceCreated, readable=True), **errors(400, 401, 403, 409, 413, 422, 503, e422=SETTINGS_422)},
+           (USER,), m.ServiceIn, description=CONSISTENT),
+        Op("get", f"{P}/services", "List the user's services (oldest first)", "services",
+           {200: Resp("a page of services", m.ServiceList), **errors(401, 403, 422, 503)}, (USER, *svc_paging)),
+        Op("get", f"{P}/services/{{service_id}}", "Read a service", "services",
+           {200: Resp("the service", m.Service), **errors(401, 403, 404, 503)}, (USER, SERVICE)),
+        Op("put", f"{P}/services/{{service_id}}", "Update a service (202; ServiceUpdated emitted)", "services",
+           {202: Resp("accepted", m.ServiceAccepted),
+            **errors(400, 401, 403, 404, 413, 422, 503, e422=SETTINGS_422)},
+           (USER, SERVICE), m.ServicePatch),
+        Op("delete", f"{P}/services/{{service_id}}", "Delete a service (202; ServiceDeleted emitted; frees the name)",
+           "services", {202: Resp("accepted", m.ServiceAccepted), **errors(401, 403, 404, 503)}, (USER, SERVICE)),
+        Op("get", f"{P}/services/{{service_id}}/versions", "A service's versions, newest first, paginated",
+           "versions", {200: Resp("a page of versions", m.VersionList), **errors(401, 403, 404, 422, 503)},
+           (USER, SERVICE, *paged)),
+        Op("post", f"{P}/versions", "Create a version (201 once readable; VersionRequested emitted)", "versions",
+           {**created(m.VersionCreated, readable=True), **errors(400, 401, 403, 404, 409, 413, 422, 503)},
+           (USER,), m.VersionIn, description=CONSISTENT),
+        Op("get", f"{P}/versions/{{version_id}}", "Read a version with its stages", "versions",
+           {200: Resp("the version", m.Version), **errors(401, 403, 404, 503)}, (USER, VERSION)),
+        Op("post", f"{P}/versions/{{version_id}}/cancel", "Cancel a pending, queued or running version",
+           "versions", {202: Resp("cancellation requested", m.Cancelling), **errors(401, 403, 404, 409, 503)},
+           (USER, VERSION)),
+        Op("get", f"{P}/versions/{{version_id}}/logs",
+           "The version's log: one page as JSON, or with follow=true NDJSON lines until the version ends",
+           "logs",
+           {200: Resp("a page of lines (JSON); with follow=true one JSON object per line (NDJSON): the lines, "
+                      "then a LogEnd", m.LogPage, more=(("application/x-ndjson", NDJSON_LOG),)),
+            **errors(401, 403, 404, 422, 503)},
+           (USER, VERSION,
+            query("since", integer(0, MAX_POSITION, "only lines with seq greater than this", 0)),
+            query("limit", integer(1, LOG_MAX_LIMIT, "at most this many lines (not with follow)", LOG_DEFAULT_LIMIT)),
+            query("follow", {"type": "boolean", "default": False,
+                             "description": "stream new lines until the version ends"}))),
+        Op("post", f"{P}/services/{{service_id}}/deploy", "Deploy a successful version to a target", "deploys",
+           {**created(m.DeploymentAccepted, readable=False),
+            **errors(400, 401, 403, 404, 409, 413, 422, 503, e422=SETTINGS_422)},
+           (USER, SERVICE), m.DeployIn, description=CONSISTENT),
+        Op("post", f"{P}/services/{{service_id}}/rollback",
+           "Roll back: redeploy an earlier version's exact image digest", "deploys",
+           {**created(m.DeploymentAccepted, readable=False),
+            **errors(400, 401, 403, 404, 409, 413, 422, 503, e422=SETTINGS_422)},
+           (USER, SERVICE), m.RollbackIn, description=CONSISTENT),
+        Op("post", f"{P}/services/{{service_id}}/unpin",
+           "Unpin a target (a rollback pins it against automatic deploys)", "deploys",
+           {202: Resp("accepted", m.Unpinned), **errors(400, 401, 403, 404, 413, 422, 503, e422=SETTINGS_422)},
+           (USER, SERVICE), m.UnpinIn),
+        Op("get", f"{P}/services/{{service_id}}/deployments",
+           "Deploy history, newest first, paginated, with each target's pin state", "deploys",
+           {200: Resp("deployments", m.DeploymentList), **errors(401, 403, 404, 422, 503)}, (USER, SERVICE, *paged)),
+        *[_webhook(provider) for provider in WEBHOOK_HEADERS],
+        Op("get", "/healthz", "Liveness: the process answers", "operations", {200: Resp("alive", m.Health)},
+           auth="none"),
+        Op("get", "/readyz", "Readiness: MongoDB and the event broker reachable", "operations",
+           {200: Resp("ready", m.Ready), 503: Resp("not ready: `error` says what is missing", m.Ready)},
+           auth="none"),
+        Op("get", "/openapi.json", "This document", "operations",
+           {200: Resp("the OpenAPI 3.1 document", {"type": "object"})}, auth="none"),
+        Op("get", "/apidocs", "Human-readable API documentation (HTML)", "operations",
+           {200: Resp("HTML page", None, media="text/html")}, auth="none"),
+        Op("get", "/api/v1/me", "Who the token belongs to", "account",
+           {200: Resp("the user", m.Me), **errors(401, 503)}),
+        Op("post", f"{P}/token/rotate", "Rotate the caller's token (the old one stops working at once)", "account",
+           {200: Resp("the new token", m.TokenRotated), **errors(401, 403, 404, 503)}, (USER,)),
+        Op("post", f"{P}/token/revoke",
+           "Revoke the caller's token (an admin issues a new one: fornax user token NAME)", "account",
+           {200: Resp("revoked", m.TokenRevoked), **errors(401, 403, 503)}, (USER,)),
+        Op("get", "/badges/{user_id}/{service}.svg",
+           "Status badge of a service's latest version (SVG; a public service's needs no token)", "badges",
+           {200: Resp("badge: passing, failing, running, cancelled or none", None, media="image/svg+xml",
+                      headers=(("ETag", "the badge's version", {"type": "string"}),)),
+            304: Resp("unchanged since the ETag given in If-None-Match", None),
+            **errors(400, 404, 503, e404="no such public service (a private one's badge needs its owner's token)")},
+           (path_param("user_id", "the owner's user id"), path_param("service", "service name"),
+            query("branch", {"type": "string", "minLength": 1, "maxLength": 255,
+                             "description": "only versions built from this branch"})),
+           auth="optional"),
+    ]
+
 
 WEBHOOK_HEADERS = {
-    "github": [
-        ("X-GitHub-Event", "push (ping and others are ignored)"),
-        ("X-Hub-Signature-256", "sha256=HMAC-SHA256(webhook secret, raw body)"),
-        ("X-GitHub-Delivery", "delivery id; a repeated delivery makes one version"),
-    ],
-    "gitlab": [
-        ("X-Gitlab-Event", "Push Hook or Tag Push Hook (others are ignored)"),
-        ("X-Gitlab-Token", "the service's webhook secret"),
-        ("X-Gitlab-Event-UUID", "delivery id; a repeated delivery makes one version"),
-    ],
+    "github": (
+        ("X-GitHub-Event", "push (ping and others are ignored)", True),
+        ("X-Hub-Signature-256", "sha256=HMAC-SHA256(webhook secret, raw body); a push without it is refused",
+         False),
+        ("X-GitHub-Delivery", "delivery id; a repeated delivery makes one version (default: a hash of the body)",
+         False),
+    ),
+    "gitlab": (
+        ("X-Gitlab-Event", "Push Hook or Tag Push Hook (others are ignored)", True),
+        ("X-Gitlab-Token", "the service's webhook secret; a push without it is refused", False),
+        ("X-Gitlab-Event-UUID", "delivery id; a repeated delivery makes one version (default: a hash of the body)",
+         False),
+    ),
 }
 
 
-def _webhook(provider: str) -> dict[str, Any]:
-    op = _op(
-        f"{provider.capitalize()} push webhook: one PushReceived per matching service",
-        (
-            202,
-            "accepted after the broker acknowledged",
-            {
-                "type": "object",
-                "properties": {"delivery_id": {"type": "string"}, "services": {"type": "integer"}},
-            },
-        ),
-        400,
-        401,
-        404,
-        413,
-        503,
-        auth=False,
-        tag="webhooks",
+def _webhook(provider: str) -> Op:
+    headers = tuple(
+        Param(name, "header", {"type": "string", "pattern": r"\S"} if required else {"type": "string"}, desc,
+              required)
+        for name, desc, required in WEBHOOK_HEADERS[provider]
     )
-    op["responses"]["200"] = {
-        "description": "ignored event (ping, non-push)",
-        **_json({"type": "object", "properties": {"ignored": {"type": "string"}}}),
-    }
-    op["parameters"] = [
-        {"name": h, "in": "header", "required": False, "description": d, "schema": {"type": "string"}}
-        for h, d in WEBHOOK_HEADERS[provider]
+    return Op(
+        "post", f"/webhooks/{provider}", f"{provider.capitalize()} push webhook: one PushReceived per matching service",
+        "webhooks",
+        {202: Resp("accepted after the broker acknowledged", m.WebhookAccepted),
+         200: Resp("ignored event (ping, non-push, a ref neither branch nor tag)", m.WebhookIgnored),
+         **errors(400, 401, 404, 413, 503, e400="missing event header, or a push whose body is not a push payload",
+                  e401="the signature or token does not match the service's webhook secret",
+                  e404="no service is registered for this repository")},
+        headers,
+        {"description": "the provider's event payload (read only for a push: a JSON object, or a form with "
+                        "`payload`)"},
+        body_required=False,
+        auth="none",
+    )
+
+
+def _oauth_operations() -> list[Op]:
+    """OAuth for private repositories: the seed's paths and their /api/v1 twins."""
+    ops = [
+        Op("get", "/{user_id}/services/{code_repository}/requesttoken",
+           "Start connecting a code host: the provider's authorize URL, with a single-use `state` bound to the "
+           "user (expires after settings oauth_state_seconds)", "oauth",
+           {200: Resp("where to send the user", m.AuthorizeUrl),
+            **errors(401, 403, 404, 503, e404="unknown provider, or OAuth for it not configured here")},
+           (USER, PROVIDER)),
+        Op("get", "/services/{code_repository}/authcallback",
+           "The provider redirects here with `code` and `state`; the token is stored encrypted for the state's "
+           "user (no bearer: the state names the user)", "oauth",
+           {200: Resp("connected", m.OAuthConnected),
+            **errors(400, 404, 503, e404="unknown provider, or OAuth for it not configured here")},
+           (PROVIDER, query("code", {"type": "string", "minLength": 1, "description": "authorization code"}, True),
+            query("state", {"type": "string", "minLength": 1, "description": "the state from requesttoken"}, True),
+            query("error", {"type": "string", "description": "the provider's refusal, if it refused"})),
+           auth="none"),
+        Op("get", "/{user_id}/services/{code_repository}/listrepo",
+           "The user's repositories at the provider (private ones too), with clone URLs", "oauth",
+           {200: Resp("the repositories", m.ProviderRepositories),
+            **errors(401, 403, 404, 409, 503, e409="not connected to this provider, or its token was withdrawn")},
+           (USER, PROVIDER)),
+        *[Op(method, "/{user_id}/services/{code_repository}/logout", "Disconnect: delete the stored token", "oauth",
+             {200: Resp("disconnected (false: there was no token)", m.OAuthDisconnected),
+              **errors(401, 403, 404, 503)}, (USER, PROVIDER))
+          for method in ("get", "post", "delete")],
     ]
-    op["requestBody"] = {
-        "required": True,
-        **_json({"type": "object", "description": "the provider's push payload"}),
-    }
-    return op
+    return [*ops, *[Op(**{**op.__dict__, "path": "/api/v1" + op.path}) for op in ops]]
 
 
-def _compat_paths(paths: dict[str, Any]) -> dict[str, Any]:
+def _compat_operations(ops: list[Op]) -> list[Op]:
     """The Fornax 2016 paths (no /api/v1 prefix): the same operations, tagged `compatibility`."""
     from .routes.compat import PREFIX, SEED_PATHS
 
-    out: dict[str, Any] = {}
-    for seed in SEED_PATHS:
-        twin = paths[PREFIX + seed]
-        out[seed] = {
-            method: {**op, "summary": f"{op['summary']} — compatibility path of {PREFIX}{seed}",
-                     "tags": ["compatibility"]}
-            for method, op in twin.items()
-        }
+    twins = {PREFIX + seed: seed for seed in SEED_PATHS}
+    return [
+        Op(**{**op.__dict__, "path": twins[op.path], "tag": "compatibility",
+              "summary": f"{op.summary} — compatibility path of {op.path}"})
+        for op in ops if op.path in twins
+    ]
+
+
+# -- building the document -----------------------------------------------------------------------------------
+
+
+class _Components:
+    """components/schemas, filled from the models' JSON Schemas (their $defs included)."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = {}
+
+    def _add(self, name: str, schema: Schema) -> None:
+        if self.schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are named {name!r}")
+
+    def of(self, body: Body) -> Schema:
+        if isinstance(body, dict):
+            return body
+        schema = body.model_json_schema(ref_template=REF)
+        for name, sub in schema.pop("$defs", {}).items():
+            self._add(name, sub)
+        self._add(body.__name__, schema)
+        return {"$ref": REF.format(model=body.__name__)}
+
+
+def _content(media: str, body: Body | None, components: _Components) -> dict[str, Any]:
+    return {media: {"schema": components.of(body)} if body is not None else {}}
+
+
+def _operation(op: Op, components: _Components) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "tags": [op.tag]}
+    if op.description:
+        out["description"] = op.description
+    if op.params:
+        out["parameters"] = []
+        for p in op.params:
+            param = {"name": p.name, "in": p.location, "required": p.required, "schema": p.schema}
+            if p.description:
+                param["description"] = p.description
+            out["parameters"].append(param)
+    if op.body is not None:
+        out["requestBody"] = {"required": op.body_required, "content": _content("application/json", op.body,
+                                                                                components)}
+    responses: dict[str, Any] = {}
+    for status, resp in sorted(op.responses.items()):
+        answer: dict[str, Any] = {"description": resp.description}
+        if resp.headers:
+            answer["headers"] = {name: {"description": desc, "schema": schema} for name, desc, schema in resp.headers}
+        if resp.body is not None or resp.media != "application/json":
+            answer["content"] = _content(resp.media, resp.body, components)
+            for media, body in resp.more:
+                answer["content"].update(_content(media, body, components))
+        responses[str(status)] = answer
+    out["responses"] = responses
+    if op.auth == "none":
+        out["security"] = []
+    elif op.auth == "optional":
+        out["security"] = [{}, {"bearer": []}]
     return out
 
 
-def _oauth_paths() -> dict[str, Any]:
-    """OAuth for private repositories: the seed's paths and their /api/v1 twins."""
-    provider = _path("code_repository", "github or gitlab")
-    obj = {"type": "object"}
-    ops = {
-        "/{user_id}/services/{code_repository}/requesttoken": {"get": _op(
-            "Start connecting a code host: the provider's authorize URL, with a single-use `state` bound to "
-            "the user (expires after settings oauth_state_seconds)",
-            (200, "authorize_url, provider, expires_in", obj), 401, 403, 404, 503, params=[USER, provider],
-            tag="oauth")},
-        "/services/{code_repository}/authcallback": {"get": _op(
-            "The provider redirects here with `code` and `state`; the token is stored encrypted for the "
-            "state's user (no bearer: the state names the user)",
-            (200, "user_id, provider, connected", obj), 400, 404, 503, auth=False,
-            params=[provider, _query("code", "authorization code", "string"),
-                    _query("state", "the state from requesttoken", "string")], tag="oauth")},
-        "/{user_id}/services/{code_repository}/listrepo": {"get": _op(
-            "The user's repositories at the provider (private ones too), with clone URLs",
-            (200, "items: name, full_name, clone_url, private, default_branch", obj), 401, 403, 404, 409, 503,
-            params=[USER, provider], tag="oauth")},
-        "/{user_id}/services/{code_repository}/logout": {
-            m: _op("Disconnect: delete the stored token", (200, "provider, disconnected", obj), 401, 403, 404,
-                   params=[USER, provider], tag="oauth") for m in ("get", "post", "delete")},
-    }
-    return {**ops, **{"/api/v1" + path: item for path, item in ops.items()}}
+def operations() -> list[Op]:
+    ops = _operations()
+    return [*ops, *_compat_operations(ops), *_oauth_operations()]
 
 
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document of every gateway route."""
-    p = "/api/v1/{user_id}"
-    paths: dict[str, Any] = {
-        f"{p}/services": {
-            "post": _read_your_writes(
-                _op(
-                    "Create a service (201 once readable; ServiceCreated emitted)",
-                    (202, "accepted", "ServiceCreated"),
-                    400,
-                    401,
-                    403,
-                    409,
-                    413,
-                    422,
-                    503,
-                    body="ServiceCreate",
-                    params=[USER],
-                    tag="services",
-                ),
-                created=True,
-            ),
-            "get": _op(
-                "List the user's services",
-                (200, "the services", "ServiceList"),
-                401,
-                403,
-                503,
-                params=[USER, _query("limit", "page size"), _query("offset", "items to skip")],
-                tag="services",
-            ),
-        },
-        f"{p}/services/{{service_id}}": {
-            "get": _op(
-                "Read a service",
-                (200, "the service", "Service"),
-                401,
-                403,
-                404,
-                503,
-                params=[USER, SERVICE],
-                tag="services",
-            ),
-            "put": _op(
-                "Update a service (202; ServiceUpdated emitted)",
-                (202, "accepted", ACCEPTED),
-                400,
-                401,
-                403,
-                404,
-                413,
-                422,
-                503,
-                body="ServiceUpdate",
-                params=[USER, SERVICE],
-                tag="services",
-            ),
-            "delete": _op(
-                "Delete a service (202; ServiceDeleted emitted; frees the name)",
-                (202, "accepted", ACCEPTED),
-                401,
-                403,
-                404,
-                503,
-                params=[USER, SERVICE],
-                tag="services",
-            ),
-        },
-        f"{p}/services/{{service_id}}/versions": {
-            "get": _op(
-                "A service's versions, newest first, paginated (with total)",
-                (200, "a page of versions", "VersionList"),
-                401,
-                403,
-                404,
-                422,
-                503,
-                params=[USER, SERVICE, *PAGING],
-                tag="versions",
-            ),
-        },
-        f"{p}/versions": {
-            "post": _read_your_writes(
-                _op(
-                    "Create a version (201 once readable; VersionRequested emitted)",
-                    (202, "accepted", "VersionCreated"),
-                    400,
-                    401,
-                    403,
-                    404,
-                    409,
-                    413,
-                    422,
-                    503,
-                    body="VersionCreate",
-                    params=[USER],
-                    tag="versions",
-                ),
-                created=True,
-            ),
-        },
-        f"{p}/versions/{{version_id}}": {
-            "get": _op(
-                "Read a version with its stages",
-                (200, "the version", "Version"),
-                401,
-                403,
-                404,
-                503,
-                params=[USER, VERSION],
-                tag="versions",
-            ),
-        },
-        f"{p}/versions/{{version_id}}/cancel": {
-            "post": _op(
-                "Cancel a pending, queued or running version",
-                (202, "cancellation requested", ACCEPTED),
-                401,
-                403,
-                404,
-                409,
-                503,
-                params=[USER, VERSION],
-                tag="versions",
-            ),
-        },
-        f"{p}/versions/{{version_id}}/logs": {
-            "get": _op(
-                "The version's log as NDJSON lines; ?follow=true streams until the version ends",
-                (200, "log lines (application/x-ndjson)", {"$ref": "#/components/schemas/LogLine"}),
-                401,
-                403,
-                404,
-                422,
-                503,
-                params=[
-                    USER,
-                    VERSION,
-                    _query("since", "only lines with seq greater than this (default 0)"),
-                    _query("limit", "at most this many lines (1-10000, default 1000; not with follow)"),
-                    _query("follow", "stream new lines until the version ends", "boolean"),
-                ],
-                tag="logs",
-            ),
-        },
-        f"{p}/services/{{service_id}}/deploy": {
-            "post": _read_your_writes(
-                _op(
-                    "Deploy a version to a target",
-                    (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
-                    400,
-                    401,
-                    403,
-                    404,
-                    409,
-                    422,
-                    503,
-                    body="DeployRequest",
-                    params=[USER, SERVICE],
-                    tag="deploys",
-                ),
-                created=False,
-            ),
-        },
-        f"{p}/services/{{service_id}}/rollback": {
-            "post": _read_your_writes(
-                _op(
-                    "Roll back: redeploy an earlier version's exact image digest",
-                    (202, "accepted", {"type": "object", "properties": {"deployment_id": {"type": "string"}}}),
-                    400,
-                    401,
-                    403,
-                    404,
-                    409,
-                    422,
-                    503,
-                    body="RollbackRequest",
-                    params=[USER, SERVICE],
-                    tag="deploys",
-                ),
-                created=False,
-            ),
-        },
-        f"{p}/services/{{service_id}}/unpin": {
-            "post": _op(
-                "Unpin a target (a rollback pins it against automatic deploys)",
-                (
-                    202,
-                    "accepted",
-                    {
-                        "type": "object",
-                        "properties": {"target": {"type": "string"}, "pinned": {"type": "boolean"}},
-                    },
-                ),
-                400,
-                401,
-                403,
-                404,
-                422,
-                503,
-                body="UnpinRequest",
-                params=[USER, SERVICE],
-                tag="deploys",
-            ),
-        },
-        f"{p}/services/{{service_id}}/deployments": {
-            "get": _op(
-                "Deploy history, newest first, paginated, with each target's pin state",
-                (200, "deployments", "DeploymentList"),
-                401,
-                403,
-                404,
-                422,
-                503,
-                params=[USER, SERVICE, *PAGING],
-                tag="deploys",
-            ),
-        },
-        "/webhooks/github": {"post": _webhook("github")},
-        "/webhooks/gitlab": {"post": _webhook("gitlab")},
-        "/healthz": {
-            "get": _op(
-                "Liveness: the process answers", (200, "alive", ACCEPTED), auth=False, tag="operations"
-            )
-        },
-        "/api/v1/me": {
-            "get": _op("Who the token belongs to", (200, "the user", {"type": "object", "properties": {
-                "user_id": {"type": "string"}}}), 401, tag="account")
-        },
-        f"{p}/token/rotate": {
-            "post": _op("Rotate the caller's token (the old one stops working at once)", (200, "the new token", {
-                "type": "object", "properties": {"user_id": {"type": "string"}, "token": {"type": "string"}}}),
-                401, 403, params=[USER], tag="account")
-        },
-        f"{p}/token/revoke": {
-            "post": _op("Revoke the caller's token (an admin issues a new one: fornax user token NAME)",
-                        (200, "revoked", {"type": "object", "properties": {"user_id": {"type": "string"},
-                                                                            "revoked": {"type": "boolean"}}}),
-                        401, 403, params=[USER], tag="account")
-        },
-        "/badges/{user_id}/{service}.svg": {
-            "get": {
-                "summary": "Status badge of a service's latest version (SVG; public services need no token)",
-                "tags": ["badges"],
-                "security": [{}, {"bearer": []}],
-                "parameters": [USER, _path("service", "service name"),
-                               _query("branch", "only versions built from this branch", "string")],
-                "responses": {
-                    "200": {"description": "badge: passing, failing, running, cancelled or none",
-                            "content": {"image/svg+xml": {}}},
-                    "304": {"description": "unchanged since the ETag given in If-None-Match"},
-                    "400": _ERR,
-                    "404": _ERR,
-                },
-            }
-        },
-        "/readyz": {
-            "get": _op(
-                "Readiness: MongoDB and the event broker reachable",
-                (200, "ready", ACCEPTED),
-                503,
-                auth=False,
-                tag="operations",
-            )
-        },
-        "/openapi.json": {
-            "get": _op(
-                "This document", (200, "OpenAPI 3 document", {"type": "object"}), auth=False, tag="operations"
-            )
-        },
-        "/apidocs": {
-            "get": {
-                "summary": "Human-readable API documentation (HTML)",
-                "tags": ["operations"],
-                "security": [],
-                "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}},
-            }
-        },
-    }
-    paths.update(_compat_paths(paths))
-    paths.update(_oauth_paths())
+    """The OpenAPI 3.1 document of every gateway route."""
+    components = _Components()
+    components.of(m.Error)
+    components.of(m.LogLine)
+    components.of(m.LogEnd)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations():
+        paths.setdefault(op.path, {})[op.method] = _operation(op, components)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Fornax gateway",
             "version": "1.0.0",
@@ -747,7 +401,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "tags": [{"name": n} for n in ("services", "versions", "logs", "deploys", "webhooks", "account", "badges",
-                                                  "operations", "oauth", "compatibility")],
+                                         "operations", "oauth", "compatibility")],
         "paths": paths,
         "components": {
             "securitySchemes": {
@@ -757,7 +411,6 @@ def document() -> dict[str, Any]:
                     "description": "token printed by `fornax user create NAME`",
                 }
             },
-            "schemas": SCHEMAS,
-            "responses": {"Error": {"description": "error", **_json("Error")}},
+            "schemas": dict(sorted(components.schemas.items())),
         },
     }

@@ -106,6 +106,11 @@ def version_json(doc: dict[str, Any]) -> dict[str, Any]:
     return jsonable(out)  # type: ignore[no-any-return]
 
 
+def max_page(maximum: int) -> int:
+    """The last page number accepted whatever the page size: its offset stays within MAX_POSITION."""
+    return MAX_POSITION // maximum
+
+
 def paging(request: Request, default: int = 20, maximum: int = 100) -> tuple[int, int]:
     """(limit, offset) from `?limit=&offset=` or `?page=&per_page=` (page counts from 1); 422 when bad."""
     q = request.query_params
@@ -120,7 +125,7 @@ def paging(request: Request, default: int = 20, maximum: int = 100) -> tuple[int
             raise ApiError(422, "validation_error", f"{name}: {exc}", name) from None
 
     per_page = number("per_page", 1, maximum)
-    page = number("page", 1)
+    page = number("page", 1, max_page(maximum))
     limit = number("limit", 1, maximum) or per_page or default
     offset = number("offset", 0)
     if offset is None:

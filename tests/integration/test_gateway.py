@@ -102,6 +102,10 @@ def test_health_ready_and_docs(api):
 def test_error_shape_for_unknown_route_and_method(api):
     assert_error(api.get("/nope"), 404, "not_found")
     assert_error(api.delete("/webhooks/github"), 405, "method_not_allowed")
+    for path, allow in (("/api/v1/u/services", "GET, HEAD, POST"), ("/api/v1/u/services/s", "DELETE, GET, HEAD, PUT")):
+        resp = api.options(path)
+        assert_error(resp, 405, "method_not_allowed")
+        assert resp.headers["Allow"] == allow  # every method of the path, not only the first route's
 
 
 # -- authentication ------------------------------------------------------------------------------------

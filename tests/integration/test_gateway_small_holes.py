@@ -101,6 +101,13 @@ def test_absurd_paging_and_log_positions_are_422_naming_the_parameter(api, store
         assert_error(api.get(logs, params={"since": value}, headers=auth(token)), 422, field="since")
         streamed = api.get(logs, params={"since": value, "follow": "true"}, headers=auth(token))
         assert_error(streamed, 422, field="since")  # refused before the stream starts, not a broken 200
+    for params, field in (
+        ({"follow": "maybe"}, "follow"),
+        ({"follow": "true", "limit": "0"}, "limit"),
+        ({"follow": "true", "limit": "10001"}, "limit"),
+        ({"follow": "true", "since": str(2**64)}, "since"),
+    ):
+        assert_error(api.get(logs, params=params, headers=auth(token)), 422, field=field)
     end = api.get(logs, params={"since": MAX_POSITION}, headers=auth(token)).json()
     assert end["lines"] == [] and end["next_since"] == MAX_POSITION
 

@@ -98,7 +98,8 @@ def _paging_app() -> TestClient:
 
 @pytest.mark.parametrize(
     ("query", "expected"),
-    [("", (20, 0)), ("?limit=5&offset=10", (5, 10)), ("?page=3&per_page=10", (10, 20)), ("?page=1", (20, 0))],
+    [("", (20, 0)), ("?limit=5&offset=10", (5, 10)), ("?page=3&per_page=10", (10, 20)), ("?page=1", (20, 0)),
+     (f"?page={2**53 // 100}&per_page=100", (100, 2**53 - 100 - 2**53 % 100))],
 )
 def test_paging(query: str, expected: tuple[int, int]) -> None:
     body = _paging_app().get("/p" + query).json()
@@ -120,6 +121,7 @@ def test_bad_paging_is_422_naming_the_parameter(query: str) -> None:
         "?offset=" + "9" * 5000,
         f"?page={2**64}",
         f"?page={2**53}&per_page=100",
+        f"?page={2**53 // 100 + 1}",  # past the last page of the largest page size
         "?offset=1e3",
         "?offset=%201",
         "?offset=1_000",

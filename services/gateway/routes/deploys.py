@@ -52,22 +52,23 @@ def _name(v: str | None) -> str | None:
 
 
 class DeployIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     version_id: str = Field(min_length=1, max_length=200)
-    target: str = Field(min_length=1, max_length=200)
-    namespace: str | None = None
-    application: str | None = None
+    target: str = Field(min_length=1, max_length=200, description="one of the server's configured targets")
+    namespace: str | None = Field(None, json_schema_extra={"pattern": _NAME.pattern})
+    application: str | None = Field(None, json_schema_extra={"pattern": _NAME.pattern})
     _check = field_validator("namespace", "application")(_name)
 
 
 class RollbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    to_version_id: str | None = Field(None, min_length=1, max_length=200)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    to_version_id: str | None = Field(None, min_length=1, max_length=200,
+                                      description="default: the previous successful deploy")
     target: str | None = Field(None, min_length=1, max_length=200)
 
 
 class UnpinIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     target: str = Field(min_length=1, max_length=200)
 
 

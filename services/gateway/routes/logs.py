@@ -3,7 +3,9 @@
     ?since=<seq>&limit=<n>   one page: {"lines": [{seq, stage, stream, text, ts}], "next_since", "total",
                              "has_more", "status"}; default limit 1000, at most 10000
     ?follow=true             NDJSON (one JSON object per line) from `since` until the version ends, then
-                             {"final": true, "status", "version_id"} as the last line
+                             {"final": true, "status", "version_id"} as the last line (follow: true/false,
+                             1/0, yes/no, on/off; anything else is a 422, as are bad since/limit, all
+                             checked before the stream starts)
 
 Lines come from the Mongo `logs` archive (written by the logstream's archiver). Before the final line,
 the stream waits until the archiver has stored everything written to fornax.logs, so no line is missing.
@@ -46,6 +48,19 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int = 
         raise ApiError(422, "validation_error", f"{name} {exc}", field=name) from None
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _bool_param(request: Request, name: str) -> bool:
+    raw = (request.query_params.get(name) or "").lower()
+    if raw in TRUE_WORDS:
+        return True
+    if raw == "" or raw in FALSE_WORDS:
+        return False
+    raise ApiError(422, "validation_error", f"{name} must be true or false", field=name)
+
+
 def _ndjson(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
@@ -81,16 +96,17 @@ async def version_logs(request: Request) -> Response:
     version_id = request.path_params["version_id"]
     await authorize(request, user_id)
     version = await owned_version(request, user_id, version_id)
+    # Every parameter is checked before a stream starts (a 422 cannot follow a 200).
     since = _int_param(request, "since", 0, 0)
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    follow = _bool_param(request, "follow")
     store = store_of(request)
-    follow = request.query_params.get("follow", "").lower() in ("1", "true", "yes")
     if follow:
         return StreamingResponse(
             follow_lines(store, request.app.state.settings, version_id, since),
             media_type="application/x-ndjson",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     lines = await db_call(read_lines, store, version_id, since, limit + 1)
     has_more = len(lines) > limit
     lines = lines[:limit]

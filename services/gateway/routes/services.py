@@ -42,7 +42,8 @@ MAX_SECRETS = 100
 MAX_SECRET_BYTES = 64 * 1024
 MAX_DEPLOY_TARGETS = 50
 MAX_DEPLOY_TARGETS_BYTES = 64 * 1024
-_TargetKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Letters, digits, `_` and `-`: a key is stored as a document field (no NUL, `$` or `.`).
+_TargetKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 _TargetValue = Annotated[str, StringConstraints(max_length=2000)]
 DeployTargets = Annotated[
     list[Annotated[dict[_TargetKey, _TargetValue], Field(max_length=20)]], Field(max_length=MAX_DEPLOY_TARGETS)

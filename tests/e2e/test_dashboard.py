@@ -18,7 +18,8 @@ import pytest
 
 from shared.auth import create_user
 from tests.fixtures.deploy_world import remove_deployed
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager never downloads anything

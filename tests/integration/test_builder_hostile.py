@@ -19,7 +19,8 @@ from services.builder.pipeline import cleanup_version
 from services.builder.state import BuilderState
 from shared.auth import create_user
 from tests.fixtures.hostile import alias_bomb
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 INSTANCE = "builder-capped"
 MEMORY_CAP = 2 * 1024**3  # address space of the builder under test (RLIMIT_AS)

@@ -13,7 +13,8 @@ from services.notifier import outbox
 from services.notifier.handlers import reconcile
 from shared.auth import create_user
 from tests.fixtures.forge import Forge
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 NOTIFIER_ENV = {"FORNAX_COMMIT_STATUS_TIMEOUT": "1", "FORNAX_COMMIT_STATUS_MAX_BACKOFF": "2",

@@ -27,8 +27,8 @@ from tests.fixtures.deploy_world import (
     remove_deployed,
     service_events,
     version_events,
-    wait_until,
 )
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 APP = "web"

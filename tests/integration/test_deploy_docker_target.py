@@ -14,14 +14,8 @@ from infra.local.stack import free_port
 from services.deployer.targets import DeployRequest
 from services.deployer.targets.docker_host import DockerHostTarget, container_name
 from shared.settings import DockerTarget
-from tests.fixtures.deploy_world import (
-    CRASHING_APP,
-    HTTP_APP,
-    build_and_push,
-    new_id,
-    remove_deployed,
-    wait_until,
-)
+from tests.fixtures.deploy_world import CRASHING_APP, HTTP_APP, build_and_push, new_id, remove_deployed
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 

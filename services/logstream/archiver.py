@@ -121,13 +121,13 @@ class Archiver:
             try:
                 await self._assign()
                 break
-            except Exception:  # noqa: BLE001 - broker not there yet
+            except Exception:  # broker not there yet
                 log.warning("archiver could not start; retrying", exc_info=True)
                 await asyncio.sleep(1)
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
-            except Exception:  # noqa: BLE001 - rebalance or broker blip
+            except Exception:  # rebalance or broker blip
                 log.exception("archiver fetch failed")
                 await asyncio.sleep(0.5)
                 continue
@@ -147,7 +147,7 @@ class Archiver:
             if batches:
                 try:
                     await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
-                except Exception:  # noqa: BLE001 - the lines are stored; a replay would only repeat them
+                except Exception:  # the lines are stored; a replay would only repeat them
                     log.warning("archiver: commit failed", exc_info=True)
 
 
@@ -196,7 +196,7 @@ class ArchiveProgress:
                 committed = await self.committed(list(ends))
                 if all(end == 0 or committed.get(tp, -1) >= end for tp, end in ends.items()):
                     return True
-            except Exception:  # noqa: BLE001 - group not there yet, broker blip
+            except Exception:  # group not there yet, broker blip
                 log.debug("archiver offsets not readable yet", exc_info=True)
             if time.monotonic() >= deadline:
                 if timeout:
@@ -223,7 +223,7 @@ async def settle_archive(settings: Settings, timeout: float = 10.0) -> bool:
     """Wait until every line written so far is in Mongo `logs` (best effort: False after `timeout`)."""
     try:
         ends = await asyncio.wait_for(log_end_offsets(settings), timeout)
-    except Exception:  # noqa: BLE001 - no broker: what is archived is all we can give
+    except Exception:  # no broker: what is archived is all we can give
         log.warning("could not read fornax.logs end offsets", exc_info=True)
         return False
     progress = ArchiveProgress(settings)

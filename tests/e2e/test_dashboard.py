@@ -81,7 +81,7 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
     assert driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def wait(driver: webdriver.Chrome, check, timeout: float = 60):  # noqa: ANN001
+def wait(driver: webdriver.Chrome, check, timeout: float = 60):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: check(d))
 
 

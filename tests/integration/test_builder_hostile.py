@@ -47,7 +47,7 @@ class CappedBuilder:
             "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
         }
         argv = ["prlimit", f"--as={MEMORY_CAP}", "--", sys.executable, "-m", "services.builder"]
-        self.proc, log = self.stack._spawn(INSTANCE, argv, env=env)  # noqa: SLF001 - no hook for prlimit
+        self.proc, log = self.stack._spawn(INSTANCE, argv, env=env)  # no hook for prlimit
         if not wait:
             return
         wait_until(lambda: ready.exists() or self.proc.poll() is not None, 120, f"{INSTANCE} to be ready")

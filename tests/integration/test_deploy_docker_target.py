@@ -85,7 +85,7 @@ def deploy(target: DockerHostTarget, req: DeployRequest):
 
 def fetch(port: str) -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as resp:
             return resp.read().decode().strip()
     except OSError:
         return ""

@@ -116,7 +116,7 @@ async def test_reconnect_with_since_continues_exactly(services, store, bus, alic
 
 
 def _status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
         assert resp.headers["Content-Type"] == "application/json"
         return json.loads(resp.read())
 

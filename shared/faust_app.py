@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +82,6 @@ def decoded(raw: bytes) -> Event | None:
     except EventDecodeError as exc:
         log.warning("skipping malformed event: %s", exc)
         return None
-
-
-Handler = Callable[[Event], Awaitable[None]]
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

@@ -62,7 +62,8 @@ def test_walk_through(stack, api):
     sid, secret = created.json()["service_id"], created.json()["webhook_secret"]
     service = wait_until(
         lambda: (r := api.get(f"/api/v1/{name}/services/{sid}", headers=h)).status_code == 200 and r.json(),
-        timeout=30, what="the service",
+        timeout=30,
+        what="the service",
     )
     assert service["name"] == "shop" and service["status"] in ("accepted", "healthy", "missing", "unknownvcs")
 
@@ -75,7 +76,8 @@ def test_walk_through(stack, api):
     vid = version.json()["version_id"]
     doc = wait_until(
         lambda: (r := api.get(f"/api/v1/{name}/versions/{vid}", headers=h)).status_code == 200 and r.json(),
-        timeout=30, what="the version",
+        timeout=30,
+        what="the version",
     )
     assert doc["name"] == "v1.0.0" and doc["trigger"] == "api"
     names = [s["name"] for s in doc["stages"]]

@@ -48,7 +48,8 @@ def create_service(api, user, token, **extra):
     if resp.status_code == 202:
         wait_until(
             lambda: api.get(resp.headers["Location"], headers=auth(token)).status_code == 200,
-            timeout=30, what="the service projection",
+            timeout=30,
+            what="the service projection",
         )
     return out["service_id"], out["webhook_secret"], body
 
@@ -217,7 +218,8 @@ def test_update_and_delete_service(api, alice, store, settings):
             api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).json().get("description")
             == "changed"
         ),
-        timeout=30, what="the update",
+        timeout=30,
+        what="the update",
     )
     assert SecretBox.of(settings).open_doc(store.secrets.find_one({"_id": sid}))["webhook_secret"] == "rotated-secret-1"
     assert_error(
@@ -226,7 +228,8 @@ def test_update_and_delete_service(api, alice, store, settings):
     assert api.delete(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 202
     wait_until(
         lambda: api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 404,
-        timeout=30, what="the deletion",
+        timeout=30,
+        what="the deletion",
     )
     assert sid not in [
         s["service_id"] for s in api.get(f"/api/v1/{user}/services", headers=auth(token)).json()["services"]
@@ -256,7 +259,8 @@ def test_create_read_list_versions(api, alice, service):
             (r := api.get(f"/api/v1/{user}/versions/{ids[0]}", headers=auth(token))).status_code == 200
             and r.json()
         ),
-        timeout=30, what="the version projection",
+        timeout=30,
+        what="the version projection",
     )
     assert doc["version_id"] == ids[0] and doc["name"] == "v0.1.0" and doc["service_id"] == sid
     assert doc["trigger"] == "api" and doc["operations"] == ["publish"] and isinstance(doc["stages"], list)
@@ -269,7 +273,8 @@ def test_create_read_list_versions(api, alice, service):
             >= 3
             and r
         ),
-        timeout=30, what="all versions",
+        timeout=30,
+        what="all versions",
     )
     assert len(page["versions"]) == 2 and page["limit"] == 2 and page["offset"] == 0
     everything = api.get(f"/api/v1/{user}/services/{sid}/versions", headers=auth(token)).json()["versions"]
@@ -353,7 +358,8 @@ def test_other_users_resources_are_hidden_on_every_route(api, alice, bob, servic
     ).json()["version_id"]
     wait_until(
         lambda: api.get(f"/api/v1/{user}/versions/{vid}", headers=auth(token)).status_code == 200,
-        timeout=30, what="the version",
+        timeout=30,
+        what="the version",
     )
     routes = [
         ("GET", "services/{sid}", None),

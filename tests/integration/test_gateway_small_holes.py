@@ -64,7 +64,8 @@ def create_service(api, user, token, **extra):
 def projected(api, user, token, sid):
     wait_until(
         lambda: api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 200,
-        timeout=30, what="the service projection",
+        timeout=30,
+        what="the service projection",
     )
 
 

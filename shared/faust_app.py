@@ -60,7 +60,7 @@ def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
     )
     ready = Path(settings.data_dir) / "ready" / (os.environ.get("FORNAX_INSTANCE") or name)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's handler type matches no function
     async def _mark_ready(sender: Any, assigned: Any, **kwargs: Any) -> None:
         # Tests and `make up` wait for this file: the worker has joined its group.
         ready.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ test:
 
 lint: install
 	.venv/bin/ruff check shared services infra tests bench
+	.venv/bin/python -m mypy shared services
 
 bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || true

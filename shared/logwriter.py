@@ -156,10 +156,6 @@ class LogWriter:
             self.dropped_lines = self.dropped_bytes = 0
         await self.flush()
 
-    def add_secret(self, value: str | None) -> None:
-        if value:
-            self.secrets.append(value)
-
     async def write(self, stage: str, text: str, stream: str = "stdout") -> None:
         """Queue one (possibly multi-line) text; flushed at least every `flush_every` seconds."""
         text = mask(text, self.secrets)

@@ -45,7 +45,7 @@ BURST = (
 )
 
 
-def browser():  # noqa: ANN201
+def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -57,17 +57,17 @@ def browser():  # noqa: ANN201
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
 
 
-def highest_line(driver) -> int:  # noqa: ANN001
+def highest_line(driver) -> int:
     return int(driver.execute_script(
         "const r = document.querySelectorAll('#log .row'); return r.length ? +r[r.length - 1].dataset.line : 0"))
 
 
-def final(driver) -> bool:  # noqa: ANN001
+def final(driver) -> bool:
     return bool(driver.execute_script(
         "const c = document.getElementById('conn'); return !!c && c.textContent.startsWith('ended')"))
 
 
-def sign_in(driver, base: str, token: str) -> None:  # noqa: ANN001
+def sign_in(driver, base: str, token: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{base}/ui/signin")

@@ -244,13 +244,13 @@ async def produce(settings: Any, vids: list[str], seconds: float, warmup: bool =
             while sent < due:
                 i = sent % len(vids)
                 w = writers[i]
-                w._pending.append(_line(w))  # noqa: SLF001 - build without flushing per line
+                w._pending.append(_line(w))  # build without flushing per line
                 touched.add(i)
                 sent += 1
             # One broker round trip per tick for every version's new lines, as LogWriter's flush does.
-            batch = [ev for i in touched for ev in writers[i]._pending]  # noqa: SLF001
+            batch = [ev for i in touched for ev in writers[i]._pending]
             for i in touched:
-                writers[i]._pending = []  # noqa: SLF001
+                writers[i]._pending = []
             t_pub = time.monotonic()
             await bus.publish(*batch)
             pub_times.append(time.monotonic() - t_pub)

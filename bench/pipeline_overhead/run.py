@@ -285,7 +285,7 @@ def main() -> int:
         f"\n{p['versions']} webhooks at once, one Docker host: all succeeded in {p['seconds']:.1f}s "
         f"→ {p['per_minute']:.1f} builds/minute"
     )
-    if not os.environ.get("BENCH_SKIP_CONFIG"):  # the config-file case (issue 4), on its own stack
+    if not os.environ.get("BENCH_SKIP_CONFIG"):  # the config-file case, on its own stack
         import config_case
 
         print()

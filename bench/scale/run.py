@@ -35,8 +35,9 @@ from infra.compose.stack import ComposeStack  # noqa: E402
 from shared.auth import create_user  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store import Store  # noqa: E402
-from tests.e2e.compose_helpers import docker, server_down, server_up, wait_until  # noqa: E402
+from tests.e2e.compose_helpers import NOT_YET, docker, server_down, server_up  # noqa: E402
 from tests.integration.builder_helpers import Api  # noqa: E402
+from tests.waits import wait_until  # noqa: E402
 
 INGEST = ROOT / "bench" / "webhook_ingest"
 
@@ -83,7 +84,8 @@ def main() -> int:
                "BENCH_SIGNATURE": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
         wait_until(lambda: api.http.post("/webhooks/github", content=body, headers={
             "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": env["BENCH_SIGNATURE"]}).status_code == 202, 60, "the service at the gateways")
+            "X-Hub-Signature-256": env["BENCH_SIGNATURE"]}).status_code == 202, 60, "the service at the gateways",
+            retry=NOT_YET)
         url = f"{stack.api}/webhooks/github"
         run = uuid.uuid4().hex[:8]
         ingest.wrk(url, 3, args.connections, {**env, "BENCH_RUN": f"warm-{run}"})  # type: ignore[attr-defined]
@@ -93,7 +95,7 @@ def main() -> int:
             for gateways in (2, 1):
                 if gateways == 1:
                     docker("stop", "-t", "5", gw2)
-                    wait_until(lambda: server_down(stack, "gateways/gw2"), 30, "gw2 down")
+                    wait_until(lambda: server_down(stack, "gateways/gw2"), 30, "gw2 down", retry=NOT_YET)
                 r = ingest.wrk(url, args.seconds, args.connections,  # type: ignore[attr-defined]
                                {**env, "BENCH_RUN": f"{gateways}-{run}-{i}"})
                 figures[gateways].append(r)
@@ -101,7 +103,7 @@ def main() -> int:
                       f"p99 {r['p99_ms']:.1f} ms non-2xx {r['non_2xx']} socket errors {r['socket_errors']}")
                 if gateways == 1:
                     docker("start", gw2)
-                    wait_until(lambda: server_up(stack, "gateways/gw2"), 60, "gw2 back")
+                    wait_until(lambda: server_up(stack, "gateways/gw2"), 60, "gw2 back", retry=NOT_YET)
         best = {g: max(r["rps"] for r in rs) for g, rs in figures.items()}
         print(f"webhook throughput through HAProxy (best of {args.rounds}): 1 gateway {best[1]:.0f} req/s, "
               f"2 gateways {best[2]:.0f} req/s ({best[2] / best[1]:.2f}x) on {os.cpu_count()} CPUs")
@@ -115,7 +117,7 @@ def main() -> int:
         time.sleep(3)
         killed = time.monotonic()
         docker("kill", "-s", "KILL", gw1)
-        wait_until(lambda: server_down(stack, "gateways/gw1"), 30, "gw1 down", every=0.02)
+        wait_until(lambda: server_down(stack, "gateways/gw1"), 30, "gw1 down", every=0.02, retry=NOT_YET)
         out_after = time.monotonic() - killed
         load.join()
         docker("start", gw1)

@@ -242,7 +242,7 @@ def main() -> int:
         )
         assert check.status_code == 202, check.text
 
-        bare_log = open(base / "bare.log", "wb")  # noqa: SIM115
+        bare_log = open(base / "bare.log", "wb")
         bare = subprocess.Popen(
             [sys.executable, str(HERE / "bare.py"), "--port", str(bare_port)],
             stdout=bare_log,

@@ -356,7 +356,7 @@ class Stack:
                 try:
                     await bootstrap_topics(settings)
                     return
-                except Exception:  # noqa: BLE001 - broker still starting
+                except Exception:  # broker still starting
                     if attempt == 49:
                         raise
                     await asyncio.sleep(0.2)

@@ -39,7 +39,7 @@ async def dispatch(b: Builder, raw: bytes, kinds: tuple[type[Event], ...], handl
         await handler(b, event)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("%s %s: handler failed", event.type, event.aggregate_id)
 
 

@@ -396,6 +396,6 @@ async def run_guarded(b: Builder, run: Run, body: Callable[[Run], Awaitable[None
         await run.cancelled()
     except Failed as exc:
         await run.fail(exc.reason, exc.stage)
-    except Exception as exc:  # noqa: BLE001 - a bug or an unexpected outage must not leave it running
+    except Exception as exc:  # a bug or an unexpected outage must not leave it running
         log.exception("version %s: unexpected error", run.vid)
         await run.fail(f"internal builder error: {type(exc).__name__}: {exc}", run.current)

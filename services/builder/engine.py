@@ -1,4 +1,4 @@
-"""Image builder and registry ports over the docker SDK, plus steerable fakes.
+"""Image builder and registry ports over the docker SDK.
 
 Both real calls stream the daemon's JSON lines from a worker thread into the event loop as they
 arrive. Cancelling the awaiting coroutine (user cancel, timeout) shuts the HTTP connection down:
@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -347,48 +347,3 @@ def _untag(client: Any, image: str) -> None:
         pass
     except (APIError, DockerException) as exc:
         log.warning("could not remove %s from the build host: %s", image, exc)
-
-
-@dataclass
-class FakeImageBuilder:
-    """Steerable: `fail` (message) makes builds fail; `delay` seconds per build; records builds."""
-
-    fail: str | None = None
-    delay: float = 0.0
-    built: list[str] = field(default_factory=list)
-
-    async def build(
-        self,
-        client: Any,
-        *,
-        context: Path,
-        dockerfile: Path,
-        image: str,
-        labels: dict[str, str],
-        memory_mb: int,
-        cpu_shares: int,
-        on_line: OnLine,
-        network: str | None = None,
-        cpus: float | None = None,
-    ) -> str:
-        await on_line(f"Step 1/1 : fake build of {image}")
-        await asyncio.sleep(self.delay)
-        if self.fail:
-            raise BuildError(self.fail)
-        if not dockerfile.exists():
-            raise BuildError(f"Dockerfile {dockerfile.name} not found")
-        self.built.append(image)
-        return "sha256:" + "f" * 64
-
-
-@dataclass
-class FakeRegistry:
-    fail: str | None = None
-    pushed: list[str] = field(default_factory=list)
-
-    async def push(self, client: Any, image: str, on_line: OnLine) -> str:
-        if self.fail:
-            raise PushError(self.fail)
-        self.pushed.append(image)
-        await on_line(f"fake push {image}")
-        return "sha256:" + "e" * 64

@@ -118,7 +118,7 @@ async def _resume(b: Builder, doc: dict[str, Any]) -> None:
                 operations=doc.get("operations"),
             )
             await on_version_requested(b, VersionRequested.make(vid, payload, correlation_id=vid, actor=user))
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("version %s: resume failed", vid)
 
 
@@ -145,7 +145,7 @@ async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
     if doc.get("user_id"):
         try:
             await pipeline.release(b.store, doc["user_id"], vid)
-        except Exception:  # noqa: BLE001,S110 - reclaimed later by the quota itself
+        except Exception:  # noqa: BLE001 - reclaimed later by the quota itself
             pass
     fresh = await b.state.version(vid)
     if fresh is None or fresh.get("status") in ACTIVE:

@@ -208,7 +208,7 @@ def _deployment_outcome(c: Client, a: argparse.Namespace, sid: str, deployment_i
     if a.json:
         print(json.dumps(found, indent=2, sort_keys=True))
     else:
-        reason = f" ({found.get('reason')})" if found.get("reason") else ""
+        reason = f" ({found.get('reason')})" if found and found.get("reason") else ""
         print(f"deployment {deployment_id}: {status}{reason}")
     return OK if status == "success" else 1
 

@@ -42,7 +42,7 @@ async def _handle(fn: Callable[[Event], Awaitable[None]], event: Event) -> None:
             log.warning("%s %s: %s; retrying in %.1fs", event.type, event.event_id, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the deployer
+        except Exception:  # one bad event must not stop the deployer
             log.exception("could not handle %s %s", event.type, event.event_id)
             return
 
@@ -69,7 +69,7 @@ def build_app(settings: Settings) -> faust.App:
     async def sweep() -> None:
         try:
             lost = await deployer.sweep_lost()
-        except Exception:  # noqa: BLE001 - Mongo or the broker blinked: next round
+        except Exception:  # Mongo or the broker blinked: next round
             log.exception("sweeping lost deployments failed")
             return
         if lost:

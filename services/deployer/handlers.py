@@ -252,7 +252,7 @@ class Deployer:
                 event, slot.pending = slot.pending, None
                 try:
                     await self.run(event, key[1])
-                except Exception:  # noqa: BLE001 - one failed deploy must not stop the target's queue
+                except Exception:  # one failed deploy must not stop the target's queue
                     log.exception("deploy %s failed unexpectedly", event.payload.deployment_id)
                 finally:
                     self.active.discard(event.payload.deployment_id)
@@ -319,7 +319,7 @@ class Deployer:
             result = DeployResult.failure(
                 f"timeout: target {target_name!r} did not answer within {req.timeout:g}s"
             )
-        except Exception as exc:  # noqa: BLE001 - an adapter bug becomes a failed deploy, not a stuck one
+        except Exception as exc:  # an adapter bug becomes a failed deploy, not a stuck one
             log.exception("target %s raised", target_name)
             result = DeployResult.failure(
                 f"internal error in the {target_name!r} adapter: {type(exc).__name__}"

@@ -18,8 +18,8 @@ def user_main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create a user and print its token (shown only once)")
     create.add_argument("name", help="the user id used in API paths, e.g. alice")
-    token = sub.add_parser("token", help="issue a new token for a user (the old one stops working)")
-    token.add_argument("name")
+    reissue = sub.add_parser("token", help="issue a new token for a user (the old one stops working)")
+    reissue.add_argument("name")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "token":
         return _reissue(args.name)

@@ -226,8 +226,7 @@ def _parse_gitlab(h: dict[str, str], body: bytes) -> Result:
     )
 
 
-PARSERS = {"github": parse_github, "gitlab": parse_gitlab}
-# The same for headers that are already a dict with lower-case names (what an ASGI server gives).
+# The parsers by provider, for headers that are already a dict with lower-case names (what an ASGI server gives).
 PARSERS_LOWER = {"github": _parse_github, "gitlab": _parse_gitlab}
 
 

@@ -118,13 +118,13 @@ class Archiver:
             try:
                 await self._assign()
                 break
-            except Exception:  # noqa: BLE001 - broker not there yet
+            except Exception:  # broker not there yet
                 log.warning("archiver could not start; retrying", exc_info=True)
                 await asyncio.sleep(1)
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
-            except Exception:  # noqa: BLE001 - rebalance or broker blip
+            except Exception:  # rebalance or broker blip
                 log.exception("archiver fetch failed")
                 await asyncio.sleep(0.5)
                 continue
@@ -144,5 +144,5 @@ class Archiver:
             if batches:
                 try:
                     await self.consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
-                except Exception:  # noqa: BLE001 - the lines are stored; a replay would only repeat them
+                except Exception:  # the lines are stored; a replay would only repeat them
                     log.warning("archiver: commit failed", exc_info=True)

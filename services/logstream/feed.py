@@ -72,7 +72,7 @@ class SharedReads:
         while True:
             entry = self._running.get(key)
             if entry is None:
-                future = asyncio.ensure_future(
+                future: asyncio.Future[list[dict[str, Any]]] = asyncio.ensure_future(
                     asyncio.to_thread(self._reader, store, version_id, since, limit, until)
                 )
                 self._running[key] = (time.monotonic(), future)

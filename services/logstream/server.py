@@ -71,7 +71,7 @@ async def poll_statuses(ctx: Context) -> None:
         await asyncio.sleep(POLL_EVERY)
         try:
             found = await asyncio.to_thread(statuses, ctx.store, ctx.hub.watched())
-        except Exception:  # noqa: BLE001 - Mongo blip: try again next round
+        except Exception:  # Mongo blip: try again next round
             log.warning("status poll failed", exc_info=True)
             continue
         for version_id, status in found.items():

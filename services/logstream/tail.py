@@ -78,7 +78,7 @@ class Tail:
         while True:
             try:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
-            except Exception:  # noqa: BLE001 - broker blip: keep tailing
+            except Exception:  # broker blip: keep tailing
                 log.exception("tail fetch failed")
                 await asyncio.sleep(0.5)
                 continue

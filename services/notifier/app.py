@@ -56,7 +56,7 @@ async def _retrying(fn: Any, *args: Any) -> Any:
             log.warning("%s: %s; retrying in %.1fs", getattr(fn, "__name__", fn), exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the notifier
+        except Exception:  # one bad event must not stop the notifier
             log.exception("%s failed", getattr(fn, "__name__", fn))
             return None
 

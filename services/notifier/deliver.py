@@ -44,7 +44,7 @@ class Delivery:
         while True:
             try:
                 busy = await self.step()
-            except Exception:  # noqa: BLE001 - Mongo blinked: the outbox is still there next round
+            except Exception:  # Mongo blinked: the outbox is still there next round
                 log.exception("commit-status delivery round failed")
                 busy = 0
             if not busy:

@@ -45,7 +45,7 @@ def project_batch(store: Store, records: list[tuple[Event, dict[str, Any]]]) -> 
             _with_retry(apply, store, event, position)
         except (AutoReconnect, ConnectionFailure):
             raise
-        except Exception:  # noqa: BLE001 - one bad event must not stop the projector
+        except Exception:  # one bad event must not stop the projector
             log.exception("could not project %s %s", event.type, event.event_id)
 
 
@@ -128,7 +128,7 @@ def build_app(settings: Settings) -> Any:
             if event is not None and event.type == "PushReceived":
                 try:
                     await trigger(store, bus, event)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("trigger failed for delivery %s", event.payload.delivery_id)
 
     return app

@@ -137,11 +137,7 @@ def decode(raw: bytes | str | dict[str, Any]) -> Event:
         raise EventDecodeError(str(exc)[:500]) from exc
 
 
-def encode(event: Event) -> bytes:
-    return event.encode()
-
-
 __all__ = [
     "AnyEvent", "BY_TYPE", "EVENT_TYPES", "Event", "EventDecodeError", "Payload", "Repository",
-    "decode", "encode", "new_id", "utcnow", "UPCASTERS", "CURRENT_VERSION", "LogLinePayload",
+    "decode", "new_id", "utcnow", "UPCASTERS", "CURRENT_VERSION", "LogLinePayload",
 ] + [cls.__name__ for cls in EVENT_TYPES]

@@ -52,7 +52,7 @@ class Event(BaseModel):
         correlation_id: str | None = None,
     ) -> Self:
         """Build an event, inheriting correlation id and actor from the event that caused it."""
-        return cls(
+        return cls(  # type: ignore[call-arg]  # each concrete event type gives `type` its default
             aggregate_id=aggregate_id,
             payload=payload,
             causation_id=cause.event_id if cause else None,

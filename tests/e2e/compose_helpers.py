@@ -14,6 +14,10 @@ import httpx
 
 from infra.compose.stack import ComposeStack
 from tests.integration.gateway_helpers import github_push
+from tests.waits import wait_until
+
+# What a check may raise while a container or HAProxy is (re)starting: not yet.
+NOT_YET: tuple[type[BaseException], ...] = (Exception,)
 
 
 def docker(*args: str) -> str:
@@ -31,25 +35,12 @@ def hostname_of(container: str) -> str:
     return docker("inspect", "-f", "{{.Config.Hostname}}", container)
 
 
-def wait_until(check: Any, timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:  # noqa: BLE001 - not yet
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def wait_worker_ready(container: str, since: float, timeout: float = 90) -> None:
     """A Faust worker (builder, deployer, projector) restarted at `since` has joined its group again."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since - 1))
     wait_until(lambda: "Worker]: Ready" in subprocess.run(
         ["docker", "logs", "--since", stamp, container], capture_output=True, text=True).stderr,
-        timeout, f"{container} to be ready", every=0.5)
+        timeout, f"{container} to be ready", every=0.5, retry=NOT_YET)
 
 
 @dataclass

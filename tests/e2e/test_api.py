@@ -10,7 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.gateway_helpers import assert_error, auth, github_push, wait_until
+from tests.integration.gateway_helpers import assert_error, auth, github_push
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +62,7 @@ def test_walk_through(stack, api):
     sid, secret = created.json()["service_id"], created.json()["webhook_secret"]
     service = wait_until(
         lambda: (r := api.get(f"/api/v1/{name}/services/{sid}", headers=h)).status_code == 200 and r.json(),
+        timeout=30,
         what="the service",
     )
     assert service["name"] == "shop" and service["status"] in ("accepted", "healthy", "missing", "unknownvcs")
@@ -74,6 +76,7 @@ def test_walk_through(stack, api):
     vid = version.json()["version_id"]
     doc = wait_until(
         lambda: (r := api.get(f"/api/v1/{name}/versions/{vid}", headers=h)).status_code == 200 and r.json(),
+        timeout=30,
         what="the version",
     )
     assert doc["name"] == "v1.0.0" and doc["trigger"] == "api"
@@ -89,7 +92,7 @@ def test_walk_through(stack, api):
         listing = api.get(f"/api/v1/{name}/services/{sid}/versions", headers=h).json()
         return [v for v in listing["versions"] if v.get("delivery_id") == delivery]
 
-    [built] = wait_until(webhook_version, what="the webhook version")
+    [built] = wait_until(webhook_version, timeout=30, what="the webhook version")
     assert built["trigger"] == "webhook" and built["branch"] == "main"
     assert built["name"].startswith("main-")
     listing = api.get(f"/api/v1/{name}/services/{sid}/versions", headers=h).json()
@@ -97,6 +100,6 @@ def test_walk_through(stack, api):
 
     assert api.delete(f"/api/v1/{name}/services/{sid}", headers=h).status_code == 202
     wait_until(
-        lambda: api.get(f"/api/v1/{name}/services/{sid}", headers=h).status_code == 404, what="deletion"
+        lambda: api.get(f"/api/v1/{name}/services/{sid}", headers=h).status_code == 404, timeout=30, what="deletion"
     )
     assert_error(api.post(f"/api/v1/{name}/versions", headers=h, json={"service_id": sid, "name": "v2"}), 404)

@@ -67,7 +67,7 @@ def test_git_webhook_to_success(api, services, settings, tmp_path: Path) -> None
         items = resp.json()["versions"] if resp.status_code == 200 else []
         return items[0]["version_id"] if items else None
 
-    from tests.integration.builder_helpers import wait_until
+    from tests.waits import wait_until
 
     vid = wait_until(version_id, 30, "the webhook's version")
     doc = api.wait_version(vid, timeout=120)

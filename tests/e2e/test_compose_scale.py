@@ -38,6 +38,7 @@ from shared.auth import create_user
 from shared.settings import Settings
 from shared.store import Store
 from tests.e2e.compose_helpers import (
+    NOT_YET,
     Load,
     archived_deliveries,
     container_ip,
@@ -45,11 +46,11 @@ from tests.e2e.compose_helpers import (
     hostname_of,
     server_down,
     server_up,
-    wait_until,
     wait_worker_ready,
 )
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile
 from tests.integration.gateway_helpers import github_push
+from tests.waits import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -147,12 +148,13 @@ def test_gateway_kill9_under_load(compose: ComposeStack, store: Any, repo: dict[
         killed = time.monotonic()  # from before the kill: docker returns once the process is dead
         docker("kill", "-s", "KILL", victim)
         try:
-            wait_until(lambda: server_down(compose, "gateways/gw1"), 10, "HAProxy to mark gw1 down", every=0.05)
+            wait_until(lambda: server_down(compose, "gateways/gw1"), 10, "HAProxy to mark gw1 down", every=0.05,
+                       retry=NOT_YET)
             out_after = time.monotonic() - killed
             time.sleep(2)  # load on the surviving gateway alone
         finally:
             docker("start", victim)
-        wait_until(lambda: server_up(compose, "gateways/gw1"), 60, "gw1 back in rotation")
+        wait_until(lambda: server_up(compose, "gateways/gw1"), 60, "gw1 back in rotation", retry=NOT_YET)
         time.sleep(1)
     finally:
         results = load_.stop()
@@ -163,7 +165,7 @@ def test_gateway_kill9_under_load(compose: ComposeStack, store: Any, repo: dict[
     assert len(failed) <= load_.workers, failed[:5]
     accepted = load_.accepted
     wait_until(lambda: len(archived_deliveries(store, accepted)) == len(accepted), 60, "every delivery archived",
-               every=0.5)
+               every=0.5, retry=NOT_YET)
 
 
 def test_builder_killed_mid_build(compose: ComposeStack, api: Api, store: Any, repo: dict[str, Any],
@@ -185,7 +187,7 @@ def test_builder_killed_mid_build(compose: ComposeStack, api: Api, store: Any, r
         return sorted(busy)[0] if len(busy) == 2 or (busy and time.monotonic() - t0 > 20) else None
 
     t0 = time.monotonic()
-    victim_host = wait_until(both_building, 60, "builds running on the builders", every=0.1)
+    victim_host = wait_until(both_building, 60, "builds running on the builders", every=0.1, retry=NOT_YET)
     victim = builders[victim_host]
     docker("kill", "-s", "KILL", victim)
     killed = time.monotonic()
@@ -256,7 +258,7 @@ def test_logstreams_any_builder_and_resume_after_kill(compose: ComposeStack, api
 
     # a live build followed on logstream-2, which is killed mid-build: resume through HAProxy from since
     vid = api.new_version(repo["sid"], f"ls-{uuid.uuid4().hex[:6]}")
-    wait_until(lambda: (api.version(vid) or {}).get("status") == "running", 60, f"version {vid} running")
+    wait_until(lambda: (api.version(vid) or {}).get("status") == "running", 60, f"version {vid} running", retry=NOT_YET)
     first, _ = asyncio.run(_watch(f"ws://{container_ip(ls2)}:8000/ws/versions/{vid}/logs?token={token}",
                                   stop_after=10))
     assert first, "no line from logstream-2"
@@ -270,7 +272,7 @@ def test_logstreams_any_builder_and_resume_after_kill(compose: ComposeStack, api
     assert final is not None and final.get("status") == "success", final
     assert seqs == sorted(set(seqs)) == _archived_seqs(store, vid), (first[-3:], rest[:3])
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    wait_until(lambda: server_up(compose, "logstreams/ls2"), 60, "ls2 back in rotation")
+    wait_until(lambda: server_up(compose, "logstreams/ls2"), 60, "ls2 back in rotation", retry=NOT_YET)
 
 
 def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any, repo: dict[str, Any]) -> None:
@@ -291,10 +293,10 @@ def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any,
                 began = time.monotonic()
                 docker("restart", "-t", "10", container)
                 if service in servers:
-                    wait_until(lambda s=servers[service]: server_up(compose, s), 60, f"{service} back")
+                    wait_until(lambda s=servers[service]: server_up(compose, s), 60, f"{service} back", retry=NOT_YET)
                 else:  # a Faust worker: running again (its group rejoin goes on in the background)
                     wait_until(lambda c=container: docker("inspect", "-f", "{{.State.Running}}", c) == "true",
-                               60, f"{service} running")
+                               60, f"{service} running", retry=NOT_YET)
                 print(f"  restarted {service} in {time.monotonic() - began:.1f}s")
     finally:
         results = load_.stop()
@@ -303,7 +305,7 @@ def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any,
     assert not failed, failed[:5]
     accepted = load_.accepted
     wait_until(lambda: len(archived_deliveries(store, accepted)) == len(accepted), 60, "every delivery archived",
-               every=0.5)
+               every=0.5, retry=NOT_YET)
 
     def versions() -> dict[str, dict] | None:
         listed = api.http.get(f"/api/v1/{api.user}/services/{repo['sid']}/versions", params={"limit": 100}).json()
@@ -313,6 +315,6 @@ def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any,
         return found if done else None
 
     began = time.monotonic()
-    found = wait_until(versions, 120, "a finished version for every push", every=1)
+    found = wait_until(versions, 120, "a finished version for every push", every=1, retry=NOT_YET)
     print(f"  every push's version finished {time.monotonic() - began:.1f}s after the last restart")
     assert sorted(v["status"] for v in found.values()) == ["success"] * len(pushes), found

@@ -4,7 +4,6 @@ push, tag, post_build) → registry; no containers, networks or workspaces left 
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +15,14 @@ import pytest
 
 from shared.auth import create_user
 from tests.integration.gateway_helpers import consume_until
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER_MODULES = ("services/builder/__main__.py", "services/builder/build.py")
 MISSING = [m for m in BUILDER_MODULES if not (ROOT / m).exists()]
 if MISSING:
-    pytest.skip(f"the builder (issue 3) is not there yet: missing {', '.join(MISSING)}",
-                allow_module_level=True)
+    pytest.skip(f"no builder: missing {', '.join(MISSING)}", allow_module_level=True)
 
 TERMINAL = ("success", "failed", "cancelled")
 SERVICE_LOOP = "while true; do echo pong | nc -l -p 27017; done"
@@ -117,16 +116,6 @@ class System:
         lines = consume_until(self.settings.kafka_bootstrap, self.settings.topic("logs"),
                               lambda e: e["payload"]["version_id"] == version_id, count=10**9, timeout=3)
         return [e["payload"]["text"] for e in sorted(lines, key=lambda e: e["payload"]["seq"])]
-
-
-def wait_until(check, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

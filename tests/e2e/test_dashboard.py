@@ -18,7 +18,8 @@ import pytest
 
 from shared.auth import create_user
 from tests.fixtures.deploy_world import remove_deployed
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager never downloads anything
@@ -80,7 +81,7 @@ def shot(driver: webdriver.Chrome, name: str) -> None:
     assert driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def wait(driver: webdriver.Chrome, check, timeout: float = 60):  # noqa: ANN001
+def wait(driver: webdriver.Chrome, check, timeout: float = 60):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: check(d))
 
 

@@ -18,8 +18,9 @@ import pytest
 
 from services.deployer.targets.docker_host import container_name
 from shared.auth import create_user
-from tests.fixtures.deploy_world import remove_deployed, wait_until
+from tests.fixtures.deploy_world import remove_deployed
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 

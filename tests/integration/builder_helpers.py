@@ -4,9 +4,7 @@ user, registry queries, and leak checks by label."""
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import docker
 import httpx
 
 from infra.local.stack import REGISTRY_PASSWORD, REGISTRY_USER
+from tests.waits import wait_until
 
 TERMINAL = ("success", "failed", "cancelled")
 
@@ -23,18 +22,6 @@ def sh(*argv: str, cwd: Path | None = None, input: str | None = None) -> str:
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {res.stdout}{res.stderr}")
     return res.stdout.strip()
-
-
-def wait_until(
-    check: Callable[[], Any], timeout: float = 60.0, what: str = "condition", every: float = 0.2
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def dockerfile(*lines: str, base: str = "fornax/busybox:latest") -> str:

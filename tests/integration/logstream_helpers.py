@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -22,21 +21,12 @@ from shared.events.versions import (
     VersionSucceededPayload,
 )
 from shared.logwriter import LogWriter
+from tests.waits import wait_until_async
 
 
 def new_user(store: Any, prefix: str = "u") -> tuple[str, str]:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     return name, create_user(store, name)
-
-
-async def wait_for(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def request_version(bus: EventBus, store: Any, user: str, service_id: str | None = None) -> str:
@@ -51,7 +41,7 @@ async def request_version(bus: EventBus, store: Any, user: str, service_id: str 
             actor=user,
         )
     )
-    await wait_for(lambda: store.versions.find_one({"_id": vid}), what=f"version {vid} projected")
+    await wait_until_async(lambda: store.versions.find_one({"_id": vid}), what=f"version {vid} projected")
     return vid
 
 

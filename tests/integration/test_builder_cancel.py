@@ -11,7 +11,8 @@ import docker
 import pytest
 
 from shared.auth import create_user
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, leftovers, wait_clean, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, leftovers, wait_clean
+from tests.waits import wait_until
 
 
 @pytest.fixture(scope="module")

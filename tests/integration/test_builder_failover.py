@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from shared.auth import create_user
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_clean, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_clean
+from tests.waits import wait_until
 
 
 @pytest.fixture(scope="module")

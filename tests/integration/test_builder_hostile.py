@@ -19,7 +19,8 @@ from services.builder.pipeline import cleanup_version
 from services.builder.state import BuilderState
 from shared.auth import create_user
 from tests.fixtures.hostile import alias_bomb
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 INSTANCE = "builder-capped"
 MEMORY_CAP = 2 * 1024**3  # address space of the builder under test (RLIMIT_AS)
@@ -46,7 +47,7 @@ class CappedBuilder:
             "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
         }
         argv = ["prlimit", f"--as={MEMORY_CAP}", "--", sys.executable, "-m", "services.builder"]
-        self.proc, log = self.stack._spawn(INSTANCE, argv, env=env)  # noqa: SLF001 - no hook for prlimit
+        self.proc, log = self.stack._spawn(INSTANCE, argv, env=env)  # no hook for prlimit
         if not wait:
             return
         wait_until(lambda: ready.exists() or self.proc.poll() is not None, 120, f"{INSTANCE} to be ready")

@@ -16,7 +16,8 @@ from services.builder.reaper import reap_leftovers, reap_lost
 from shared.bus import EventBus
 from shared.events import StageStarted, VersionFailed, VersionRequested
 from shared.events.versions import StageStartedPayload, VersionFailedPayload, VersionRequestedPayload
-from tests.integration.builder_helpers import leftovers, wait_until
+from tests.integration.builder_helpers import leftovers
+from tests.waits import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,8 @@ from shared.events.versions import (
     VersionSucceededPayload,
 )
 from shared.projections import apply
-from tests.integration.builder_helpers import (
-    Api,
-    GitRepo,
-    dockerfile,
-    registry_tags,
-    remove_images,
-    wait_clean,
-    wait_until,
-)
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, registry_tags, remove_images, wait_clean
+from tests.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 BUILDERS = ("builder", "fence-b")

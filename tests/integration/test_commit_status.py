@@ -3,9 +3,9 @@ local stack, a local stand-in for both providers' status endpoints (tests/fixtur
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,8 @@ from services.notifier import outbox
 from services.notifier.handlers import reconcile
 from shared.auth import create_user
 from tests.fixtures.forge import Forge
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 NOTIFIER_ENV = {"FORNAX_COMMIT_STATUS_TIMEOUT": "1", "FORNAX_COMMIT_STATUS_MAX_BACKOFF": "2",
@@ -52,6 +53,13 @@ def _service(api: Api, forge: Forge, repo: GitRepo, provider: str, name: str) ->
     return str(created["service_id"])
 
 
+def _settled(store: Any, forge: Forge, vid: str) -> None:
+    """The notifier is done with `vid`: its final state is delivered (nothing is due any more), and the forge
+    has answered every post (one the notifier gave up on, after its timeout, has landed or not for good)."""
+    wait_until(lambda: store.commit_statuses.find_one({"_id": vid, "state": "success", "due": False})
+               and forge.in_flight == 0, 30, f"the notifier to be done with {vid}")
+
+
 def _built(api: Api, sid: str) -> tuple[str, str]:
     vid = api.new_version(sid, "v" + uuid.uuid4().hex[:6])
     doc = api.wait_version(vid, timeout=120)
@@ -59,14 +67,14 @@ def _built(api: Api, sid: str) -> tuple[str, str]:
     return vid, doc["commit"]
 
 
-def test_github_status_survives_5xx_rate_limits_and_slow_answers(api, forge, tmp_path: Path) -> None:
+def test_github_status_survives_5xx_rate_limits_and_slow_answers(api, forge, store, tmp_path: Path) -> None:
     repo = GitRepo(tmp_path)
     repo.commit({"Dockerfile": dockerfile('CMD ["true"]')})
     sid = _service(api, forge, repo, "github", "gh-app")
     forge.faults[:] = ["500", "ratelimit", "slow"]
     vid, sha = _built(api, sid)
     wait_until(lambda: "success" in forge.states(sha), 60, "the success status at GitHub")
-    time.sleep(2.5)  # would a state be posted again (after the slow answer timed out)? It must not.
+    _settled(store, forge, vid)  # would a state be posted again (after the slow answer timed out)? It must not.
     # No state twice, never backwards, success last. (GitHub has no "running"; a pending still failing
     # when the version ended is superseded by success, not posted late.)
     states = forge.states(sha)
@@ -79,14 +87,15 @@ def test_github_status_survives_5xx_rate_limits_and_slow_answers(api, forge, tmp
     assert forge.faults == []
 
 
-def test_gitlab_same_state_400_counts_as_done_and_states_are_never_repeated(api, forge, tmp_path: Path) -> None:
+def test_gitlab_same_state_400_counts_as_done_and_states_are_never_repeated(api, forge, store,
+                                                                            tmp_path: Path) -> None:
     repo = GitRepo(tmp_path)
     repo.commit({"Dockerfile": dockerfile('CMD ["true"]')})
     sid = _service(api, forge, repo, "gitlab", "gl-app")
     forge.faults[:] = ["same"]  # the first post is refused as "already in that state"
-    _, sha = _built(api, sid)
+    vid, sha = _built(api, sid)
     wait_until(lambda: "success" in forge.states(sha), 60, "the success status at GitLab")
-    time.sleep(1.5)  # would a refused or delivered state be posted again? (it must not)
+    _settled(store, forge, vid)  # would a refused or delivered state be posted again? (it must not)
     sent = [a["state"] for a in forge.attempts if a["sha"] == sha]
     # An API build learns its commit when cloned, so its first post is "running" (or "success", when the
     # build ended before the notifier posted); refused as already so, it counts as done: nothing is posted
@@ -96,19 +105,19 @@ def test_gitlab_same_state_400_counts_as_done_and_states_are_never_repeated(api,
     assert all(s["name"] == "fornax/gl-app" for s in forge.statuses if s["sha"] == sha)
 
 
-def test_a_version_that_ended_while_the_notifier_was_down_gets_its_final_status(api, forge, services,
+def test_a_version_that_ended_while_the_notifier_was_down_gets_its_final_status(api, forge, services, store,
                                                                                tmp_path: Path) -> None:
     repo = GitRepo(tmp_path)
     repo.commit({"Dockerfile": dockerfile('CMD ["true"]')})
     sid = _service(api, forge, repo, "github", "down-app")
     services.stop("notifier")
     try:
-        _, sha = _built(api, sid)
+        vid, sha = _built(api, sid)
         assert forge.states(sha) == []
     finally:
         services.start_service("notifier", env=NOTIFIER_ENV)
     wait_until(lambda: "success" in forge.states(sha), 60, "the final status after the restart")
-    time.sleep(1.0)
+    _settled(store, forge, vid)
     # Caught up from its offsets, it records pending, running and success at once: the final state is
     # posted (the superseded ones need not be), and nothing twice.
     assert forge.states(sha) in (["success"], ["pending", "success"]), forge.states(sha)

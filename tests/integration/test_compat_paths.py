@@ -10,7 +10,8 @@ import pytest
 
 from services.gateway.routes.compat import RESERVED, SEED_PATHS
 from shared.auth import create_user
-from tests.integration.gateway_helpers import auth, wait_until
+from tests.integration.gateway_helpers import auth
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +50,13 @@ def test_every_compat_path_answers_as_its_twin(api, user) -> None:
     assert created.headers["Location"].startswith(f"/api/v1/{name}/services/")
     sid = created.json()["service_id"]
     wait_until(lambda: api.get(f"/{name}/services/{sid}", headers=auth(token)).status_code == 200,
-               what="the service through its compat path")
+               timeout=30, what="the service through its compat path")
     version = api.post(f"/{name}/versions", headers=auth(token),
                        json={"service_id": sid, "name": "v1", "operations": ["integration"]})
     assert version.status_code in (201, 202), version.text
     vid = version.json()["version_id"]
     wait_until(lambda: api.get(f"/{name}/versions/{vid}", headers=auth(token)).status_code == 200,
-               what="the version through its compat path")
+               timeout=30, what="the version through its compat path")
 
     covered = set()
     for path, template in ((f"/{name}/services", "/{user_id}/services"),

@@ -27,8 +27,8 @@ from tests.fixtures.deploy_world import (
     remove_deployed,
     service_events,
     version_events,
-    wait_until,
 )
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 APP = "web"
@@ -108,7 +108,7 @@ class World:
 
         def fetch() -> str:
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - 127.0.0.1 only
+                with urllib.request.urlopen(url, timeout=2) as resp:
                     return resp.read().decode().strip()
             except OSError:
                 return ""

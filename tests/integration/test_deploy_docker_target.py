@@ -14,14 +14,8 @@ from infra.local.stack import free_port
 from services.deployer.targets import DeployRequest
 from services.deployer.targets.docker_host import DockerHostTarget, container_name
 from shared.settings import DockerTarget
-from tests.fixtures.deploy_world import (
-    CRASHING_APP,
-    HTTP_APP,
-    build_and_push,
-    new_id,
-    remove_deployed,
-    wait_until,
-)
+from tests.fixtures.deploy_world import CRASHING_APP, HTTP_APP, build_and_push, new_id, remove_deployed
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +85,7 @@ def deploy(target: DockerHostTarget, req: DeployRequest):
 
 def fetch(port: str) -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as resp:
             return resp.read().decode().strip()
     except OSError:
         return ""

@@ -20,7 +20,8 @@ from shared.auth import create_user
 from shared.secretbox import SecretBox
 from shared.settings import Settings
 from shared.store import Store
-from tests.integration.gateway_helpers import assert_error, auth, github_push, wait_until
+from tests.integration.gateway_helpers import assert_error, auth, github_push
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ from infra.local.stack import free_port
 from services.builder.vcs import GitSvn, RepoSpec, VcsError
 from shared.auth import create_user
 from tests.integration.builder_helpers import Api, wait_clean
-from tests.integration.gateway_helpers import assert_error, auth, wait_until
+from tests.integration.gateway_helpers import assert_error, auth
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +92,7 @@ def test_allowed_schemes_are_accepted_and_updates_are_checked_too(strict) -> Non
         assert resp.status_code in (201, 202), (url, resp.text)  # 202: not yet projected
         ids.append(resp.json()["service_id"])
     sid = ids[0]
-    wait_until(lambda: api.get(f"/api/v1/{user}/services/{sid}").status_code == 200, what="the service")
+    wait_until(lambda: api.get(f"/api/v1/{user}/services/{sid}").status_code == 200, timeout=30, what="the service")
     path = f"/api/v1/{user}/services/{sid}"
     err = assert_error(
         api.put(path, json={"repository": {"url": "https://u:p@git.example.test/a.git"}}),

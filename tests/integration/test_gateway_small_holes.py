@@ -23,7 +23,8 @@ from shared.query import MAX_POSITION
 from shared.secretbox import PREFIX, SecretBox, seal_stored
 from tests.fixtures.git_http import git_http_server
 from tests.integration.builder_helpers import GitRepo
-from tests.integration.gateway_helpers import assert_error, auth, github_push, wait_until
+from tests.integration.gateway_helpers import assert_error, auth, github_push
+from tests.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -63,6 +64,7 @@ def create_service(api, user, token, **extra):
 def projected(api, user, token, sid):
     wait_until(
         lambda: api.get(f"/api/v1/{user}/services/{sid}", headers=auth(token)).status_code == 200,
+        timeout=30,
         what="the service projection",
     )
 

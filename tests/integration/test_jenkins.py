@@ -184,7 +184,8 @@ def builder_api(stack, store, jenkins):
 
 @pytest.mark.timeout(180)
 def test_builder_runs_the_integration_in_jenkins(builder_api, jenkins, tmp_path) -> None:
-    from tests.integration.builder_helpers import GitRepo, wait_until
+    from tests.integration.builder_helpers import GitRepo
+    from tests.waits import wait_until
 
     api = builder_api
     repo = GitRepo(tmp_path / "repo")

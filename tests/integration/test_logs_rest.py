@@ -11,9 +11,10 @@ import sys
 
 import httpx
 import pytest
-from logstream_helpers import end_version, new_user, request_version, wait_for, write_lines
+from logstream_helpers import end_version, new_user, request_version, write_lines
 
 from shared.bus import EventBus
+from tests.waits import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ async def test_paged_log_and_refusals(services, store, bus, alice):
     vid = await request_version(bus, store, user)
     await write_lines(bus, vid, 2500)
     await end_version(bus, vid, "success")
-    await wait_for(lambda: store.logs.count_documents({"version_id": vid}) == 2500, 60, "2500 archived lines")
+    await wait_until_async(lambda: store.logs.count_documents({"version_id": vid}) == 2500, 60, "2500 archived lines")
     path = f"/api/v1/{user}/versions/{vid}/logs"
     async with client(services, token) as http:
         first = (await http.get(path)).json()
@@ -99,7 +100,7 @@ async def test_follow_streams_ndjson_until_the_end(services, store, bus, alice):
                         got.append(json.loads(line))
 
     task = asyncio.create_task(follow())
-    await wait_for(lambda: len(got) >= 40, 30, "the archived lines")
+    await wait_until_async(lambda: len(got) >= 40, 30, "the archived lines")
     assert not task.done()  # still streaming: the version has not ended
     await write_lines(bus, vid, 150, start=51, pause_every=25, pause=0.05)
     await end_version(bus, vid, "failed")
@@ -148,7 +149,7 @@ async def test_cli_follows_across_a_logstream_restart_then_every_process_restart
     assert f"version {vid} ended: cancelled" in err
 
     # Every Fornax process restarts; the log is still whole (Tansu and nx-27017 keep running).
-    await wait_for(lambda: store.logs.count_documents({"version_id": vid}) == 300, 60, "300 archived lines")
+    await wait_until_async(lambda: store.logs.count_documents({"version_id": vid}) == 300, 60, "300 archived lines")
     for name in SERVICES:
         await asyncio.to_thread(services.stop, name)
     for name in SERVICES:

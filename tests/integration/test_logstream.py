@@ -9,22 +9,14 @@ import json
 import urllib.request
 
 import pytest
-from logstream_helpers import (
-    Watcher,
-    end_version,
-    lines_of,
-    new_user,
-    request_version,
-    wait_for,
-    write_lines,
-    ws_url,
-)
+from logstream_helpers import Watcher, end_version, lines_of, new_user, request_version, write_lines, ws_url
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from infra.local.stack import free_port
 from services.logstream.endpoint import TOO_SLOW
 from shared.bus import EventBus
+from tests.waits import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +69,7 @@ async def test_live_lines_arrive_before_the_version_ends(services, store, bus, a
     await asyncio.wait_for(watcher.got_line.wait(), 30)
     # The version is still running: nothing ended it yet, and the lines are already here.
     assert store.versions.find_one({"_id": vid})["status"] == "pending"
-    await wait_for(lambda: len(watcher.lines) == 5, 30, "5 live lines")
+    await wait_until_async(lambda: len(watcher.lines) == 5, 30, "5 live lines")
     assert watcher.final is None
     await end_version(bus, vid, "success")
     await asyncio.wait_for(task, 30)
@@ -93,7 +85,7 @@ async def test_joining_mid_stream_gets_every_line_once_in_order(services, store,
     vid = await request_version(bus, store, user)
     producer = asyncio.create_task(write_lines(bus, vid, 1500, pause_every=50, pause=0.02))
     # Join once part of the log is archived: history, then the seam, then live lines.
-    await wait_for(lambda: store.logs.count_documents({"version_id": vid}) >= 300, 30, "300 archived lines")
+    await wait_until_async(lambda: store.logs.count_documents({"version_id": vid}) >= 300, 30, "300 archived lines")
     watchers = [Watcher(ws_url(services.logstream_port, vid), token) for _ in range(3)]
     tasks = [asyncio.create_task(w.run()) for w in watchers]
     await producer
@@ -124,7 +116,7 @@ async def test_reconnect_with_since_continues_exactly(services, store, bus, alic
 
 
 def _status(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
         assert resp.headers["Content-Type"] == "application/json"
         return json.loads(resp.read())
 
@@ -141,9 +133,9 @@ async def test_a_viewer_who_leaves_is_dropped_at_once(services, store, bus, alic
         got: list = []
         while len(got) < 3:
             got += lines_of(await asyncio.wait_for(ws.recv(), 30))[0]
-        status = await wait_for(lambda: (s := _status(port))["live"] >= 1 and s, 30, "the viewer caught up")
+        status = await wait_until_async(lambda: (s := _status(port))["live"] >= 1 and s, 30, "the viewer caught up")
         assert status["subscribers"] == before + 1
-    await wait_for(lambda: _status(port)["subscribers"] == before, 10, "the viewer dropped")
+    await wait_until_async(lambda: _status(port)["subscribers"] == before, 10, "the viewer dropped")
     await end_version(bus, vid, "success")
 
 
@@ -152,7 +144,7 @@ async def test_ended_version_sends_history_then_final(services, store, bus, alic
     vid = await request_version(bus, store, user)
     await write_lines(bus, vid, 2500)
     await end_version(bus, vid, "success")
-    await wait_for(
+    await wait_until_async(
         lambda: store.versions.find_one({"_id": vid, "status": "success"}), 30, "success projected"
     )
     w = await asyncio.wait_for(Watcher(ws_url(services.logstream_port, vid), token).run(), 60)

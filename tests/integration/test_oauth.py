@@ -19,7 +19,8 @@ from infra.local.stack import free_port
 from shared.auth import create_user
 from tests.fixtures.forge import Forge
 from tests.fixtures.oauth_fake import FakeProvider
-from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images, wait_until
+from tests.integration.builder_helpers import Api, GitRepo, dockerfile, remove_images
+from tests.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

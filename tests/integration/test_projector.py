@@ -36,6 +36,7 @@ from shared.events.versions import (
     VersionSucceededPayload,
 )
 from shared.events.webhooks import PushReceivedPayload
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +46,6 @@ def projector(stack, no_build_workers):
     stack.start_service("projector")
     yield
     stack.stop("projector")
-
-
-def wait_until(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def publish(settings, *events):
@@ -88,10 +79,10 @@ def _history(user: str):
 def test_folds_replays_and_malformed_events(settings, store, projector):
     sid, vid, did, events = _history("alice")
     publish(settings, *events)
-    version = wait_until(lambda: store.versions.find_one({"_id": vid, "status": "success"}), what="version success")
+    version = wait_until(lambda: store.versions.find_one({"_id": vid, "status": "success"}), 30, what="version success")
     assert version["stages"]["build"]["status"] == "success"
     assert version["digest"] == "sha256:abc"
-    wait_until(lambda: store.deployments.find_one({"_id": did, "status": "success"}), what="deployment")
+    wait_until(lambda: store.deployments.find_one({"_id": did, "status": "success"}), 30, what="deployment")
     service = store.services.find_one({"_id": sid})
     assert service["status"] == "healthy" and service["user_id"] == "alice"
     target = store.targets.find_one({"_id": f"{sid}/local"})
@@ -113,7 +104,7 @@ def test_folds_replays_and_malformed_events(settings, store, projector):
     # Replay everything (at-least-once delivery), plus a late cancel that must not undo success.
     late_cancel = VersionCancelled.make(vid, VersionCancelledPayload())
     publish(settings, *events, late_cancel)
-    wait_until(lambda: store.events.find_one({"_id": late_cancel.event_id}), what="replay archived")
+    wait_until(lambda: store.events.find_one({"_id": late_cancel.event_id}), 30, what="replay archived")
     again = {c: list(store[c].find({"$or": [{"_id": {"$in": [sid, vid, did]}}, {"service_id": sid}]}))
              for c in ("services", "versions", "deployments", "targets")}
     assert again == snapshot
@@ -132,7 +123,7 @@ def test_push_trigger_makes_one_version_per_delivery(settings, store, projector)
 
     publish(settings, push("d-1"), push("d-1"), push("d-2"),
             push("d-tag", ref="refs/tags/v1", branch=None, tag="v1"), push("d-del", deleted=True))
-    wait_until(lambda: store.versions.count_documents({"service_id": sid}) >= 2, what="two versions")
+    wait_until(lambda: store.versions.count_documents({"service_id": sid}) >= 2, 30, what="two versions")
     time.sleep(2)  # let any wrong extra version arrive
     versions = sorted(store.versions.find({"service_id": sid}), key=lambda v: v["name"])
     assert [v["name"] for v in versions] == ["feature-x-1234567", "feature-x-1234567-2"]
@@ -151,8 +142,8 @@ def test_rebuild_gives_equal_read_models(settings, store, projector):
     time.sleep(0.01)
     requested = VersionRequested.make(late, VersionRequestedPayload(service_id="s", user_id="carol", name="v"))
     publish(settings, *events, requested, started)
-    wait_until(lambda: store.deployments.find_one({"version_id": vid, "status": "success"}), what="deployment")
-    wait_until(lambda: (store.versions.find_one({"_id": late}) or {}).get("status") == "running", what="late")
+    wait_until(lambda: store.deployments.find_one({"version_id": vid, "status": "success"}), 30, what="deployment")
+    wait_until(lambda: (store.versions.find_one({"_id": late}) or {}).get("status") == "running", 30, what="late")
     time.sleep(1)
     before = {c: sorted(store[c].find(), key=lambda d: d["_id"]) for c in ("services", "versions", "deployments",
                                                                          "targets")}

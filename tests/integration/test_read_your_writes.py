@@ -14,14 +14,15 @@ import uuid
 
 import httpx
 import pytest
-from logstream_helpers import Watcher, end_version, new_user, wait_for, write_lines, ws_url
+from logstream_helpers import Watcher, end_version, new_user, write_lines, ws_url
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from shared.bus import EventBus
 from shared.events import VersionRequested
 from shared.events.versions import VersionRequestedPayload
-from tests.integration.gateway_helpers import auth, github_push, wait_until
+from tests.integration.gateway_helpers import auth, github_push
+from tests.waits import wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +173,7 @@ async def test_deploy_is_listed_right_after_the_request(services, api, alice, bu
     version = api.post(f"/api/v1/{user}/versions", json={"service_id": sid, "name": "v1"})
     vid = version.json()["version_id"]
     await end_version(bus, vid, "success")
-    await wait_for(lambda: (store.versions.find_one({"_id": vid}) or {}).get("status") == "success")
+    await wait_until_async(lambda: (store.versions.find_one({"_id": vid}) or {}).get("status") == "success")
     deploy = api.post(f"/api/v1/{user}/services/{sid}/deploy", json={"version_id": vid, "target": "local"})
     assert deploy.status_code == 202, deploy.text  # (the deploy itself goes on: accepted, not done)
     assert deploy.headers["Location"] == f"/api/v1/{user}/services/{sid}/deployments"
@@ -195,7 +196,7 @@ async def test_logs_without_follow_prints_the_archive_and_exits(services, store,
     user, token = alice
     vid = await _request_unprojected(bus, user)
     await write_lines(bus, vid, 5)
-    await wait_for(lambda: store.logs.count_documents({"version_id": vid}) == 5, 60, "5 archived lines")
+    await wait_until_async(lambda: store.logs.count_documents({"version_id": vid}) == 5, 60, "5 archived lines")
     # Still running: the five lines, then exit 0 (without -f nothing waits for the end).
     out = await asyncio.to_thread(_cli_logs, services, token, vid)
     assert out.returncode == 0, out.stderr
@@ -210,7 +211,7 @@ async def test_logs_without_follow_prints_the_archive_and_exits(services, store,
     # Ended: the whole log and the outcome's exit status, with or without -f.
     await write_lines(bus, vid, 2, start=6)
     await end_version(bus, vid, "failed")
-    await wait_for(lambda: (store.versions.find_one({"_id": vid}) or {}).get("status") == "failed")
+    await wait_until_async(lambda: (store.versions.find_one({"_id": vid}) or {}).get("status") == "failed")
     for args in ((vid,), ("-f", vid)):
         out = await asyncio.to_thread(_cli_logs, services, token, *args)
         assert out.returncode == 1, out.stderr

@@ -20,6 +20,7 @@ from shared.bus import BusUnavailable, EventBus
 from shared.events import PushReceived, VersionRequested, decode
 from shared.events.webhooks import PushReceivedPayload
 from shared.settings import Settings
+from tests.waits import wait_until_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -119,15 +120,20 @@ async def _requests_on(settings: Settings, version_id: str) -> int:
         await consumer.stop()
 
 
-async def test_broker_down_during_the_trigger_then_back(store, broker) -> None:
+async def test_broker_down_during_the_trigger_then_back(store, broker, caplog) -> None:
     st, settings = broker
     sid, delivery = f"svc-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     bus = EventBus(settings, timeout=2.0)
+
+    def failed_publishes() -> int:  # the trigger logs each one before it retries
+        return sum("not published" in r.getMessage() for r in list(caplog.records))
+
     try:
         await bus.start()
         await asyncio.to_thread(st.stop, "kafka")  # the broker goes away after the push was accepted
         task = asyncio.create_task(trigger(store, bus, push(sid, delivery)))
-        await asyncio.sleep(5)  # a few failed publishes (2 s timeout each, then backoff)
+        # A few failed publishes (2 s timeout each, then backoff).
+        await wait_until_async(lambda: failed_publishes() >= 2, 30, "two failed publishes")
         assert not task.done(), "the trigger returned (the push would be acknowledged) without publishing"
         assert not _reservation(store, sid, delivery)["emitted"]
         await asyncio.to_thread(st.start_kafka)  # back (a fresh in-memory broker: topics created again)

@@ -125,7 +125,7 @@ def _push_event(i: int) -> PushReceived:
 async def test_unacknowledged_publish_fails_after_the_timeout_and_later_ones_are_not_sent() -> None:
     bus = BatchingEventBus(Settings(), timeout=0.3)
     producer = _SilentProducer()
-    bus._producer = producer  # type: ignore[assignment]  # noqa: SLF001 - the fake stands in for aiokafka
+    bus._producer = producer  # type: ignore[assignment]  # the fake stands in for aiokafka
     first = asyncio.ensure_future(bus.publish(_push_event(1)))
     await asyncio.sleep(0.05)  # the first batch is in flight (never acknowledged) ...
     second = asyncio.ensure_future(bus.publish(_push_event(2)))  # ... so this one waits behind it
@@ -140,7 +140,7 @@ async def test_unacknowledged_publish_fails_after_the_timeout_and_later_ones_are
 async def test_cancelled_publish_is_not_sent_and_acknowledged_ones_return() -> None:
     bus = BatchingEventBus(Settings(), timeout=5)
     producer = _SilentProducer()
-    bus._producer = producer  # type: ignore[assignment]  # noqa: SLF001
+    bus._producer = producer  # type: ignore[assignment]
     first = asyncio.ensure_future(bus.publish(_push_event(1)))
     await asyncio.sleep(0.05)
     second = asyncio.ensure_future(bus.publish(_push_event(2)))
@@ -152,7 +152,7 @@ async def test_cancelled_publish_is_not_sent_and_acknowledged_ones_return() -> N
         await second
     await asyncio.sleep(0.05)
     assert producer.batches == 1
-    assert not bus._deadlines or all(f.done() for _, fs in bus._deadlines for f in fs)  # noqa: SLF001
+    assert not bus._deadlines or all(f.done() for _, fs in bus._deadlines for f in fs)
 
 
 class _KafkaLikeProducer(_SilentProducer):
@@ -183,7 +183,7 @@ class _KafkaLikeProducer(_SilentProducer):
 
 async def test_an_oversized_event_fails_its_own_caller_only() -> None:
     bus = BatchingEventBus(Settings(), timeout=5)
-    bus._producer = _KafkaLikeProducer()  # type: ignore[assignment]  # noqa: SLF001
+    bus._producer = _KafkaLikeProducer()  # type: ignore[assignment]
     huge = _push_event(2).model_copy(update={"aggregate_id": "svc" + "x" * (2 * 1024 * 1024)})
     small, big = await asyncio.gather(
         bus.publish(_push_event(1)), bus.publish(huge), return_exceptions=True

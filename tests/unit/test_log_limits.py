@@ -26,7 +26,7 @@ def test_no_newline_at_all_keeps_limit_bytes() -> None:
     s = LineSplitter(16)
     for _ in range(1000):
         assert s.feed(b"a" * 4096) == []
-    assert len(s._buf) == 16  # noqa: SLF001 - the point: memory stays at the limit
+    assert len(s._buf) == 16  # the point: memory stays at the limit
     assert s.close() == ["a" * 16 + f"…[{4096 * 1000 - 16} bytes truncated]"]
     assert s.close() == []
 

@@ -26,7 +26,7 @@ CONTRACT between the builder agents (services/builder/*.py) and this package —
     labelled fornax.version=<version_id> (safe to call many times, and when nothing exists); with
     `epoch`, only the containers also labelled fornax.epoch=<epoch> (StageContext.epoch), no network.
 
-Additions (issue 4):
+Also part of the contract:
 - StageFailed.kind: "failed" | "timed_out" | "cancelled"; StageFailed.exit_code (int | None).
   Messages: "<stage>: command `<cmd>` exited with code N; last lines:\n...", "<stage> timed out
   after Ns", "cancelled".

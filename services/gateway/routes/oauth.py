@@ -64,9 +64,9 @@ async def request_token(request: Request) -> Response:
 async def auth_callback(request: Request) -> Response:
     provider, app = _app(request)
     q = request.query_params
-    if q.get("error"):
-        raise ApiError(400, "bad_request", f"{provider} refused the authorization: {q.get('error')[:200]}",
-                       field="error")
+    error = q.get("error")
+    if error:
+        raise ApiError(400, "bad_request", f"{provider} refused the authorization: {error[:200]}", field="error")
     state, code = q.get("state"), q.get("code")
     if not state:
         raise ApiError(400, "bad_request", "state is missing", field="state")

@@ -270,7 +270,7 @@ async def _undo(store: Any, reservation: str, service_id: str) -> None:
     ):
         try:
             await db_call(coll.delete_one, query)
-        except Exception:  # noqa: BLE001,S110 - best effort: the store itself may be what failed
+        except Exception:  # noqa: BLE001 - best effort: the store itself may be what failed
             pass
 
 
@@ -358,7 +358,7 @@ async def update_service(request: Request) -> Response:
                     await db_call(store.secrets.delete_one, {"_id": service_id})
                 else:
                     await db_call(store.secrets.replace_one, {"_id": service_id}, old)
-            except Exception:  # noqa: BLE001,S110 - best effort
+            except Exception:  # noqa: BLE001 - best effort
                 pass
         raise
     return JSONResponse({"service_id": service_id}, status_code=202)

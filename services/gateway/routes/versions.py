@@ -142,7 +142,7 @@ async def create_version(request: Request) -> Response:
     except BaseException:
         try:
             await db_call(store.reservations.delete_one, {"_id": reservation, "ref": version_id})
-        except Exception:  # noqa: BLE001,S110 - best effort
+        except Exception:  # noqa: BLE001 - best effort
             pass
         raise
     visible = await until_projected(request, "versions", version_id)

@@ -114,7 +114,7 @@ class ArchiveProgress:
                 committed = await self.committed(list(ends))
                 if all(end == 0 or committed.get(tp, -1) >= end for tp, end in ends.items()):
                     return True
-            except Exception:  # noqa: BLE001 - group not there yet, broker blip
+            except Exception:  # group not there yet, broker blip
                 log.debug("archiver offsets not readable yet", exc_info=True)
             if time.monotonic() >= deadline:
                 if timeout:
@@ -141,7 +141,7 @@ async def settle_archive(settings: Settings, timeout: float = 10.0) -> bool:
     """Wait until every line written so far is in Mongo `logs` (best effort: False after `timeout`)."""
     try:
         ends = await asyncio.wait_for(log_end_offsets(settings), timeout)
-    except Exception:  # noqa: BLE001 - no broker: what is archived is all we can give
+    except Exception:  # no broker: what is archived is all we can give
         log.warning("could not read fornax.logs end offsets", exc_info=True)
         return False
     progress = ArchiveProgress(settings)

@@ -7,7 +7,7 @@ here; one that is only sometimes present is optional.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -80,7 +80,7 @@ class VersionCreated(BaseModel):
 
 
 class Stage(BaseModel):
-    name: str = Field(description=f"one of {', '.join(StageName.__args__)} (in this order), or another")
+    name: str = Field(description=f"one of {', '.join(get_args(StageName))} (in this order), or another")
     status: str | None = None
     start: str | None = None
     end: str | None = None

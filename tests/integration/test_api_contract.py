@@ -17,8 +17,9 @@ import schemathesis
 
 from services.gateway.openapi import document
 from shared.bus import EventBus
-from tests.integration.gateway_helpers import auth, wait_until
+from tests.integration.gateway_helpers import auth
 from tests.integration.logstream_helpers import end_version, new_user, request_version, write_lines
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -113,6 +113,31 @@ def archived_deliveries(store: Any, deliveries: list[str]) -> set[str]:
     return found
 
 
+def wait_all_archived(stack: ComposeStack, store: Any, deliveries: list[str], stall: float = 45.0,
+                      bound: float = 300.0) -> None:
+    """Every accepted delivery reaches the archive. The projector works through a backlog (each push also
+    makes a version) at the machine's pace: this fails when the archive stops growing for `stall` seconds,
+    or after `bound`, naming what is missing and what the projector logged last."""
+    began = time.monotonic()
+    count, changed = -1, began
+    while True:
+        found = archived_deliveries(store, deliveries)
+        now = time.monotonic()
+        if len(found) == len(deliveries):
+            return
+        if len(found) != count:
+            count, changed = len(found), now
+        if now - changed > stall or now - began > bound:
+            missing = [d for d in deliveries if d not in found]
+            projector = stack.containers("projector")
+            logs = subprocess.run(["docker", "logs", "--tail", "30", projector[0]], capture_output=True,
+                                  text=True).stderr if projector else ""
+            raise AssertionError(f"{len(missing)} of {len(deliveries)} accepted deliveries not archived after "
+                                 f"{now - began:.0f}s (none more for {now - changed:.0f}s): {missing[:5]}\n"
+                                 f"projector's last lines:\n{logs}")
+        time.sleep(0.5)
+
+
 def server_down(stack: ComposeStack, server: str) -> bool:
     return stack.server_states().get(server, "").startswith(("DOWN", "MAINT"))
 

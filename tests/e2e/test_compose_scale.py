@@ -40,12 +40,12 @@ from shared.store import Store
 from tests.e2e.compose_helpers import (
     NOT_YET,
     Load,
-    archived_deliveries,
     container_ip,
     docker,
     hostname_of,
     server_down,
     server_up,
+    wait_all_archived,
     wait_worker_ready,
 )
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile
@@ -164,8 +164,7 @@ def test_gateway_kill9_under_load(compose: ComposeStack, store: Any, repo: dict[
     # at most the requests in flight on the killed gateway: one per load worker
     assert len(failed) <= load_.workers, failed[:5]
     accepted = load_.accepted
-    wait_until(lambda: len(archived_deliveries(store, accepted)) == len(accepted), 60, "every delivery archived",
-               every=0.5, retry=NOT_YET)
+    wait_all_archived(compose, store, accepted)
 
 
 def test_builder_killed_mid_build(compose: ComposeStack, api: Api, store: Any, repo: dict[str, Any],
@@ -304,8 +303,7 @@ def test_rolling_restart_under_load(compose: ComposeStack, api: Api, store: Any,
     print(f"rolling restart: {len(results)} webhooks, {len(failed)} failed, {len(pushes)} branch pushes")
     assert not failed, failed[:5]
     accepted = load_.accepted
-    wait_until(lambda: len(archived_deliveries(store, accepted)) == len(accepted), 60, "every delivery archived",
-               every=0.5, retry=NOT_YET)
+    wait_all_archived(compose, store, accepted)
 
     def versions() -> dict[str, dict] | None:
         listed = api.http.get(f"/api/v1/{api.user}/services/{repo['sid']}/versions", params={"limit": 100}).json()

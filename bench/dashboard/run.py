@@ -74,8 +74,16 @@ def sign_in(driver, base: str, token: str) -> None:
     time.sleep(0.5)
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "#signin button").click()
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def heading() -> str:
+        try:
+            return str(driver.find_element(By.TAG_NAME, "h1").text)
+        except (NoSuchElementException, StaleElementReferenceException):  # the page is being rendered
+            return ""
+
     deadline = time.monotonic() + 30
-    while "Services" not in driver.find_element(By.TAG_NAME, "h1").text:
+    while "Services" not in heading():
         if time.monotonic() > deadline:
             raise RuntimeError("sign-in did not reach the services page")
         time.sleep(0.1)

@@ -39,6 +39,7 @@ from shared.events.deploys import (
     DeploySucceededPayload,
     TargetPinChangedPayload,
 )
+from shared.rollback import rollback_source, rollback_target
 
 from .state import MemoryState
 from .targets import DeployRequest, DeployResult, Target
@@ -192,13 +193,12 @@ class Deployer:
             return
         target = p.target
         if target is None:
-            done = await self.state.successes(p.service_id)
-            if not done:
+            target = rollback_target(await self.state.successes(p.service_id))
+            if target is None:
                 await self._fail(
                     event, p.service_id, "nothing to roll back: the service has no successful deployment"
                 )
                 return
-            target = str(done[0]["target"])
         if target not in self.targets:
             await self._fail(event, p.service_id, f"unknown target {target!r}: not configured on the server")
             return
@@ -389,7 +389,7 @@ class Deployer:
                 current.get("namespace"),
                 current.get("application"),
             )
-        earlier = next((d for d in done[1:] if d.get("digest") != current.get("digest")), None)
+        earlier = rollback_source(done, target)
         if earlier is None:
             raise Resolution(
                 f"nothing to roll back to: no earlier successful deployment on target {target!r}"

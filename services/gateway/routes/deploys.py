@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from shared.events import DeployRequested, RollbackRequested, TargetPinChanged
 from shared.events.deploys import DeployRequestedPayload, RollbackRequestedPayload, TargetPinChangedPayload
 from shared.namespaces import namespace_refusal
+from shared.rollback import rollback_source
 from shared.settings import target_names
 
 from ..auth import authorize
@@ -160,10 +161,7 @@ async def rollback(request: Request) -> Response:
         done = await db_call(
             lambda: list(store_of(request).deployments.find(query).sort("finished_at", -1).limit(100))
         )
-        if done:
-            target = done[0].get("target")
-            done = [d for d in done if d.get("target") == target]
-        if len({d.get("digest") for d in done}) < 2:
+        if rollback_source(done, body.target) is None:
             raise ApiError(
                 409,
                 "nothing_to_roll_back",

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.local.stack import free_port
+from infra.local.procs import free_port
 from services.builder.vcs import GitSvn, RepoSpec, VcsError
 from shared.auth import create_user
 from tests.integration.builder_helpers import Api, wait_clean

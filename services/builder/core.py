@@ -38,12 +38,13 @@ from shared.events.versions import StageFinishedPayload, StageStartedPayload, Ve
 from shared.logwriter import LogWriter, mask
 from shared.repo_url import RepoUrlRefused, check_repo_url
 from shared.settings import Settings
+from shared.status import VERSION_TERMINAL_STATUSES
 from shared.store import Store
 
 from . import pipeline
 from .engine import DockerImageBuilder, DockerRegistry, ImageBuilder, Registry
 from .hosts import HostPool
-from .state import TERMINAL, BuilderState, age_of
+from .state import BuilderState, age_of
 from .vcs import GitSvn, RepoSpec, Vcs, git_dir
 
 log = logging.getLogger(__name__)
@@ -365,7 +366,7 @@ class Run:
 
     async def still_wanted(self) -> bool:
         doc = await self.b.state.version(self.vid)
-        return not (doc and doc.get("status") in TERMINAL)
+        return not (doc and doc.get("status") in VERSION_TERMINAL_STATUSES)
 
     async def fail(self, reason: str, stage: str | None) -> None:
         """Tear down, then VersionFailed — unless the version was cancelled meanwhile."""

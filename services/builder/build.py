@@ -23,10 +23,11 @@ from shared.events.versions import (
 from shared.status import VERSION_TERMINAL_STATUSES
 
 from . import pipeline
-from .core import Builder, Failed, Run, run_guarded
+from .core import Builder, Failed
 from .engine import BuildError, image_name
 from .hosts import NoHost
 from .pipeline.containers import blocking
+from .run import Run, run_guarded
 from .vcs import VcsError
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,9 @@ from . import pipeline
 from .engine import DockerImageBuilder, DockerRegistry, ImageBuilder, Registry
 from .hosts import HostPool
 from .state import BuilderState
-from .vcs import GitSvn, RepoSpec, Vcs, git_dir
+from .vcs import RepoSpec, Vcs
+from .vcs.clients import GitSvn
+from .vcs.git import git_dir
 
 log = logging.getLogger(__name__)
 

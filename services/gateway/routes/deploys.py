@@ -108,6 +108,19 @@ async def _successful_version(
     return doc
 
 
+async def _requested(request: Request, user_id: str, event: DeployRequested | RollbackRequested) -> Response:
+    """Publish a deploy or rollback request; answer once its deployment is readable (else 202 + Retry-After)."""
+    await publish(request, event)
+    deployment_id, service_id = event.payload.deployment_id, event.payload.service_id
+    visible = await until_projected(request, "deployments", deployment_id)
+    return accepted(
+        {"deployment_id": deployment_id},
+        f"/api/v1/{user_id}/services/{service_id}/deployments",
+        visible,
+        created=False,
+    )
+
+
 async def deploy(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     service_id = request.path_params["service_id"]
@@ -117,8 +130,9 @@ async def deploy(request: Request) -> Response:
     _allowed_namespace(request, body.target, body.namespace, user_id)
     version = await _successful_version(request, service_id, body.version_id, "version_id")
     deployment_id = uuid.uuid4().hex
-    await publish(
+    return await _requested(
         request,
+        user_id,
         DeployRequested.make(
             service_id,
             DeployRequestedPayload(
@@ -135,13 +149,6 @@ async def deploy(request: Request) -> Response:
             ),
             actor=user_id,
         ),
-    )
-    visible = await until_projected(request, "deployments", deployment_id)
-    return accepted(
-        {"deployment_id": deployment_id},
-        f"/api/v1/{user_id}/services/{service_id}/deployments",
-        visible,
-        created=False,
     )
 
 
@@ -169,8 +176,9 @@ async def rollback(request: Request) -> Response:
                 + (f" on target {body.target!r}" if body.target else ""),
             )
     deployment_id = uuid.uuid4().hex
-    await publish(
+    return await _requested(
         request,
+        user_id,
         RollbackRequested.make(
             service_id,
             RollbackRequestedPayload(
@@ -182,13 +190,6 @@ async def rollback(request: Request) -> Response:
             ),
             actor=user_id,
         ),
-    )
-    visible = await until_projected(request, "deployments", deployment_id)
-    return accepted(
-        {"deployment_id": deployment_id},
-        f"/api/v1/{user_id}/services/{service_id}/deployments",
-        visible,
-        created=False,
     )
 
 

@@ -8,14 +8,14 @@ up:
 	scripts/up.sh
 
 down:
-	@[ -x .venv/bin/python ] && .venv/bin/python -m infra.local.stack down --dir .fornax || true
+	@[ -x .venv/bin/python ] && .venv/bin/python -m infra.local.cli down --dir .fornax || true
 
 # Stops everything, then deletes .fornax/ (broker records and offsets, Mongo data, registry, logs).
 clean:
-	@if [ -x .venv/bin/python ]; then .venv/bin/python -m infra.local.stack clean --dir .fornax; else rm -rf .fornax; fi
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m infra.local.cli clean --dir .fornax; else rm -rf .fornax; fi
 
 status:
-	.venv/bin/python -m infra.local.stack status --dir .fornax
+	.venv/bin/python -m infra.local.cli status --dir .fornax
 
 test:
 	scripts/test.sh

@@ -22,7 +22,7 @@ if ! docker info >/dev/null 2>&1; then
     rm -f /var/run/docker.pid   # left behind by a killed dockerd
   fi
   # Room for many networks (a network per version and per service): the same flags as
-  # infra/local/stack.py DOCKERD_ARGS.
+  # infra/local/procs.py DOCKERD_ARGS.
   dockerd --default-address-pool base=172.20.0.0/14,size=24 >.fornax/dockerd-run.log 2>&1 &
   dockerd_pid=$!
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done

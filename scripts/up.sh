@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
-.venv/bin/python -m infra.local.stack up --dir .fornax
+.venv/bin/python -m infra.local.cli up --dir .fornax
 if .venv/bin/fornax demo --help >/dev/null 2>&1; then
   .venv/bin/fornax demo
 fi

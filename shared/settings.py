@@ -248,7 +248,7 @@ class Settings(BaseSettings):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
-    # -- Repository URL policy (services/builder/vcs.py, shared/repo_url.py) --------------------------
+    # -- Repository URL policy (services/builder/vcs/, shared/repo_url.py) --------------------------
     # Schemes a service's repository URL may use; local repositories (file:// URLs and paths) only
     # when repo_allow_local is on (the local stack turns it on for its demo and tests).
     repo_url_schemes: Annotated[list[str], NoDecode] = Field(

@@ -201,7 +201,8 @@ async def part_b(stack, token: str, plain_port: int) -> dict[str, list[float]]:
 
 def main() -> int:
     from infra.local.images import ensure_busybox_image
-    from infra.local.stack import Stack, free_port
+    from infra.local.procs import free_port
+    from infra.local.stack import Stack
     from shared.auth import create_user
     from shared.settings import Settings
     from shared.store import Store

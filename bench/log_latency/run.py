@@ -189,7 +189,7 @@ def _bare_server(port: int, seconds: float, versions: int, start_at: float, subs
 
 
 def floor(subscribers: int, versions: int, seconds: float) -> str:
-    from infra.local.stack import free_port
+    from infra.local.procs import free_port
 
     port = free_port()
     start_at = time.time() + 3 + subscribers / 300

@@ -32,7 +32,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from infra.local.stack import Stack, free_port, port_open, wait_for  # noqa: E402
+from infra.local.procs import free_port, port_open, wait_for  # noqa: E402
+from infra.local.stack import Stack  # noqa: E402
 from shared.auth import create_user  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store import Store  # noqa: E402

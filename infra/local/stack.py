@@ -5,25 +5,25 @@ A durable stack (`make up`) keeps Tansu's records and consumer-group offsets in 
 (`weed`, process name "store") with its data under `<base>/s3`; a memory stack (the test default) loses
 them when the broker stops.
 
-Used by `make up` / `make down` and by the test fixtures (with free ports and a temp dir).
+Used by `make up` / `make down` (through `infra.local.cli`) and by the test fixtures (with free ports and
+a temp dir).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .procs import StackError, ensure_dockerd, free_port, pid_alive, port_open, send_signal, stop_pid, wait_for
 
 REGISTRY_USER = "admin"
 REGISTRY_PASSWORD = "admin_password"
@@ -48,79 +48,6 @@ S3_BUCKET = "tansu"
 STORE_STOP_SECONDS = 3.0
 # Stopped last (the broker writes to the store until it stops); started first.
 INFRA = ("registry", "mongo", "kafka", "store")
-
-
-class StackError(RuntimeError):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.3)
-        return s.connect_ex((host, port)) == 0
-
-
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-2000:] if log and log.exists() else ""
-            raise StackError(f"{what} exited with code {proc.returncode} while starting.\n{tail}")
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
-            pass
-        time.sleep(0.2)
-    tail = log.read_text()[-2000:] if log and log.exists() else ""
-    raise StackError(f"{what} did not become ready within {timeout:.0f}s.\n{tail}")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        if os.getpgid(pid) == pid:  # we start services as group leaders: signal the whole group
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`; returns once the process is gone (its ports are free)."""
-    if not pid_alive(pid):
-        return
-    _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.1)
-    _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 @dataclass
@@ -254,7 +181,7 @@ class Stack:
             except (OSError, ValueError):
                 continue
             if pid > 0 and pid_alive(pid):
-                _signal(pid, signal.SIGTERM)
+                send_signal(pid, signal.SIGTERM)
         for name in [n for n in order if n in names] + sorted(names - set(order)):
             # weed's filer waits 15 s for its own S3 gateway's stream before it exits on SIGTERM; what
             # the broker wrote is already on disk (it survives kill -9), so it gets a shorter grace.
@@ -444,113 +371,3 @@ class Stack:
                 wait_for(lambda p=port: port_open(p), 60, f"{name} on 127.0.0.1:{port}", proc, log)
             else:
                 wait_for((self.base / "ready" / name).exists, 90, f"{name} worker", proc, log)
-
-
-# Every version gets its own network and every service its app network, so an engine with Docker's
-# default pools (31 networks: 172.17-31.0.0/16 and 192.168.0.0/16 in /20s) runs out under a few parallel
-# builds ("could not find an available, non-overlapping IPv4 address pool"). An engine Fornax starts
-# carves /24s out of 172.20.0.0/14: 1,024 networks. scripts/dockerd.sh passes the same flags.
-DOCKERD_ARGS = ["--default-address-pool", "base=172.20.0.0/14,size=24"]
-
-
-def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
-    """Start the local Docker engine if none answers (its PID is recorded for `make down`)."""
-    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        return
-    if not shutil.which("dockerd"):
-        raise StackError("no Docker engine answers and dockerd is not installed: apt-get install docker.io")
-    pidfile = Path("/var/run/docker.pid")
-    if pidfile.exists():
-        try:
-            alive = pid_alive(int(pidfile.read_text().strip()))
-        except ValueError:
-            alive = False
-        if not alive:
-            pidfile.unlink()  # left behind by a killed dockerd
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = state_dir / "dockerd.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(["dockerd", *DOCKERD_ARGS], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    (state_dir / "dockerd.pid").write_text(str(proc.pid))
-    wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout,
-             "dockerd", proc, log)
-
-
-def remove_deployed_apps(stack: Stack) -> int:
-    """Containers the Docker-host target deployed from this stack's registry (they could not be
-    restarted once the registry is gone): like `docker compose down`, `down` removes them."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=10)
-    except Exception:  # noqa: BLE001 - no engine: nothing to remove
-        return 0
-    from services.deployer.targets.docker_host import remove_app_networks
-
-    prefix = f"127.0.0.1:{stack.registry_port}/"
-    removed = 0
-    try:
-        for c in client.containers.list(all=True, filters={"label": "fornax.deploy.service"}):
-            if c.labels.get("fornax.deploy.image", "").startswith(prefix):
-                c.remove(force=True)
-                removed += 1
-                remove_app_networks(client, c.labels["fornax.deploy.service"])
-    except Exception:  # noqa: BLE001 - best effort on the way down
-        pass
-    finally:
-        client.close()
-    return removed
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.local.stack")
-    parser.add_argument("command", choices=["up", "down", "status", "clean"])
-    parser.add_argument("--dir", default=".fornax")
-    parser.add_argument("--infra-only", action="store_true")
-    parser.add_argument("--memory", action="store_true",
-                        help="keep the broker's records in memory only (lost when it stops)")
-    args = parser.parse_args(argv)
-    stack = Stack(base=Path(args.dir).resolve(), durable=not args.memory)
-    if args.command in ("down", "clean"):
-        removed = remove_deployed_apps(stack)
-        if removed:
-            print(f"fornax: removed {removed} deployed app container(s) of this stack's registry")
-        stack.stop_all()
-        dpid = stack.base / "dockerd.pid"
-        if dpid.exists():
-            stop_pid(int(dpid.read_text()), 20)
-            dpid.unlink()
-        print("fornax: stopped")
-        if args.command == "clean" and stack.base.exists():
-            shutil.rmtree(stack.base)
-            print(f"fornax: deleted {stack.base} (broker records, offsets, Mongo data, registry, logs)")
-        return 0
-    if args.command == "status":
-        for pidfile in sorted(stack.pid_dir.glob("*.pid")) if stack.pid_dir.exists() else []:
-            pid = int(pidfile.read_text())
-            print(f"{pidfile.stem:10} pid {pid:>7}  {'running' if pid_alive(pid) else 'dead'}")
-        return 0
-    stack.stop_all()
-    try:
-        stack.start_infra()
-        if not args.infra_only:
-            stack.start_services()
-    except StackError as exc:
-        print(f"fornax: {exc}", file=sys.stderr)
-        stack.stop_all()
-        return 1
-    storage = (f"on S3 (SeaweedFS 127.0.0.1:{stack.weed_ports['s3']}), durable" if stack.durable
-               else "in memory")
-    print(f"""fornax: the local stack is up (logs and data under {stack.base})
-  Kafka protocol (Tansu)  127.0.0.1:{stack.kafka_port}  records {storage}
-  Mongo wire (nx-27017)   127.0.0.1:{stack.mongo_port}
-  registry                127.0.0.1:{stack.registry_port}  (user {REGISTRY_USER})
-  dashboard               http://127.0.0.1:{stack.gateway_port}/ui/
-  gateway (REST, hooks)   http://127.0.0.1:{stack.gateway_port}/apidocs
-  logstream (WebSocket)   ws://127.0.0.1:{stack.logstream_port}/ws""")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,13 +20,14 @@ from shared.events.versions import (
     VersionQueuedPayload,
     VersionSucceededPayload,
 )
+from shared.status import VERSION_TERMINAL_STATUSES
 
 from . import pipeline
-from .core import Builder, Failed, Run, run_guarded
+from .core import Builder, Failed
 from .engine import BuildError, image_name
 from .hosts import NoHost
 from .pipeline.containers import blocking
-from .state import TERMINAL
+from .run import Run, run_guarded
 from .vcs import VcsError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ async def acquire_version(
     if doc is None:
         log.warning("version %s: not in the read model after %ss; skipped", vid, PROJECTION_WAIT)
         return None
-    if doc.get("status") in TERMINAL or (skip is not None and skip(doc)):
+    if doc.get("status") in VERSION_TERMINAL_STATUSES or (skip is not None and skip(doc)):
         return None
     # Being worked on here already: the running chain (build → push → tag) covers this step too,
     # or this is a repeated delivery.
@@ -69,7 +70,7 @@ async def acquire_version(
             # Another live worker has it (e.g. partitions moved while it builds): wait, take over if it dies.
             await asyncio.sleep(2.0)
             doc = await b.state.version(vid) or doc
-            if doc.get("status") in TERMINAL or (skip is not None and skip(doc)):
+            if doc.get("status") in VERSION_TERMINAL_STATUSES or (skip is not None and skip(doc)):
                 b.end(vid)
                 return None
     except BaseException:

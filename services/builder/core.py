@@ -1,14 +1,5 @@
-"""The builder's adapters and per-process state (`Builder`), and one handler run of a version (`Run`).
-
-A Run emits stage events, writes the version's log, races each long step against the version's
-cancel flag and deadline, and on the way out (failure, cancel, success) removes everything the
-version created — containers and network by label, workspace, quota reservation, heartbeat —
-before it emits the terminal event.
-
-A Run works under its claim (`Active.epoch`): its events carry the epoch, and before each one it
-checks that the claim is still its own. A run whose claim was taken over (it stalled past
-builder_lost_after) stops as `Lost`: it emits nothing more and removes only the containers labelled
-with its own epoch, leaving the workspace, quota and heartbeat to the worker that took over.
+"""The builder's adapters and per-process state (`Builder`), the outcomes of a run (`Failed`,
+`Cancelled`, `Lost`) and the claim it works under (`Active`); one run of a version is `run.Run`.
 """
 
 from __future__ import annotations
@@ -19,9 +10,8 @@ import logging
 import os
 import shutil
 import socket
-import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +19,8 @@ from typing import Any
 from shared.bus import EventBus
 from shared.events import (
     Event,
-    StageFinished,
-    StageStarted,
-    VersionFailed,
 )
-from shared.events.envelope import Payload
-from shared.events.versions import StageFinishedPayload, StageStartedPayload, VersionFailedPayload
-from shared.logwriter import LogWriter, mask
+from shared.logwriter import LogWriter
 from shared.repo_url import RepoUrlRefused, check_repo_url
 from shared.settings import Settings
 from shared.store import Store
@@ -43,8 +28,10 @@ from shared.store import Store
 from . import pipeline
 from .engine import DockerImageBuilder, DockerRegistry, ImageBuilder, Registry
 from .hosts import HostPool
-from .state import TERMINAL, BuilderState, age_of
-from .vcs import GitSvn, RepoSpec, Vcs, git_dir
+from .state import BuilderState
+from .vcs import RepoSpec, Vcs
+from .vcs.clients import GitSvn
+from .vcs.git import git_dir
 
 log = logging.getLogger(__name__)
 
@@ -192,210 +179,3 @@ def bootstrap(settings: Settings) -> Builder:
         state=state,
         worker=state.worker,
     )
-
-
-class Run:
-    """One handler's work on one version (build, push or tag step)."""
-
-    def __init__(self, b: Builder, cause: Event, version: dict[str, Any], active: Active) -> None:
-        self.b = b
-        self.cause = cause
-        self.version = version
-        self.vid: str = version["_id"]
-        self.active = active
-        self.service: dict[str, Any] = {}
-        self.log: LogWriter | None = None
-        self.host: str | None = version.get("host")
-        self.current: str | None = None
-        elapsed = age_of(version.get("created_at")) or 0.0
-        self.deadline = time.monotonic() + max(1.0, b.settings.version_timeout - elapsed)
-
-    # -- events and log ------------------------------------------------------------------------------
-    def make(self, cls: type[Event], payload: Payload) -> Event:
-        if self.active.epoch is not None and "epoch" in type(payload).model_fields:
-            payload = payload.model_copy(update={"epoch": self.active.epoch})
-        return cls.make(
-            self.vid, payload, cause=self.cause, correlation_id=self.vid, actor=self.version.get("user_id")
-        )
-
-    async def emit(self, cls: type[Event], payload: Payload) -> None:
-        await self.publish(self.make(cls, payload))
-
-    async def publish(self, *events: Event) -> None:
-        """Emit, if this run still holds its claim (Lost otherwise)."""
-        await self.check_claim()
-        await self.b.emit(*events)
-
-    async def publish_once(self, event: Event) -> None:
-        """Publish one of the version's milestones (built, pushed, tagged) once. A run resumed after a crash
-        that came after the publish redoes the step (the same image, digest or tag: nothing changes) but does
-        not publish it again, although the read model may not show it yet."""
-        if await self.b.state.emitted(self.vid, event.type):
-            log.info("version %s: %s was published before this run; not again", self.vid, event.type)
-            return
-        await self.publish(event)
-        await self.b.state.record_emitted(self.vid, event.type)
-
-    async def check_claim(self) -> None:
-        if await self.claim_gone():
-            raise Lost()
-
-    async def claim_gone(self) -> bool:
-        """True (and the run marked lost) once another worker took the version over."""
-        epoch = self.active.epoch
-        if self.active.released or self.active.lost or epoch is None:
-            return self.active.lost
-        if not await self.b.state.holds(self.vid, epoch):
-            hb = await self.b.state.heartbeat(self.vid) or {}
-            log.info("version %s: claim now %s epoch %s", self.vid, hb.get("worker"), hb.get("epoch"))
-            self.lost()
-        return self.active.lost
-
-    def lost(self) -> None:
-        if not self.active.lost:
-            log.warning("version %s: claim epoch %s was taken over; stopping here", self.vid, self.active.epoch)
-        self.active.lost = True
-        self.active.cancelled.set()
-
-    async def open_log(self) -> LogWriter:
-        if self.log is None:
-            self.log = await self.b.log_for(self.vid, self.version.get("service_id"))
-        return self.log
-
-    async def write(self, stage: str, text: str, stream: str = "stdout") -> None:
-        await (await self.open_log()).write(stage, text, stream)
-
-    def line_writer(self, stage: str) -> Callable[[str], Awaitable[None]]:
-        async def on_line(text: str) -> None:
-            await self.write(stage, text)
-
-        return on_line
-
-    def masked(self, text: str) -> str:
-        secrets = [self.b.registry_secret] + (self.log.secrets if self.log else [])
-        return mask(text, secrets)
-
-    # -- steps ---------------------------------------------------------------------------------------
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    async def guard(self, coro: Awaitable[Any], stage: str, timeout: float | None = None) -> Any:
-        """Await `coro` unless the version is cancelled (Cancelled) or runs out of time (Failed)."""
-        limit = min(timeout or float("inf"), self.remaining())
-        task = asyncio.ensure_future(coro)
-        waiter = asyncio.ensure_future(self.active.cancelled.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {task, waiter}, timeout=max(limit, 0.01), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waiter.cancel()
-        if task in done:
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if self.active.cancelled.is_set():
-            raise Cancelled()
-        raise Failed(f"{stage} timed out after {limit:.0f}s", stage)
-
-    async def stage(
-        self,
-        name: str,
-        work: Callable[[], Awaitable[Any]],
-        timeout: float | None = None,
-        errors: tuple[type[BaseException], ...] = (),
-    ) -> Any:
-        """StageStarted, the work (guarded), StageFinished(success|failed|cancelled)."""
-        if self.active.cancelled.is_set():
-            raise Cancelled()
-        self.current = name
-        await self.emit(StageStarted, StageStartedPayload(stage=name))  # type: ignore[arg-type]
-        began = time.monotonic()
-        try:
-            result = await self.guard(work(), name, timeout)
-        except Cancelled:
-            await self.finish(name, "cancelled")
-            raise
-        except pipeline.StageFailed as exc:
-            if exc.kind == "cancelled" or self.active.cancelled.is_set():
-                await self.finish(name, "cancelled")
-                raise Cancelled() from None
-            await self.finish(name, "failed", self.masked(exc.message))
-            raise Failed(self.masked(exc.message), name) from None
-        except Failed as exc:
-            exc.stage = exc.stage or name
-            await self.finish(name, "failed", exc.reason)
-            raise
-        except errors as exc:
-            reason = self.masked(str(exc))
-            await self.finish(name, "failed", reason)
-            raise Failed(reason, name) from None
-        log.info("version %s: %s done in %.3fs", self.vid, name, time.monotonic() - began)
-        await self.finish(name, "success")
-        return result
-
-    async def finish(self, stage: str, status: str, error: str | None = None) -> None:
-        self.current = None
-        if error:
-            await self.write(stage, error, "system")
-        await self.emit(StageFinished, StageFinishedPayload(stage=stage, status=status, error=error))  # type: ignore[arg-type]
-
-    # -- endings -------------------------------------------------------------------------------------
-    async def teardown(self) -> None:
-        """Remove everything of the version and give back its quota, heartbeat and log writer."""
-        if await self.claim_gone():
-            await self.teardown_lost()
-            return
-        await self.b.remove_leftovers(self.vid, self.host)
-        user = self.version.get("user_id")
-        if user:
-            with contextlib.suppress(Exception):
-                await pipeline.release(self.b.store, user, self.vid)
-        await self.b.state.finish_claim(self.vid)
-        self.active.released = True  # held until here; the claim is marked done now
-        await self.b.close_log(self.vid)
-        self.b.hosts.release(self.vid)
-
-    async def teardown_lost(self) -> None:
-        """After a takeover: only what this claim alone owns (its containers, the local log writer)."""
-        if self.active.epoch is not None:
-            await self.b.remove_own_containers(self.vid, self.active.epoch, self.host)
-        await self.b.close_log(self.vid)
-        self.b.hosts.release(self.vid)
-
-    async def still_wanted(self) -> bool:
-        doc = await self.b.state.version(self.vid)
-        return not (doc and doc.get("status") in TERMINAL)
-
-    async def fail(self, reason: str, stage: str | None) -> None:
-        """Tear down, then VersionFailed — unless the version was cancelled meanwhile."""
-        reason = self.masked(reason)
-        if await self.claim_gone():
-            await self.teardown_lost()
-            return
-        if self.log is not None or self.version.get("service_id"):
-            with contextlib.suppress(Exception):
-                await self.write(stage or "build", f"version failed: {reason}", "system")
-        await self.teardown()
-        if self.active.cancelled.is_set() or not await self.still_wanted():
-            return
-        await self.emit(VersionFailed, VersionFailedPayload(reason=reason, stage=stage))
-
-    async def cancelled(self) -> None:
-        if not self.active.lost:
-            with contextlib.suppress(Exception):
-                await self.write(self.current or "build", "cancelled: stopped and cleaned up", "system")
-        await self.teardown()
-
-
-async def run_guarded(b: Builder, run: Run, body: Callable[[Run], Awaitable[None]]) -> None:
-    """Run a step body, turning Failed into VersionFailed and Cancelled into a quiet teardown."""
-    try:
-        await body(run)
-    except Cancelled:
-        await run.cancelled()
-    except Failed as exc:
-        await run.fail(exc.reason, exc.stage)
-    except Exception as exc:  # a bug or an unexpected outage must not leave it running
-        log.exception("version %s: unexpected error", run.vid)
-        await run.fail(f"internal builder error: {type(exc).__name__}: {exc}", run.current)

@@ -12,8 +12,9 @@ from shared.events import Event, ImagePushed
 from shared.events.versions import ImagePushedPayload
 
 from .build import run_owned
-from .core import Builder, Run
+from .core import Builder
 from .engine import PushError
+from .run import Run
 
 PUSH_TIMEOUT = 600.0
 

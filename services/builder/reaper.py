@@ -28,12 +28,13 @@ from shared.events.versions import (
     VersionFailedPayload,
     VersionRequestedPayload,
 )
+from shared.status import VERSION_ACTIVE_STATUSES
 
 from . import pipeline
 from .build import on_version_requested
 from .core import Builder
 from .push import on_image_built
-from .state import ACTIVE, age_of
+from .state import age_of
 from .tag import on_image_pushed
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,9 @@ async def reap_lost(b: Builder) -> list[str]:
     """Take over active versions nobody works on: resume them at their next step, or fail them
     ("worker lost") once they were taken over MAX_TAKEOVERS times already. Returns their ids."""
     limit = b.settings.builder_lost_after
-    docs = await asyncio.to_thread(lambda: list(b.store.versions.find({"status": {"$in": list(ACTIVE)}})))
+    docs = await asyncio.to_thread(
+        lambda: list(b.store.versions.find({"status": {"$in": list(VERSION_ACTIVE_STATUSES)}}))
+    )
     taken = []
     for doc in docs:
         vid = doc["_id"]
@@ -148,7 +151,7 @@ async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
         except Exception:  # noqa: BLE001 - reclaimed later by the quota itself
             pass
     fresh = await b.state.version(vid)
-    if fresh is None or fresh.get("status") in ACTIVE:
+    if fresh is None or fresh.get("status") in VERSION_ACTIVE_STATUSES:
         events.append(
             VersionFailed.make(
                 vid,
@@ -181,7 +184,7 @@ async def reap_leftovers(b: Builder) -> list[str]:
             continue
         for vid in candidates - set(b.active):
             doc = await b.state.version(vid)
-            if doc is not None and doc.get("status") not in ACTIVE:
+            if doc is not None and doc.get("status") not in VERSION_ACTIVE_STATUSES:
                 await asyncio.to_thread(b.cleanup, b.hosts.client(host), vid)
                 removed.append(vid)
     root = b.settings.workspaces
@@ -192,18 +195,18 @@ async def reap_leftovers(b: Builder) -> list[str]:
                 continue
             doc = await b.state.version(vid)
             old = time.time() - entry.stat().st_mtime > ORPHAN_WORKSPACE_AGE
-            if (doc is not None and doc.get("status") not in ACTIVE) or (doc is None and old):
+            if (doc is not None and doc.get("status") not in VERSION_ACTIVE_STATUSES) or (doc is None and old):
                 await asyncio.to_thread(shutil.rmtree, entry, True)
                 removed.append(f"workspace:{vid}")
     # Claims of versions that ended, once the read model shows the end.
     for vid in await b.state.done_claims():
         doc = await b.state.version(vid)
-        if doc is None or doc.get("status") not in ACTIVE:
+        if doc is None or doc.get("status") not in VERSION_ACTIVE_STATUSES:
             await b.state.drop_claim(vid)
     # Log writers of versions that finished elsewhere.
     for vid in [v for v in list(b.logs) if v not in b.active]:
         doc = await b.state.version(vid)
-        if doc is None or doc.get("status") not in ACTIVE:
+        if doc is None or doc.get("status") not in VERSION_ACTIVE_STATUSES:
             await b.close_log(vid)
     return removed
 

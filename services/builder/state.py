@@ -31,9 +31,6 @@ from shared.secretbox import SecretBox
 
 from .vcs import RepoSpec
 
-TERMINAL = ("success", "failed", "cancelled")
-ACTIVE = ("pending", "queued", "running")
-
 
 def age_of(iso: str | None) -> float | None:
     """Seconds since an ISO-8601 read-model time (None if absent or unparsable)."""

@@ -13,7 +13,8 @@ from shared.events.versions import VersionSucceededPayload, VersionTaggedPayload
 
 from . import pipeline
 from .build import run_owned
-from .core import Builder, Failed, Run
+from .core import Builder, Failed
+from .run import Run
 from .vcs import VcsError
 
 TAG_TIMEOUT = 300.0

@@ -39,9 +39,11 @@ from shared.events.deploys import (
     DeploySucceededPayload,
     TargetPinChangedPayload,
 )
+from shared.rollback import rollback_target
 
+from .resolve import Resolution, Resolver
 from .state import MemoryState
-from .targets import DeployRequest, DeployResult, Target
+from .targets import DeployResult, Target
 
 log = logging.getLogger(__name__)
 Publish = Callable[..., Awaitable[None]]
@@ -52,10 +54,6 @@ class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: Event | None = None
     runner: asyncio.Task[None] | None = None
-
-
-class Resolution(Exception):
-    """The request cannot be carried out; the message is the DeployFailed reason."""
 
 
 def auto_deployment_id(version_id: str, cluster: str, partition: str | None, application: str) -> str:
@@ -77,6 +75,7 @@ class Deployer:
         self._publish = publish
         self.timeout = timeout
         self.projection_wait = projection_wait
+        self.resolver = Resolver(state, timeout, projection_wait)
         self.slots: dict[tuple[str, str], _Slot] = {}
         self.active: set[str] = set()
 
@@ -109,7 +108,7 @@ class Deployer:
         p: Any = event.payload
         if not p.deploy:
             return
-        version = await self._wait_for(lambda: self.state.version(event.aggregate_id), "service_id")
+        version = await self.resolver.wait_for(lambda: self.state.version(event.aggregate_id), "service_id")
         if version is None:
             log.error(
                 "VersionSucceeded for unknown version %s: automatic deploys dropped", event.aggregate_id
@@ -192,13 +191,12 @@ class Deployer:
             return
         target = p.target
         if target is None:
-            done = await self.state.successes(p.service_id)
-            if not done:
+            target = rollback_target(await self.state.successes(p.service_id))
+            if target is None:
                 await self._fail(
                     event, p.service_id, "nothing to roll back: the service has no successful deployment"
                 )
                 return
-            target = str(done[0]["target"])
         if target not in self.targets:
             await self._fail(event, p.service_id, f"unknown target {target!r}: not configured on the server")
             return
@@ -290,7 +288,7 @@ class Deployer:
     async def run(self, event: Event, target_name: str) -> None:
         p: Any = event.payload
         try:
-            req, kind = await self._resolve(event, target_name)
+            req, kind = await self.resolver.resolve(event, target_name)
         except Resolution as exc:
             await self._fail(event, p.service_id, str(exc))
             return
@@ -342,96 +340,6 @@ class Deployer:
             )
         else:
             await self._fail(event, p.service_id, result.reason)
-
-    async def _resolve(self, event: Event, target_name: str) -> tuple[DeployRequest, Any]:
-        p: Any = event.payload
-        image: Any
-        digest: Any
-        service = await self._wait_for(lambda: self.state.service(p.service_id), "name")
-        if service is None:
-            raise Resolution(f"service {p.service_id} not found")
-        if isinstance(event, RollbackRequested):
-            version_id, image, digest, namespace, application = await self._rollback_source(
-                event, target_name
-            )
-            kind = "rollback"
-        else:
-            version_id, namespace, application, kind = p.version_id, p.namespace, p.application, p.kind
-            image, digest = p.image, p.digest
-            if not image or not digest:
-                version = await self._version(p.service_id, version_id)
-                image, digest = version.get("image"), version.get("digest")
-        if not image:
-            raise Resolution(f"version {version_id} has no pushed image to deploy")
-        return DeployRequest(
-            deployment_id=p.deployment_id,
-            service_id=p.service_id,
-            service_name=str(service["name"]),
-            version_id=version_id,
-            application=application or str(service["name"]),
-            image=image,
-            digest=digest,
-            namespace=namespace,
-            timeout=self.timeout,
-            user_id=str(p.user_id or service.get("user_id") or ""),
-        ), kind
-
-    async def _rollback_source(self, event: RollbackRequested, target: str) -> tuple[str, Any, Any, Any, Any]:
-        p = event.payload
-        done = await self.state.successes(p.service_id, target)
-        current = done[0] if done else {}
-        if p.to_version_id:
-            version = await self._version(p.service_id, p.to_version_id)
-            return (
-                p.to_version_id,
-                version.get("image"),
-                version.get("digest"),
-                current.get("namespace"),
-                current.get("application"),
-            )
-        earlier = next((d for d in done[1:] if d.get("digest") != current.get("digest")), None)
-        if earlier is None:
-            raise Resolution(
-                f"nothing to roll back to: no earlier successful deployment on target {target!r}"
-            )
-        return (
-            earlier["version_id"],
-            earlier["image"],
-            earlier["digest"],
-            earlier.get("namespace"),
-            earlier.get("application"),
-        )
-
-    async def _version(self, service_id: str, version_id: str) -> dict[str, Any]:
-        version = await self._wait_for(
-            lambda: self.state.version(version_id),
-            "status",
-            until=lambda v: v.get("status") in ("success", "failed", "cancelled"),
-        )
-        if version is None or version.get("service_id") != service_id:
-            raise Resolution(f"version {version_id} not found for service {service_id}")
-        if version.get("status") != "success":
-            raise Resolution(
-                f"version {version.get('name', version_id)} is {version.get('status')}, not success"
-            )
-        return version
-
-    async def _wait_for(
-        self,
-        fetch: Callable[[], Awaitable[dict[str, Any] | None]],
-        key: str,
-        until: Callable[[dict[str, Any]], bool] | None = None,
-    ) -> dict[str, Any] | None:
-        """A read-model doc, waiting briefly for the projector to catch up with the event we react to."""
-        deadline = asyncio.get_running_loop().time() + self.projection_wait
-        doc = None
-        while True:
-            doc = await fetch()
-            if doc is not None and doc.get(key) is not None and (until is None or until(doc)):
-                return doc
-            if asyncio.get_running_loop().time() > deadline:
-                return doc
-            await asyncio.sleep(0.2)
 
     async def _fail(self, cause: Event, service_id: str, reason: str) -> None:
         await self.emit(

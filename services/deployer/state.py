@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.events import Event
+from shared.status import DEPLOY_TERMINAL_STATUSES
 from shared.store import Store
 
-TERMINAL = ("success", "failed", "skipped")
 # Started deploys are lost after the sweep horizon; never-started ones may sit in a backlog while the
 # deployer is down, so they get much longer.
 QUEUED_GRACE = timedelta(hours=1)
@@ -50,11 +50,11 @@ class MemoryState:
                 application=p.application,
                 kind=p.kind,
             )
-            if doc["status"] not in TERMINAL:
+            if doc["status"] not in DEPLOY_TERMINAL_STATUSES:
                 doc["status"] = "running"
         elif (
             event.type in ("DeploySucceeded", "DeployFailed", "DeploySkipped")
-            and doc["status"] not in TERMINAL
+            and doc["status"] not in DEPLOY_TERMINAL_STATUSES
         ):
             doc["service_id"] = p.service_id
             doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(
@@ -71,7 +71,7 @@ class MemoryState:
         return self.services.get(service_id)
 
     async def finished(self, deployment_id: str) -> bool:
-        return self.deployments.get(deployment_id, {}).get("status") in TERMINAL
+        return self.deployments.get(deployment_id, {}).get("status") in DEPLOY_TERMINAL_STATUSES
 
     async def pinned(self, service_id: str, target: str) -> bool:
         return self.pins.get((service_id, target), False)
@@ -112,7 +112,7 @@ class MongoState(MemoryState):
         if await super().finished(deployment_id):
             return True
         doc = await asyncio.to_thread(self.store.deployments.find_one, {"_id": deployment_id}, {"status": 1})
-        return bool(doc and doc.get("status") in TERMINAL)
+        return bool(doc and doc.get("status") in DEPLOY_TERMINAL_STATUSES)
 
     async def pinned(self, service_id: str, target: str) -> bool:
         if (service_id, target) in self.pins:
@@ -128,7 +128,7 @@ class MongoState(MemoryState):
             ]
         }
         docs = await asyncio.to_thread(lambda: list(self.store.deployments.find(query).limit(100)))
-        return [d for d in docs if self.deployments.get(d["_id"], {}).get("status") not in TERMINAL]
+        return [d for d in docs if self.deployments.get(d["_id"], {}).get("status") not in DEPLOY_TERMINAL_STATUSES]
 
     async def successes(self, service_id: str, target: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"service_id": service_id, "status": "success"}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.builder.pipeline import StageFailed, cleanup_version, parse_config, run_stage
-from services.builder.vcs import GitSvn, RepoSpec
+from services.builder.vcs import RepoSpec
+from services.builder.vcs.clients import GitSvn
 from tests.integration.builder_helpers import GitRepo
 from tests.integration.pipeline_helpers import Versions
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.stack import free_port
+from infra.local.procs import free_port
 from shared.auth import create_user
 from tests.integration.builder_helpers import Api, GitRepo, dockerfile, leftovers, remove_images
 

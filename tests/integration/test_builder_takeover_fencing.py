@@ -15,7 +15,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from services.builder.core import Lost, Run, bootstrap
+from services.builder.core import Lost, bootstrap
+from services.builder.run import Run
 from services.builder.state import BuilderState
 from services.builder.watch import fence_once
 from shared.auth import create_user

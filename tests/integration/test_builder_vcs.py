@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.builder.vcs import GitSvn, RepoSpec, VcsError
+from services.builder.vcs import RepoSpec, VcsError
+from services.builder.vcs.clients import GitSvn
 from tests.integration.builder_helpers import GitRepo, SvnRepo, sh
 
 vcs = GitSvn(probe_timeout=10)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from infra.local.stack import free_port
+from infra.local.procs import free_port
 from services.deployer.targets import DeployRequest
 from services.deployer.targets.docker_host import DockerHostTarget, container_name
 from shared.settings import DockerTarget

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.local.stack import free_port
-from services.builder.vcs import GitSvn, RepoSpec, VcsError
+from infra.local.procs import free_port
+from services.builder.vcs import RepoSpec, VcsError
+from services.builder.vcs.clients import GitSvn
 from shared.auth import create_user
 from tests.integration.builder_helpers import Api, wait_clean
 from tests.integration.gateway_helpers import assert_error, auth

@@ -16,7 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.builder.state import BuilderState
-from services.builder.vcs import GitSvn, VcsError
+from services.builder.vcs import VcsError
+from services.builder.vcs.clients import GitSvn
 from services.gateway.repo_index import backfill, lookup_queries
 from shared.bus import EventBus
 from shared.query import MAX_POSITION

@@ -9,7 +9,7 @@ import kmock
 import pytest
 from pydantic import SecretStr
 
-from infra.local.stack import free_port
+from infra.local.procs import free_port
 from services.deployer.handlers import Deployer
 from services.deployer.state import MemoryState
 from services.deployer.targets import DeployRequest

@@ -13,7 +13,7 @@ from logstream_helpers import Watcher, end_version, lines_of, new_user, request_
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from infra.local.stack import free_port
+from infra.local.procs import free_port
 from services.logstream.endpoint import TOO_SLOW
 from shared.bus import EventBus
 from tests.waits import wait_until_async

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from infra.local.stack import free_port
+from infra.local.procs import free_port
 from shared.auth import create_user
 from tests.fixtures.forge import Forge
 from tests.fixtures.oauth_fake import FakeProvider

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.builder.core import Active, Cancelled, Failed, Run
+from services.builder.core import Active, Cancelled, Failed
 from services.builder.engine import build_context, image_name, image_tag
 from services.builder.hosts import HostPool, NoHost
+from services.builder.run import Run
 from services.builder.vcs import FakeVcs, RepoSpec
 
 # The registry's tag grammar (distribution/reference), lower-case as Fornax writes them.

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from services.builder.check import on_service_event
 from services.builder.core import Builder
-from services.builder.vcs import FakeVcs, RepoSpec, scrub
+from services.builder.vcs import FakeVcs, RepoSpec
+from services.builder.vcs.proc import scrub
 from shared.events import ServiceCreated
 from shared.events.services import ServiceCreatedPayload
 from shared.repo_url import DEFAULT_SCHEMES, RepoUrlRefused, check_repo_url, parse_repo_url, redact_credentials

@@ -70,7 +70,8 @@ Also part of the contract:
   version_name and secrets (the service's secrets by name) and settings.jenkins_servers.
 """
 
-from .config import CONFIG_FILES, ConfigError, PipelineConfig, load_config, parse_config, read_config
+from .config import ConfigError, PipelineConfig
+from .config_load import CONFIG_FILES, load_config, parse_config, read_config
 from .containers import ensure_image
 from .errors import StageFailed
 from .images import ImageRefused, check_config, check_dockerfile, check_image, pull_auth

@@ -1,4 +1,5 @@
-"""The config file (fornax.yml / caicloud.yml): pydantic models, loading with key-and-line errors.
+"""The config file (fornax.yml / caicloud.yml): its pydantic models (loading: config_load.py; field values:
+config_fields.py).
 
 Schema (DESIGN §4) plus two documented additions:
 - `timeout: <seconds>` on integration, pre_build, build and post_build overrides settings.stage_timeout
@@ -16,34 +17,36 @@ runner.copy_outputs for where each lands.
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 import re
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from shared.events.versions import DeploySpec
 
-from ._yaml import YamlSyntaxError, YamlTooLarge, dotted, line_of, load_with_lines
+from .config_fields import (
+    _COMMANDS_ALIASES,
+    _ENV_ALIASES,
+    _environment,
+    _inside,
+    _refused,
+    _scalar_text,
+    _seed_spellings,
+    _volume,
+)
 
-CONFIG_FILES = ("fornax.yml", "caicloud.yml")
-WORKSPACE_MOUNT = "/workspace"  # where the repository is bind-mounted in every step container
 STAGE_ORDER = ("integration", "pre_build", "build", "push", "tag", "post_build", "deploy")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 
 
@@ -58,127 +61,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _scalar_text(v: Any) -> Any:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v) if isinstance(v, int | float) else v
-
-
-def _environment(value: Any) -> dict[str, str]:
-    """`[KEY=value, ...]` or `{KEY: value}` → dict; scalar map values become strings."""
-    value = _refused(value)
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not _ENV_KEY.match(str(k)):
-                raise ValueError(f"invalid variable name {k!r}")
-            if isinstance(v, dict | list):
-                raise ValueError(f"value of {k} must be a scalar")
-            out[str(k)] = "" if v is None else str(_scalar_text(v))
-        return out
-    if isinstance(value, list):
-        out = {}
-        for item in value:
-            if not isinstance(item, str) or "=" not in item:
-                raise ValueError(f"items must be KEY=value strings, got {item!r}")
-            k, _, v = item.partition("=")
-            if not _ENV_KEY.match(k):
-                raise ValueError(f"invalid variable name {k!r}")
-            out[k] = v
-        return out
-    raise ValueError("must be a list of KEY=value or a mapping")
-
-
-def _inside(path: str, what: str) -> str:
-    """Normalise a repository path; refuse anything that leaves the workspace."""
-    if not path.strip():
-        raise ValueError(f"{what} must not be empty")
-    norm = posixpath.normpath(path)
-    if norm.startswith("/"):
-        if norm == WORKSPACE_MOUNT or norm.startswith(WORKSPACE_MOUNT + "/"):
-            norm = posixpath.relpath(norm, WORKSPACE_MOUNT)
-        else:
-            raise ValueError(f"{path!r} escapes the workspace (absolute paths must be under "
-                             f"{WORKSPACE_MOUNT})")
-    if norm == ".." or norm.startswith("../"):
-        raise ValueError(f"{path!r} escapes the workspace")
-    return norm
-
-
-# -- The seed's spellings (caicloud.yml of Fornax 2016): `env`, `command`, `volumes` ------------------
-_ENV_ALIASES = AliasChoices("environment", "env")
-_COMMANDS_ALIASES = AliasChoices("commands", "command")
-_NO_MOUNT = ("/proc", "/sys", "/dev")
-
-
-class _Refused:
-    """Put in place of a seed-spelled key's value to fail with `message` at that key's line."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-def _refused(v: Any) -> Any:
-    if isinstance(v, _Refused):
-        raise ValueError(v.message)
-    return v
-
-
-def _seed_spellings(data: Any) -> Any:
-    """`env` is `environment`; `command: <one command>` is `commands: [<it>]` (one of each pair)."""
-    if not isinstance(data, dict):
-        return data
-    data = dict(data)
-    for seed, ours in (("env", "environment"), ("command", "commands")):
-        if seed in data and ours in data:
-            del data[ours]
-            data[seed] = _Refused(f"`{seed}` and `{ours}` are the same key: give only one")
-    one = data.get("command")
-    if isinstance(one, dict | list):
-        data["command"] = _Refused("`command` is one command (a string); use `commands` for a list")
-    elif "command" in data and not isinstance(one, _Refused):
-        data["command"] = None if one is None else [_scalar_text(one)]
-    return data
-
-
-def _volume(item: Any) -> tuple[str, str, str]:
-    """One `volumes` item → (workspace-relative source, absolute container path, mode).
-
-    `<container path>`: the repository (the workspace) is also mounted there — the seed's form, e.g.
-    `../go/src/github.com/u/repo` to put the code under GOPATH; relative paths are relative to the
-    working directory /workspace. `<workspace path>:<container path>[:ro|rw]`: that directory of the
-    repository is mounted there. Only the workspace can be mounted: a host path outside it is refused.
-    """
-    if not isinstance(item, str) or not item.strip():
-        raise ValueError(f"items must be `<container path>` or `<workspace path>:<container path>`, "
-                         f"got {item!r}")
-    parts = item.split(":")
-    mode = "rw"
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        mode = parts.pop()
-    if len(parts) == 1:
-        source, target = ".", parts[0]
-    elif len(parts) == 2:
-        source, target = parts
-        try:
-            source = _inside(source, "volume source")
-        except ValueError:
-            raise ValueError(f"{item!r}: only paths inside the workspace can be mounted "
-                             f"({source!r} is not)") from None
-    else:
-        raise ValueError(f"{item!r}: expected `<container path>` or `<workspace path>:<container path>`")
-    if not target.strip():
-        raise ValueError(f"{item!r}: the container path is empty")
-    target = posixpath.normpath(posixpath.join(WORKSPACE_MOUNT, target))
-    if target == "/" or target == WORKSPACE_MOUNT or target.startswith(WORKSPACE_MOUNT + "/"):
-        raise ValueError(f"{item!r}: cannot mount over {target}")
-    if any(target == p or target.startswith(p + "/") for p in _NO_MOUNT):
-        raise ValueError(f"{item!r}: cannot mount over {target}")
-    return source, target, mode
 
 
 class Step(_Strict):
@@ -447,91 +329,3 @@ class PipelineConfig(_Strict):
         mem, cpu = self.container_limits(settings)
         most = 1 + (len(self.integration.services) if self.integration is not None else 0)
         return mem * most, cpu * most
-
-
-def _msg(err: Any) -> str:
-    kind = err.get("type", "")
-    if kind == "missing":
-        return "field required"
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "too_short":
-        return "must not be empty"
-    msg = str(err.get("msg", "invalid value"))
-    msg = msg.removeprefix("Value error, ")
-    return msg[:1].lower() + msg[1:]
-
-
-def parse_config(
-    text: str, name: str = "fornax.yml", *, max_nodes: int = 10_000, deadline: float | None = None
-) -> PipelineConfig:
-    """Parse config text; ConfigError('<name> line N: <key.path>: <problem>') on any problem, and
-    ConfigError('<name>: <what was exceeded>') past `max_nodes` values or the `deadline` (monotonic)."""
-    try:
-        data, lines = load_with_lines(text, max_nodes=max_nodes, deadline=deadline)
-    except YamlTooLarge as exc:
-        raise ConfigError(f"{name}: {exc.message}", file=name, line=exc.line) from None
-    except YamlSyntaxError as exc:
-        raise ConfigError(f"{name} line {exc.line}: {exc.message}", file=name, line=exc.line) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name} line 1: the top level must be a mapping of stages", file=name, line=1)
-    try:
-        config = PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        # Report one problem: an unknown key first (usually a typo that also explains a "missing"
-        # one), else the first by line.
-        errors = [(tuple(err["loc"]), err) for err in exc.errors()]
-        loc, err = min(errors, key=lambda e: (e[1]["type"] != "extra_forbidden", line_of(lines, e[0])))
-        line = line_of(lines, loc)
-        key = dotted(loc)
-        raise ConfigError(f"{name} line {line}: {key}: {_msg(err)}", file=name, line=line, key=key) from None
-    config._source = name
-    return config
-
-
-def load_config(
-    workspace: Path,
-    configured_name: str | None = None,
-    *,
-    max_bytes: int = 256 * 1024,
-    max_nodes: int = 10_000,
-    deadline: float | None = None,
-) -> PipelineConfig:
-    """Read `configured_name`, else fornax.yml, else caicloud.yml; none of them → the default config.
-    A file over `max_bytes` is refused before it is read."""
-    root = Path(workspace).resolve()
-    names = list(dict.fromkeys([n for n in (configured_name, *CONFIG_FILES) if n]))
-    for name in names:
-        path = (root / name).resolve()
-        if root not in path.parents:
-            raise ConfigError(f"{name} line 1: the config file escapes the workspace", file=name, line=1)
-        if path.is_file():
-            with path.open("rb") as f:
-                raw = f.read(max_bytes + 1)
-            if len(raw) > max_bytes:
-                raise ConfigError(f"{name}: the file is larger than {max_bytes} bytes (limit config_max_bytes)",
-                                  file=name, line=1)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ConfigError(f"{name} line 1: the file is not UTF-8 text", file=name, line=1) from None
-            return parse_config(text, name, max_nodes=max_nodes, deadline=deadline)
-    return PipelineConfig()
-
-
-async def read_config(workspace: Path, configured_name: str | None, settings: Any) -> PipelineConfig:
-    """load_config with the limits from settings, off the event loop: a hostile file (an alias bomb,
-    a huge or deeply nested document) fails with a ConfigError naming the limit, in bounded time."""
-    timeout = float(settings.config_parse_timeout)
-    deadline = time.monotonic() + timeout
-    work = asyncio.to_thread(load_config, workspace, configured_name, max_bytes=settings.config_max_bytes,
-                             max_nodes=settings.config_max_nodes, deadline=deadline)
-    try:
-        # The parse itself checks the deadline; the extra second covers a stall outside the checks.
-        return await asyncio.wait_for(work, timeout + 1.0)
-    except TimeoutError:
-        name = configured_name or CONFIG_FILES[0]
-        raise ConfigError(f"{name}: parsing took longer than {timeout:g}s (limit config_parse_timeout)",
-                          file=name, line=1) from None

@@ -19,7 +19,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-TERMINAL = ("success", "failed", "cancelled")
+from shared.status import VERSION_TERMINAL_STATUSES
 
 
 class QuotaExceeded(Exception):
@@ -93,7 +93,7 @@ def _reclaim_finished(store: Any, user_id: str) -> bool:
     for entry in (doc.get("versions") or {}).values():
         vid = entry.get("version_id")
         version = store.versions.find_one({"_id": vid}, {"status": 1}) if vid else None
-        if version is not None and version.get("status") in TERMINAL:
+        if version is not None and version.get("status") in VERSION_TERMINAL_STATUSES:
             freed = _release(store, user_id, vid) or freed
     return freed
 

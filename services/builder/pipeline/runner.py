@@ -25,7 +25,8 @@ from docker.errors import APIError, DockerException, NotFound
 from shared.logwriter import MASK_SLACK, MAX_LINE
 
 from . import containers as C
-from .config import WORKSPACE_MOUNT, PipelineConfig, PreBuild, Step
+from .config import PipelineConfig, PreBuild, Step
+from .config_fields import WORKSPACE_MOUNT
 from .errors import StageFailed
 from .images import ImageRefused, check_image, pull_auth
 from .network import ensure_network, labels, network_name

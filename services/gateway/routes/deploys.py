@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 from shared.events import DeployRequested, RollbackRequested, TargetPinChanged
 from shared.events.deploys import DeployRequestedPayload, RollbackRequestedPayload, TargetPinChangedPayload
 from shared.namespaces import namespace_refusal
+from shared.rollback import rollback_source
 from shared.settings import target_names
 
 from ..auth import authorize
@@ -107,6 +108,19 @@ async def _successful_version(
     return doc
 
 
+async def _requested(request: Request, user_id: str, event: DeployRequested | RollbackRequested) -> Response:
+    """Publish a deploy or rollback request; answer once its deployment is readable (else 202 + Retry-After)."""
+    await publish(request, event)
+    deployment_id, service_id = event.payload.deployment_id, event.payload.service_id
+    visible = await until_projected(request, "deployments", deployment_id)
+    return accepted(
+        {"deployment_id": deployment_id},
+        f"/api/v1/{user_id}/services/{service_id}/deployments",
+        visible,
+        created=False,
+    )
+
+
 async def deploy(request: Request) -> Response:
     user_id = await authorize(request, request.path_params["user_id"])
     service_id = request.path_params["service_id"]
@@ -116,8 +130,9 @@ async def deploy(request: Request) -> Response:
     _allowed_namespace(request, body.target, body.namespace, user_id)
     version = await _successful_version(request, service_id, body.version_id, "version_id")
     deployment_id = uuid.uuid4().hex
-    await publish(
+    return await _requested(
         request,
+        user_id,
         DeployRequested.make(
             service_id,
             DeployRequestedPayload(
@@ -134,13 +149,6 @@ async def deploy(request: Request) -> Response:
             ),
             actor=user_id,
         ),
-    )
-    visible = await until_projected(request, "deployments", deployment_id)
-    return accepted(
-        {"deployment_id": deployment_id},
-        f"/api/v1/{user_id}/services/{service_id}/deployments",
-        visible,
-        created=False,
     )
 
 
@@ -160,10 +168,7 @@ async def rollback(request: Request) -> Response:
         done = await db_call(
             lambda: list(store_of(request).deployments.find(query).sort("finished_at", -1).limit(100))
         )
-        if done:
-            target = done[0].get("target")
-            done = [d for d in done if d.get("target") == target]
-        if len({d.get("digest") for d in done}) < 2:
+        if rollback_source(done, body.target) is None:
             raise ApiError(
                 409,
                 "nothing_to_roll_back",
@@ -171,8 +176,9 @@ async def rollback(request: Request) -> Response:
                 + (f" on target {body.target!r}" if body.target else ""),
             )
     deployment_id = uuid.uuid4().hex
-    await publish(
+    return await _requested(
         request,
+        user_id,
         RollbackRequested.make(
             service_id,
             RollbackRequestedPayload(
@@ -184,13 +190,6 @@ async def rollback(request: Request) -> Response:
             ),
             actor=user_id,
         ),
-    )
-    visible = await until_projected(request, "deployments", deployment_id)
-    return accepted(
-        {"deployment_id": deployment_id},
-        f"/api/v1/{user_id}/services/{service_id}/deployments",
-        visible,
-        created=False,
     )
 
 

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from shared.events import VersionCancelled, VersionRequested
 from shared.events.versions import VersionCancelledPayload, VersionRequestedPayload
+from shared.status import VERSION_ACTIVE_STATUSES
 
 from ..auth import authorize
 from ..body import read_json
@@ -24,7 +25,6 @@ from ..ownership import owned_service, owned_version
 from ..render import paging, version_json
 
 OPERATIONS = ("integration", "publish", "deploy")
-ACTIVE = ("pending", "queued", "running")
 MAX_TAG_NAME = 128
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _BAD_SUBSTRINGS = ("..", "@{", "//")
@@ -178,7 +178,7 @@ async def cancel_version(request: Request) -> Response:
     version_id = request.path_params["version_id"]
     doc = await owned_version(request, user_id, version_id)
     status = doc.get("status")
-    if status not in ACTIVE:
+    if status not in VERSION_ACTIVE_STATUSES:
         raise ApiError(409, "version_finished", f"version {version_id!r} already finished ({status})")
     await publish(
         request,

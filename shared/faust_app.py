@@ -31,6 +31,7 @@ def _short_fetch_wait() -> None:
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
+        # Buys ~0.7 s less latency per consumer hop on Tansu; Faust has no setting for it.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 

@@ -47,6 +47,7 @@ class _TrackingAPI(docker.APIClient):
     _tls = threading.local()
 
     def _stream_helper(self, response: Any, decode: bool = False) -> Any:
+        # Buys cancellation: _abort() can shut this response's socket, and dockerd stops the build/push.
         _TrackingAPI._tls.response = response
         return super()._stream_helper(response, decode)
 
@@ -81,6 +82,7 @@ def connect(base_url: str, cert_path: str | None = None, timeout: int = 120) -> 
 def _abort(response: Any) -> None:
     """Shut the streaming connection down (unblocks the reading thread; the daemon cancels)."""
     with contextlib.suppress(Exception):
+        # The socket under urllib3/http.client: shutting it down unblocks the reading thread at once.
         sock = response.raw._fp.fp.raw
         sock = getattr(sock, "_sock", sock)
         sock.shutdown(socket.SHUT_RDWR)
@@ -155,6 +157,7 @@ def build_context(context: Path, dockerfile: Path) -> tuple[str, Any]:
         exclude += [
             ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")
         ]
+    # docker-py's own (unexported) helper: a Dockerfile outside the context is handled as `docker build` does.
     name, inline = process_dockerfile(str(dockerfile), str(context))
     return name, docker.utils.tar(str(context), exclude=exclude, dockerfile=(name, inline))
 

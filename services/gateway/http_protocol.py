@@ -1,10 +1,15 @@
 """uvicorn's HTTP protocol with one socket write per response instead of one per part.
 
 uvicorn writes a response's status line and headers, then its body, each straight to the socket: two
-send() system calls (and two TCP segments) for every small JSON answer, about a tenth of the
-gateway's CPU per webhook. The transport handed to uvicorn's protocol here keeps what is written
-during one event-loop turn and sends it as one write at the end of that turn; close() and write_eof()
-send it first, abort() drops it. Everything else is the real transport's.
+send() system calls (and two TCP segments) for every small JSON answer. The transport handed to
+uvicorn's protocol here keeps what is written during one event-loop turn and sends it as one write at
+the end of that turn; close() and write_eof() send it first, abort() drops it. Everything else is the
+real transport's.
+
+What it buys (bench/webhook_ingest, with and without it alternating in one session, 2026-12-05, medians
+of 3 runs each): 5,452 against 4,780 gateway req/s (+14 %), 178 against 196 CPU µs per webhook (-9 %;
+without it a webhook costs 10 % more). tests/unit/test_gateway_webhook_path.py checks, against the
+real uvicorn protocol, that uvicorn still writes in two parts and that this makes it one.
 """
 
 from __future__ import annotations

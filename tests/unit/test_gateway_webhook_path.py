@@ -225,6 +225,54 @@ async def test_corked_transport_sends_one_loop_turns_writes_as_one() -> None:
     assert corked.get_extra_info("peername") == "info:peername"  # the rest is the real transport's
 
 
+class _SocketLikeTransport(_RecordingTransport):
+    """The rest of what uvicorn's protocol reads of an asyncio transport."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+
+async def _uvicorn_writes(protocol_class: type) -> list[bytes]:
+    """The socket writes of the given uvicorn protocol class answering one request with a JSON body."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"8")]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"ok":1}'})
+
+    config = Config(app, log_level="warning", access_log=False, lifespan="off")
+    config.load()
+    protocol = protocol_class(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    real = _SocketLikeTransport()
+    protocol.connection_made(real)
+    protocol.data_received(b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if real.writes and real.writes[-1].endswith(b'{"ok":1}'):
+            break
+    protocol.connection_lost(None)
+    return real.writes
+
+
+async def test_corked_protocol_turns_uvicorns_two_writes_into_one() -> None:
+    # Fails when uvicorn changes under the wrapper: its protocol's constructor or connection_made(transport)
+    # contract, the transport methods it calls, or its writing a response in two parts (the cork's reason).
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    from services.gateway.http_protocol import CorkedHTTPProtocol
+
+    plain = await _uvicorn_writes(AutoHTTPProtocol)
+    assert len(plain) == 2 and plain[1] == b'{"ok":1}'  # status line and headers, then the body
+    assert await _uvicorn_writes(CorkedHTTPProtocol) == [b"".join(plain)]
+
+
 def test_fast_dispatch_answers_errors_in_the_one_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 

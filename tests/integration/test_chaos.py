@@ -69,4 +69,4 @@ def test_kill_each_process_in_turn(chaos: Chaos) -> None:
         assert r.stuck == [], (r.process, r.stuck)
         assert r.late == [], (r.process, r.late)
         assert all(reason.strip() for reason in r.failed.values()), (r.process, r.failed)
-        assert r.lines_expected >= STEP and r.lines_lost == 0 and r.lines_twice == 0, (r.row(), r.lost_detail)
+        assert r.lines_expected >= STEP and r.lines_lost == 0 and r.lines_twice == 0, f"{r.lost_detail} | {r.row()}"

@@ -56,6 +56,34 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
             terminalreporter.write_line(line)
 
 
+def _own_service_ids(st: Stack) -> set[str]:
+    """The services this session's store knows (read before the store stops)."""
+    try:
+        from pymongo import MongoClient
+
+        client: MongoClient = MongoClient(st.env()["FORNAX_MONGO_URL"], serverSelectionTimeoutMS=3000)
+        try:
+            db = client[st.env().get("FORNAX_MONGO_DB", "fornax")]
+            return {str(d["_id"]) for d in db["services"].find({}, {"_id": 1})}
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - a clean-up aid: the store may be gone already
+        return set()
+
+
+def _remove_app_networks(service_ids: set[str]) -> None:
+    """Docker-host app networks (one per service) of this session's services that no test removed; others'
+    (another worker's, another checkout's) are never touched."""
+    from services.deployer.targets.docker_host import app_network
+
+    ours = {app_network(sid) for sid in service_ids}
+    listed = subprocess.run(["docker", "network", "ls", "--filter", "name=fornax-apps-", "--format", "{{.Name}}"],
+                            capture_output=True, text=True)
+    names = sorted(set(listed.stdout.split()) & ours)
+    if names:
+        subprocess.run(["docker", "network", "rm", *names], capture_output=True)  # one still in use stays
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Tansu, nx-27017, docker-registry (and dockerd if none answers) on free ports."""
@@ -77,7 +105,9 @@ def stack() -> Iterator[Stack]:
         get_settings.cache_clear()
         yield st
     finally:
+        services = _own_service_ids(st)
         st.stop_all()
+        _remove_app_networks(services)
         # Every image tagged for this session's registry (its port is this session's alone), once every
         # builder has stopped: a build that finished after its module's own clean-up leaves none.
         remove_images(f"127.0.0.1:{st.registry_port}/")

@@ -15,16 +15,18 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-FETCH_MAX_WAIT_MS = 100
+FETCH_MAX_WAIT_MS = 100  # the default of settings.faust_fetch_wait_ms
 
 
-def _short_fetch_wait() -> None:
+def _short_fetch_wait(wait_ms: int) -> None:
     """Faust hard-codes fetch_max_wait_ms=1500, and a broker that does not answer a long-poll early
-    (Tansu) then adds ~0.75 s per hop on average; a build crosses several hops. 100 ms here (the cost
-    is a few more empty fetches per second on an idle consumer)."""
+    (Tansu) then adds ~0.75 s per hop on average; a build crosses several hops. The wait comes from
+    settings.faust_fetch_wait_ms (the cost is a few more empty fetches per second on an idle consumer;
+    figures with and without in bench/RESULTS.md)."""
     from faust.transport.drivers import aiokafka as driver
 
     cls = driver.AIOKafkaConsumerThread
+    cls._fornax_fetch_wait_ms = wait_ms  # type: ignore[attr-defined]
     if getattr(cls, "_fornax_short_wait", False):
         return
     original = cls._create_worker_consumer
@@ -32,7 +34,7 @@ def _short_fetch_wait() -> None:
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
         # Buys ~0.7 s less latency per consumer hop on Tansu; Faust has no setting for it.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = cls._fornax_fetch_wait_ms  # type: ignore[attr-defined]
         return consumer
 
     setattr(cls, "_create_worker_consumer", create)  # noqa: B010 - a deliberate, contained patch
@@ -41,7 +43,7 @@ def _short_fetch_wait() -> None:
 
 def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
     """A Faust app whose consumer group is `fornax-<name>`; topics must already exist (bootstrap)."""
-    _short_fetch_wait()
+    _short_fetch_wait(settings.faust_fetch_wait_ms)
     app = faust.App(
         f"{settings.topic_prefix}-{name}",
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -9,6 +9,7 @@ a 300 MB one re-copied per chunk), and the writer keeps at most `max_bytes` of a
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from .events import LogLine, LogLinePayload
 MAX_LINE = 16 * 1024
 MASK = "****"
 MASK_SLACK = 1024  # bytes a splitter keeps past the line limit, so a secret across the cut is masked whole
+log = logging.getLogger(__name__)
 _TRUNCATED = re.compile(r"…\[(\d+) bytes truncated\]\Z")
 
 
@@ -132,6 +134,8 @@ class LogWriter:
         self.dropped_bytes = 0
         self.dropped_lines = 0
         self._dropped_stage = "build"
+        self.max_pending = 500
+        self._failing = False
 
     def start(self) -> None:
         """Flush in the background every `flush_every` seconds, so a quiet step's last line is not held."""
@@ -143,8 +147,13 @@ class LogWriter:
             await asyncio.sleep(self.flush_every)
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - the next write or close() reports it
-                pass
+            except Exception as exc:  # noqa: BLE001 - kept queued: the next flush, a full queue or close() retries
+                if not self._failing:
+                    log.warning("log lines of %s not published yet (%d queued): %s", self.version_id,
+                                len(self._pending), exc)
+                self._failing = True
+            else:
+                self._failing = False
 
     async def close(self) -> None:
         if self._task is not None:
@@ -173,8 +182,13 @@ class LogWriter:
                     continue
                 self.kept_bytes += size
             self._queue(stage, line, stream)
-        if time.monotonic() - self._last_flush >= self.flush_every or len(self._pending) >= 500:
+        # The background loop publishes; a writer waits for the broker only when this many lines are
+        # queued (backpressure), so a step's output is never paced by the broker's acknowledgements.
+        if len(self._pending) >= self.max_pending or (self._task is None and self._due()):
             await self.flush()
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.flush_every
 
     def _queue(self, stage: str, text: str, stream: str) -> None:
         payload = LogLinePayload(
@@ -185,8 +199,14 @@ class LogWriter:
         self.seq += 1
 
     async def flush(self) -> None:
+        """Publish what is queued; if the broker refuses, the lines go back to the front of the queue
+        (the next flush sends them again, and the archive keeps one line per seq)."""
         async with self._lock:
             batch, self._pending = self._pending, []
             self._last_flush = time.monotonic()
             if batch:
-                await self.bus.publish(*batch)
+                try:
+                    await self.bus.publish(*batch)
+                except BaseException:
+                    self._pending[:0] = batch
+                    raise

@@ -103,6 +103,8 @@ class Stack:
             # The demo and the tests build from repositories on this machine (file:// URLs).
             "FORNAX_REPO_ALLOW_LOCAL": "true",
         }
+        if self.durable:  # Tansu holds each fetch this long; on S3 a shorter hold floods it (settings.py)
+            env["FORNAX_LOG_FETCH_WAIT_MS"] = "40"
         env.update(self.extra_env)
         return env
 

@@ -39,7 +39,7 @@ class Tail:
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=self.settings.log_fetch_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await consumer.start()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -104,3 +107,49 @@ async def test_writer_caps_a_version_and_says_so() -> None:
     assert system[1] == "version failed: reason"
     assert system[2] == "…[50 lines (500 bytes) of output not kept: over the log limit of 1000 bytes]"
     assert [e.payload.seq for e in bus.events] == list(range(1, len(bus.events) + 1))
+
+
+class _SlowBus(_Bus):
+    """Acknowledges only when released; can refuse (a broker that is down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.refuse = False
+
+    async def publish(self, *events) -> None:
+        if self.refuse:
+            raise ConnectionError("broker down")
+        await self.release.wait()
+        self.events.extend(events)
+
+
+async def test_a_started_writer_does_not_wait_for_the_broker_until_its_queue_is_full() -> None:
+    bus = _SlowBus()
+    w = LogWriter(bus, "v1", flush_every=0.001)
+    w.max_pending = 50
+    w.start()
+    for i in range(40):  # the broker acknowledges nothing meanwhile: writes still return at once
+        await asyncio.wait_for(w.write("clone", f"line {i}"), 0.5)
+        await asyncio.sleep(0.002)
+    blocked = asyncio.ensure_future(asyncio.gather(*[w.write("clone", f"more {i}") for i in range(20)]))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()  # queue full: backpressure
+    bus.release.set()
+    await asyncio.wait_for(blocked, 2)
+    await w.close()
+    assert [e.payload.seq for e in bus.events] == list(range(1, 61))
+
+
+async def test_lines_a_broker_refused_are_sent_again_in_order() -> None:
+    bus = _SlowBus()
+    bus.release.set()
+    w = LogWriter(bus, "v1")
+    await w.write("build", "one")
+    bus.refuse = True
+    with pytest.raises(ConnectionError):
+        await w.flush()
+    await w.write("build", "two")
+    bus.refuse = False
+    await w.close()
+    assert [(e.payload.seq, e.payload.text) for e in bus.events] == [(1, "one"), (2, "two")]

@@ -312,6 +312,15 @@ class DockerRegistry:
         def start() -> Iterator[dict[str, Any]]:
             return client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth)
 
+        if not await asyncio.to_thread(_present, client, image):
+            # Pushed and taken off the host by a run that crashed before it could say so: the
+            # registry's tag is this version's (tags are one-to-one with version names).
+            pushed = await asyncio.to_thread(_registry_digest, client, image, auth)
+            if pushed is None:
+                raise PushError(f"push of {image} failed: the built image is no longer on the build host "
+                                "and not in the registry")
+            await on_line(f"{image} was pushed before the builder restarted: {pushed}")
+            return pushed
         digest = None
         seen: set[tuple[str, str]] = set()
         try:
@@ -340,6 +349,24 @@ class DockerRegistry:
         if not digest:
             raise PushError(f"push of {image} to {self.registry} returned no digest")
         return str(digest)
+
+
+def _present(client: Any, image: str) -> bool:
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        return False
+    return True
+
+
+def _registry_digest(client: Any, image: str, auth: dict[str, str]) -> str | None:
+    """The manifest digest the registry holds for `image`'s tag, through the host's engine; None if none."""
+    try:
+        found = client.api.inspect_distribution(image, auth_config=auth)
+    except (APIError, DockerException):
+        return None
+    digest = (found or {}).get("Descriptor", {}).get("digest")
+    return str(digest) if digest else None
 
 
 def _untag(client: Any, image: str) -> None:

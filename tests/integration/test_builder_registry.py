@@ -60,3 +60,37 @@ def test_registry_down(services, api, settings, tmp_path: Path) -> None:
     finally:
         remove_images(f"127.0.0.1:{port}/rg-")
     assert "connection refused" in doc["error"].lower() or "connect" in doc["error"].lower(), doc["error"]
+
+
+def test_a_push_repeated_after_a_crash_finds_the_image_in_the_registry(stack, busybox_image) -> None:
+    """A run that pushed (and so took the image off the build host) and was killed before it published
+    ImagePushed is resumed by another worker: its push answers with the registry's digest."""
+    import asyncio
+
+    import docker
+
+    from infra.local.stack import REGISTRY_PASSWORD, REGISTRY_USER
+    from services.builder.engine import DockerRegistry, PushError
+
+    registry = f"127.0.0.1:{stack.registry_port}"
+    image = f"{registry}/rg-{uuid.uuid4().hex[:6]}/idem:v1"
+    client = docker.from_env()
+    lines: list[str] = []
+
+    async def line(text: str) -> None:
+        lines.append(text)
+
+    try:
+        client.images.get(busybox_image).tag(image)
+        pusher = DockerRegistry(registry, REGISTRY_USER, REGISTRY_PASSWORD)
+        first = asyncio.run(pusher.push(client, image, line))
+        assert first.startswith("sha256:")
+        assert not [i for i in client.images.list() if image in i.tags]  # off the build host
+        again = asyncio.run(pusher.push(client, image, line))
+        assert again == first
+        assert any("pushed before the builder restarted" in ln for ln in lines)
+        with pytest.raises(PushError, match="no longer on the build host and not in the registry"):
+            asyncio.run(pusher.push(client, f"{registry}/rg-never/built:v1", line))
+    finally:
+        remove_images(image)
+        client.close()

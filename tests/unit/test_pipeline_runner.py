@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from services.builder.pipeline import (
     ContainerBackend,
+    ContainerSpec,
     DockerBackend,
     StageContext,
     StageFailed,
@@ -25,6 +27,7 @@ from services.builder.pipeline import (
     run_stage,
 )
 from services.builder.pipeline.containers import TAIL_CHARS
+from services.builder.pipeline.docker_backend import create_kwargs
 from shared.settings import Settings
 from tests.fakes.backend import KILLED, TERMINATED, FakeBackend
 
@@ -307,3 +310,22 @@ async def test_fake_cleanup_removes_by_version_and_epoch(backend: FakeBackend, t
     assert backend.containers == {} and backend.networks == {}
     with pytest.raises(StageFailed, match=f"exited with code {KILLED}"):
         await first
+
+
+def test_the_docker_backend_passes_every_limit_of_the_spec_to_the_engine() -> None:
+    client = docker.DockerClient(base_url="tcp://127.0.0.1:9", version="1.43")  # never connects
+    spec = ContainerSpec(name="fornax-v1-svc-db", image=IMAGE, environment={"CI": "true"},
+                         labels={"fornax.version": "v1"}, network="fornax-v1", memory_mb=96, cpu_shares=200,
+                         pids_limit=64, nano_cpus=500_000_000, entrypoint=["/bin/sh", "-c"], command=["x"],
+                         working_dir="/workspace", binds=["/ws:/workspace:rw"], alias="db")
+    kw = create_kwargs(client, spec)
+    assert {k: kw[k] for k in ("mem_limit", "memswap_limit", "cpu_shares", "pids_limit", "nano_cpus", "init",
+                               "network", "labels", "volumes", "working_dir")} == {
+        "mem_limit": "96m", "memswap_limit": "96m", "cpu_shares": 200, "pids_limit": 64,
+        "nano_cpus": 500_000_000, "init": True, "network": "fornax-v1", "labels": {"fornax.version": "v1"},
+        "volumes": ["/ws:/workspace:rw"], "working_dir": "/workspace"}
+    assert kw["networking_config"]["fornax-v1"]["Aliases"] == ["db"]
+    bare = create_kwargs(client, ContainerSpec(name="n", image=IMAGE, environment={}, labels={}, network="net",
+                                               memory_mb=4, cpu_shares=2, pids_limit=8, nano_cpus=1))
+    assert not {"entrypoint", "command", "working_dir", "volumes", "networking_config"} & set(bare)
+    client.close()

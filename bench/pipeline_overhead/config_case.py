@@ -87,7 +87,7 @@ def by_hand(settings, image: str, ws: Path, config_dir: str, i: int) -> float:
 
 async def through_pipeline(settings, client, bus, ws: Path, i: int, image: str) -> float:
     from services.builder.engine import DockerImageBuilder, DockerRegistry
-    from services.builder.pipeline import StageContext, cleanup_version, load_config, run_stage
+    from services.builder.pipeline import DockerBackend, StageContext, cleanup_version, load_config, run_stage
     from shared.logwriter import LogWriter
 
     vid = f"bench{uuid.uuid4().hex[:10]}"
@@ -103,7 +103,7 @@ async def through_pipeline(settings, client, bus, ws: Path, i: int, image: str) 
     t0 = time.perf_counter()
     try:
         config = load_config(ws)
-        ctx = StageContext(client, vid, "bench", ws, log, settings, asyncio.Event())
+        ctx = StageContext(DockerBackend(client), vid, "bench", ws, log, settings, asyncio.Event())
         await run_stage(ctx, config, "integration")
         dockerfile, context = config.dockerfile(ws)
         mem, cpu = config.container_limits(settings)

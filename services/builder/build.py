@@ -222,7 +222,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
 
     client = b.hosts.client(run.host)
     ctx = pipeline.StageContext(
-        docker=client,
+        backend=pipeline.DockerBackend(client),
         version_id=run.vid,
         user_id=run.version["user_id"],
         workspace=workspace,

@@ -61,7 +61,7 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
         host = version.get("host") or b.hosts.hosts[0]
         run.host = host
         ctx = pipeline.StageContext(
-            docker=b.hosts.client(host),
+            backend=pipeline.DockerBackend(b.hosts.client(host)),
             version_id=run.vid,
             user_id=version["user_id"],
             workspace=workspace,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import docker
 
-from services.builder.pipeline import StageContext, cleanup_version
+from services.builder.pipeline import DockerBackend, StageContext, cleanup_version
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Versions:
         vid = version_id or self.new_id()
         workspace = self.tmp / vid
         workspace.mkdir(parents=True, exist_ok=True)
-        return StageContext(docker=self.client, version_id=vid, user_id=user_id, workspace=workspace,
+        return StageContext(backend=DockerBackend(self.client), version_id=vid, user_id=user_id, workspace=workspace,
                             log=log if log is not None else MemoryLog(), settings=settings or self.settings,
                             cancelled=asyncio.Event(), **kwargs)
 

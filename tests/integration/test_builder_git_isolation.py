@@ -102,7 +102,7 @@ async def test_hooks_and_config_planted_in_the_workspace_git_never_run_on_the_ho
         assert (ctx.workspace / ".git" / "config").is_file()  # the step did plant it
         await vcs.tag(RepoSpec(repo.url), ctx.workspace, "v1", commit, Lines())
     finally:
-        cleanup_version(ctx.docker, ctx.version_id)
+        cleanup_version(ctx.backend.client, ctx.version_id)
     assert _markers(marker) == [], f"{vector} ran on the host"
     assert repo.tag_commit("v1") == commit and repo.tag_type("v1") == "tag"
 
@@ -123,7 +123,7 @@ async def test_a_pre_build_output_unpacked_over_git_never_runs_on_the_host(
         assert (ctx.workspace / ".git" / "hooks" / "pre-push").is_file()  # copied into the workspace
         await vcs.tag(RepoSpec(repo.url), ctx.workspace, "v1", commit, Lines())
     finally:
-        cleanup_version(ctx.docker, ctx.version_id)
+        cleanup_version(ctx.backend.client, ctx.version_id)
     assert _markers(marker) == [], "a hook unpacked from an output ran on the host"
     assert repo.tag_commit("v1") == commit
 
@@ -181,6 +181,6 @@ async def test_an_output_cannot_reach_the_git_dir_through_a_planted_link(
         assert not (ctx.workspace.with_name(ctx.workspace.name + ".git") / "hooks" / "pre-push").exists()
         await vcs.tag(RepoSpec(repo.url), ctx.workspace, "v1", commit, Lines())
     finally:
-        cleanup_version(ctx.docker, ctx.version_id)
+        cleanup_version(ctx.backend.client, ctx.version_id)
     assert _markers(marker) == []
     assert repo.tag_commit("v1") == commit

@@ -44,7 +44,7 @@ integration:
 
 
 def context(tmp_path: Path, settings: Settings, log: MemoryLog, **kw) -> StageContext:
-    return StageContext(docker=None, version_id="jv" + str(time.monotonic_ns()), user_id="u",
+    return StageContext(backend=None, version_id="jv" + str(time.monotonic_ns()), user_id="u",
                         workspace=tmp_path, log=log, settings=settings, cancelled=asyncio.Event(),
                         commit="3f1c2e9", version_name="v1.2", secrets=dict(SECRETS), **kw)
 

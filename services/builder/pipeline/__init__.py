@@ -4,6 +4,7 @@ CONTRACT between the builder agents (services/builder/*.py) and this package —
 
     from services.builder.pipeline import load_config, ConfigError, PipelineConfig
     from services.builder.pipeline import StageContext, run_stage, StageFailed, cleanup_version
+    from services.builder.pipeline import ContainerBackend, DockerBackend
 
 - load_config(workspace: Path, configured_name: str | None = None) -> PipelineConfig
     Reads `configured_name`, else fornax.yml, else caicloud.yml from the workspace root; with no
@@ -15,8 +16,13 @@ CONTRACT between the builder agents (services/builder/*.py) and this package —
     version's operations (None = every stage the config defines, publish always on).
 - PipelineConfig.dockerfile(workspace: Path) -> tuple[Path, Path]   (dockerfile, context dir)
 - PipelineConfig.deploy -> list[DeploySpec]     (shared.events.versions.DeploySpec)
-- StageContext: dataclass(docker (docker.DockerClient), version_id, user_id, workspace: Path,
-    log (shared.logwriter.LogWriter), settings, cancelled: asyncio.Event, memory_mb, cpu_shares)
+- StageContext: dataclass(backend (ContainerBackend: DockerBackend(docker client) in production),
+    version_id, user_id, workspace: Path, log (shared.logwriter.LogWriter), settings,
+    cancelled: asyncio.Event, memory_mb, cpu_shares)
+- ContainerBackend (backend.py): the port the runner runs containers through — ensure_network,
+    ensure_image, create(ContainerSpec)/start, output (chunks), wait, oom_killed, copy_from, remove,
+    cleanup. The runner fills the ContainerSpec (network, limits, labels, binds); a backend carries it
+    out and reports refusals as BackendError (ObjectNotFound for a missing container or path).
 - async run_stage(ctx, config, stage) -> None     for "integration" | "pre_build" | "post_build":
     creates the version network (named and labelled after the version) if missing, starts service
     containers, runs the commands (sh -e, echoed as "$ cmd" into the log), copies `outputs` back
@@ -70,17 +76,19 @@ Also part of the contract:
   version_name and secrets (the service's secrets by name) and settings.jenkins_servers.
 """
 
+from .backend import BackendError, ContainerBackend, ContainerSpec, ObjectNotFound
 from .config import ConfigError, PipelineConfig
 from .config_load import CONFIG_FILES, load_config, parse_config, read_config
-from .containers import ensure_image
+from .docker_backend import DockerBackend, cleanup_version, ensure_image, ensure_network
 from .errors import StageFailed
 from .images import ImageRefused, check_config, check_dockerfile, check_image, pull_auth
-from .network import cleanup_version, ensure_network, network_name
+from .network import network_name
 from .quota import QuotaExceeded, acquire, release, reserve
 from .runner import CONTAINER_STAGES, StageContext, run_stage
 
 __all__ = [
-    "CONFIG_FILES", "CONTAINER_STAGES", "ConfigError", "PipelineConfig", "QuotaExceeded", "StageContext",
+    "BackendError", "CONFIG_FILES", "CONTAINER_STAGES", "ContainerBackend", "ContainerSpec", "DockerBackend",
+    "ObjectNotFound", "ConfigError", "PipelineConfig", "QuotaExceeded", "StageContext",
     "StageFailed", "acquire", "cleanup_version", "load_config", "network_name", "parse_config", "read_config",
     "release", "reserve", "run_stage",
     "ImageRefused", "check_config", "check_dockerfile", "check_image", "ensure_image", "ensure_network",

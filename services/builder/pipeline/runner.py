@@ -4,7 +4,8 @@ Lifecycle: the version network (created if missing) → service containers (inte
 with its name as network alias, started first) → the step container running a generated `sh -e`
 script in /workspace (the bind-mounted repository) → outputs copied back (pre_build) → every
 container of the stage removed, whatever happened. The network stays for the next stage;
-cleanup_version removes it.
+cleanup_version removes it. The containers run on a ContainerBackend (backend.py): Docker in
+production, a steerable fake in unit tests.
 """
 
 from __future__ import annotations
@@ -13,23 +14,20 @@ import asyncio
 import posixpath
 import tarfile
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
-from docker.errors import APIError, DockerException, NotFound
-
 from shared.logwriter import MASK_SLACK, MAX_LINE
 
 from . import containers as C
+from .backend import BackendError, Container, ContainerBackend, ContainerSpec, ObjectNotFound
 from .config import PipelineConfig, PreBuild, Step
 from .config_fields import WORKSPACE_MOUNT
 from .errors import StageFailed
 from .images import ImageRefused, check_image, pull_auth
-from .network import ensure_network, labels, network_name
+from .network import labels, network_name
 
 CONTAINER_STAGES = ("integration", "pre_build", "post_build")
 
@@ -38,7 +36,7 @@ CONTAINER_STAGES = ("integration", "pre_build", "post_build")
 class StageContext:
     """Everything a stage needs; `deadline` (time.monotonic() value) carries the version timeout."""
 
-    docker: docker.DockerClient
+    backend: ContainerBackend  # the build host's engine (DockerBackend(client))
     version_id: str
     user_id: str
     workspace: Path
@@ -82,9 +80,8 @@ async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> No
         if work in done:
             try:
                 work.result()
-            except DockerException as exc:  # the engine refused something: a stage error, not a crash
-                why = getattr(exc, "explanation", None) or exc
-                raise StageFailed(f"{stage}: docker error: {why}") from None
+            except BackendError as exc:  # the engine refused something: a stage error, not a crash
+                raise StageFailed(f"{stage}: docker error: {exc}") from None
             return
         if cancel in done:
             await ctx.log.write(stage, "cancelled: stopping containers", "system")
@@ -107,13 +104,14 @@ async def run_stage(ctx: StageContext, config: PipelineConfig, stage: str) -> No
 class _StageRun:
     def __init__(self, ctx: StageContext, config: PipelineConfig, stage: str, step: Step) -> None:
         self.ctx, self.config, self.stage, self.step = ctx, config, stage, step
+        self.backend = ctx.backend
         mem, cpu = config.container_limits(ctx.settings)
         self.memory_mb = ctx.memory_mb or mem
         self.cpu_shares = ctx.cpu_shares or cpu
-        self.created: list[Any] = []
+        self.created: list[Container] = []
         # A container whose creation was still in flight when the stage ended (timeout, cancel) must
-        # not outlive it: creation and removal agree under this lock.
-        self._lock = threading.Lock()
+        # not outlive it: it removes itself once created, and remove_all waits for that.
+        self._creating: set[asyncio.Task[Container]] = set()
         self._closed = False
         self.pumps: list[asyncio.Task[None]] = []
         self.network = network_name(ctx.version_id)
@@ -123,7 +121,7 @@ class _StageRun:
     # -- the stage ---------------------------------------------------------------------------------
     async def execute(self) -> None:
         ctx, stage = self.ctx, self.stage
-        await C.blocking(ensure_network, ctx.docker, ctx.version_id)
+        await self.backend.ensure_network(ctx.version_id)
         services = getattr(self.step, "services", {}) or {}
         for name, spec in services.items():
             await ctx.log.write(stage, f"starting service {name} ({spec.image})", "system")
@@ -132,7 +130,7 @@ class _StageRun:
                 service_script=spec.commands, alias=name, role="service",
             )
             self.pumps.append(asyncio.create_task(
-                C.pump_lines(container, self._service_line(name), self._line_limit)))
+                C.pump_lines(self.backend, container, self._service_line(name), self._line_limit)))
         container = await self._start(stage, self.step.image, self.step.environment,
                                       script=C.step_script(self.step.commands), role="step")
         tail = C.Tail()
@@ -153,24 +151,18 @@ class _StageRun:
         # The command marker starts a line of its own even after output without a newline, so a cut
         # of that output cannot swallow it.
         pump = asyncio.create_task(
-            C.pump_lines(container, on_line, self._line_limit, split_before=C.MARK[:1].encode()))
-        result = await C.blocking(container.wait)
+            C.pump_lines(self.backend, container, on_line, self._line_limit, split_before=C.MARK[:1].encode()))
+        code = await self.backend.wait(container)
         await pump
-        code = int(result.get("StatusCode", -1))
         if code != 0:
             raise StageFailed(await self._failure(container, code, current[0], tail), exit_code=code)
         if isinstance(self.step, PreBuild):
             for path in self.step.outputs:
                 await self._copy_output(container, path)
 
-    async def _failure(self, container: Any, code: int, idx: int, tail: C.Tail) -> str:
+    async def _failure(self, container: Container, code: int, idx: int, tail: C.Tail) -> str:
         cmd = self.step.commands[idx] if 0 <= idx < len(self.step.commands) else None
-        oom = False
-        try:
-            await C.blocking(container.reload)
-            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        except (NotFound, APIError):
-            pass
+        oom = await self.backend.oom_killed(container)
         what = f"command `{cmd}`" if cmd is not None else "the step"
         why = f"was killed: out of memory (limit {self.memory_mb} MiB)" if oom else f"exited with code {code}"
         msg = f"{self.stage}: {what} {why}"
@@ -190,7 +182,7 @@ class _StageRun:
         except ImageRefused as exc:
             raise StageFailed(str(exc)) from None
         auth = pull_auth(image, user=ctx.user_id, settings=ctx.settings)
-        await C.blocking(C.ensure_image, ctx.docker, image, auth)
+        await self.backend.ensure_image(image, auth)
         environment = {
             "CI": "true",
             "FORNAX_NETWORK": self.network,
@@ -200,7 +192,14 @@ class _StageRun:
             "STEP_NAME": self.stage,
             **env,
         }
-        kwargs: dict[str, Any] = dict(
+        run: dict[str, Any] = {}
+        if script is not None:
+            run = dict(entrypoint=["/bin/sh", "-c"], command=[script], working_dir=WORKSPACE_MOUNT,
+                       binds=self._binds())
+        elif service_script:
+            run = dict(entrypoint=["/bin/sh", "-c"], command=[C.service_script(service_script)])
+        spec = ContainerSpec(
+            name=f"fornax-{ctx.version_id}-{suffix}",
             image=image,
             environment=environment,
             labels=labels(
@@ -210,43 +209,37 @@ class _StageRun:
                 user=ctx.user_id,
                 **({"epoch": str(ctx.epoch)} if ctx.epoch is not None else {}),
             ),
-            mem_limit=f"{self.memory_mb}m",
-            memswap_limit=f"{self.memory_mb}m",
+            network=self.network,
+            memory_mb=self.memory_mb,
             cpu_shares=self.cpu_shares,
             # A fork bomb or a busy loop stays inside its own container.
             pids_limit=ctx.settings.builder_pids_limit,
             nano_cpus=int(ctx.settings.builder_cpus * 1e9),
-            init=True,  # PID 1 forwards SIGTERM, so a graceful stop works for sh scripts
-            network=self.network,
-            detach=True,
+            alias=alias,
+            **run,
         )
-        if script is not None:
-            kwargs.update(entrypoint=["/bin/sh", "-c"], command=[script], working_dir=WORKSPACE_MOUNT,
-                          volumes=self._binds())
-        elif service_script:
-            kwargs.update(entrypoint=["/bin/sh", "-c"], command=[C.service_script(service_script)])
-        if alias is not None:
-            endpoint = ctx.docker.api.create_endpoint_config(aliases=[alias])
-            kwargs["networking_config"] = {self.network: endpoint}
-        name = f"fornax-{ctx.version_id}-{suffix}"
-
-        def create_and_start() -> Any:
-            container = C.create(ctx.docker, name, **kwargs)
-            with self._lock:
-                closed = self._closed
-                if not closed:
-                    self.created.append(container)
-            if closed:
-                C.stop_and_remove(container)
-                raise StageFailed(f"{self.stage}: stopped")
-            container.start()
-            return container
-
+        # Shielded: a creation in flight when the stage is stopped still completes, and removes itself.
+        task = asyncio.create_task(self._create_and_start(spec))
+        self._creating.add(task)
+        task.add_done_callback(self._created)
         try:
-            return await C.blocking(create_and_start)
-        except APIError as exc:
-            raise StageFailed(
-                f"{self.stage}: could not start {role} container: {exc.explanation or exc}") from None
+            return await asyncio.shield(task)
+        except BackendError as exc:
+            raise StageFailed(f"{self.stage}: could not start {role} container: {exc}") from None
+
+    async def _create_and_start(self, spec: ContainerSpec) -> Container:
+        container = await self.backend.create(spec)
+        if self._closed:
+            await self.backend.remove(container)
+            raise StageFailed(f"{self.stage}: stopped")
+        self.created.append(container)
+        await self.backend.start(container)
+        return container
+
+    def _created(self, task: asyncio.Task[Container]) -> None:
+        self._creating.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: the stage may have stopped waiting for it
 
     def _binds(self) -> list[str]:
         """The workspace at /workspace, plus the step's `volumes` (parts of the workspace only)."""
@@ -261,7 +254,7 @@ class _StageRun:
             binds.append(f"{host}:{target}:{mode}")
         return binds
 
-    async def _copy_output(self, container: Any, path: str) -> None:
+    async def _copy_output(self, container: Container, path: str) -> None:
         """Copy one pre_build output into the workspace.
 
         Rule: a relative path, or an absolute one under /workspace, is already in the workspace (the
@@ -274,18 +267,16 @@ class _StageRun:
             if not (workspace / rel).exists():
                 raise StageFailed(f"{self.stage}: output {path} was not produced")
             return
-        def copy() -> None:
-            stream, _ = container.get_archive(path)
-            with tempfile.TemporaryFile() as spool:  # outputs may be large: not in memory
-                for chunk in stream:
-                    spool.write(chunk)
-                spool.seek(0)
-                with tarfile.open(fileobj=spool) as tar:
-                    tar.extractall(workspace, filter="data")  # refuses absolute, `..` and outside links
+        def extract(spool: Any) -> None:
+            spool.seek(0)
+            with tarfile.open(fileobj=spool) as tar:
+                tar.extractall(workspace, filter="data")  # refuses absolute, `..` and outside links
 
         try:
-            await C.blocking(copy)
-        except NotFound:
+            with tempfile.TemporaryFile() as spool:  # outputs may be large: not in memory
+                await self.backend.copy_from(container, path, spool)
+                await asyncio.to_thread(extract, spool)
+        except ObjectNotFound:
             raise StageFailed(f"{self.stage}: output {path} was not found in the container") from None
         except (tarfile.TarError, OSError) as exc:
             raise StageFailed(f"{self.stage}: output {path} could not be copied: {exc}") from None
@@ -294,10 +285,9 @@ class _StageRun:
     async def remove_all(self, graceful: bool = False) -> None:
         """Remove every container of this stage (after a graceful stop if asked); idempotent. Any
         container whose creation is still in flight removes itself."""
-        with self._lock:
-            self._closed = True
-            doomed, self.created = self.created, []
-        await asyncio.gather(*(C.blocking(C.stop_and_remove, c, graceful) for c in doomed),
+        self._closed = True
+        doomed, self.created = self.created, []
+        await asyncio.gather(*(self.backend.remove(c, graceful) for c in doomed), *self._creating,
                              return_exceptions=True)
         for task in self.pumps:
             task.cancel()

@@ -1,0 +1,1 @@
+"""Steerable stand-ins for the ports of the services, for unit tests without Kafka, Docker or Mongo."""

@@ -57,46 +57,64 @@ async def bootstrap_topics(settings: Settings, partitions: dict[str, int] | None
 
 
 class EventBus:
-    """Publishes events to their topic, keyed by aggregate id, with acks=all."""
+    """Publishes events to their topic, keyed by aggregate id, with acks=all.
+
+    Two producers: one for log lines and one for every other event. aiokafka keeps one produce request
+    in flight per broker per producer, so on one producer a chatty build log queues the version's next
+    event behind its lines; on a broker whose writes are slow (Tansu on S3) that was seconds per event."""
 
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
         self.settings = settings
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
+        self._log_producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            linger_ms=1,
+            request_timeout_ms=int(self.timeout * 1000),
+            max_request_size=8 * 1024 * 1024,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            await producer.stop()
+            raise BusUnavailable(f"event broker at {self.settings.kafka_bootstrap} unavailable: {exc}") from exc
+        return producer
 
     async def start(self) -> None:
         async with self._lock:
-            if self._producer is not None:
-                return
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                acks="all",
-                linger_ms=1,
-                request_timeout_ms=int(self.timeout * 1000),
-                max_request_size=8 * 1024 * 1024,
-            )
-            try:
-                await asyncio.wait_for(producer.start(), self.timeout)
-            except (TimeoutError, KafkaError, OSError) as exc:
-                await producer.stop()
-                raise BusUnavailable(f"event broker at {self.settings.kafka_bootstrap} unavailable: {exc}") from exc
-            self._producer = producer
+            if self._producer is None:
+                self._producer = await self._new_producer()
+
+    async def _logs(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._log_producer is None:
+                self._log_producer = await self._new_producer()
+            return self._log_producer
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        for producer in (self._producer, self._log_producer):
+            if producer is not None:
+                await producer.stop()
+        self._producer = self._log_producer = None
 
     async def publish(self, *events: Event) -> None:
         """Send events and wait until the broker acknowledged every one; BusUnavailable otherwise."""
-        if self._producer is None:
-            await self.start()
-        assert self._producer is not None
         data = encoded(self.settings, events)
+        if events and all(e.TOPIC == "logs" for e in events):
+            producer = await self._logs()
+        else:
+            if self._producer is None:
+                await self.start()
+            assert self._producer is not None
+            producer = self._producer
         try:
             futures = [
-                await self._producer.send(self.settings.topic(e.TOPIC), d, key=e.key())
+                await producer.send(self.settings.topic(e.TOPIC), d, key=e.key())
                 for e, d in zip(events, data, strict=True)
             ]
             await asyncio.wait_for(asyncio.gather(*futures), self.timeout)

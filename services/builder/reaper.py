@@ -38,9 +38,7 @@ async def reap_lost(b: Builder) -> list[str]:
     """Take over active versions nobody works on: resume them at their next step, or fail them
     ("worker lost") once they were taken over MAX_TAKEOVERS times already. Returns their ids."""
     limit = b.settings.builder_lost_after
-    docs = await asyncio.to_thread(
-        lambda: list(b.store.versions.find({"status": {"$in": list(VERSION_ACTIVE_STATUSES)}}))
-    )
+    docs = await b.state.active_versions()
     taken = []
     for doc in docs:
         vid = doc["_id"]

@@ -1,6 +1,6 @@
 """The builder's coordinator and its steps (build, push, tag, finish) on fakes of every port: the events
 each path publishes, failures with their stage and reason, publish-once across a resumed run, claim
-fencing, cancellation and the crash limit. No Docker, Kafka or Mongo."""
+fencing, cancellation, the crash limit, the reaper and the watch loop. No Docker, Kafka or Mongo."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from services.builder import coordinator, reaper
 from services.builder.coordinator import handle, resume_event
 from services.builder.vcs import VcsError
+from services.builder.watch import fence_once, watch_once
 from shared.events import ImageBuilt
 from shared.events.versions import ImageBuiltPayload
 from tests.fixtures.builder_fakes import REPO_URL, BuilderWorld
@@ -364,3 +365,43 @@ async def test_a_tag_error_from_the_vcs_port_is_shown_masked(world: BuilderWorld
     await handle(world.builder, world.requested(vid))
     assert _failed(world).reason == "git push --tags failed: auth **** rejected"
     _ended_clean(world, vid)
+
+
+# -- the reaper and the watch loop ------------------------------------------------------------------
+async def test_the_reaper_takes_over_a_version_nobody_works_on_and_runs_it_through_the_coordinator(
+    world: BuilderWorld,
+) -> None:
+    vid = world.add_version(created_at="2026-01-01T00:00:00+00:00")  # requested long ago, never started
+    fresh = world.add_version()  # its worker may just not have got to it yet
+    assert await reaper.reap_lost(world.builder) == [vid]
+    while vid in world.builder.resuming:
+        await asyncio.sleep(0.01)
+    assert world.bus.types() == SUCCESS_EVENTS
+    assert world.records.heartbeats[vid]["takeovers"] == 1
+    assert fresh not in world.records.heartbeats
+
+
+async def test_the_reaper_fails_a_version_taken_over_too_often_with_worker_lost(world: BuilderWorld) -> None:
+    vid = world.add_version(status="running", stages={"build": {"status": "running"}})
+    world.records.heartbeats[vid] = {"_id": vid, "worker": "dead@test:9", "at": 0.0, "epoch": 3,
+                                     "takeovers": reaper.MAX_TAKEOVERS}
+    world.quota.reserved[vid] = (512, 512)
+    assert await reaper.reap_lost(world.builder) == [vid]
+    assert world.bus.stages() == [("build", "failed")]
+    assert (_failed(world).stage, _failed(world).reason) == ("build", "worker lost")
+    assert world.images.builds == [] and vid not in world.builder.resuming
+    _ended_clean(world, vid)
+
+
+async def test_the_watch_loop_flags_cancelled_versions_and_runs_whose_claim_was_taken_over(
+    world: BuilderWorld,
+) -> None:
+    cancelled, lost, fine = world.add_version(status="cancelled"), world.add_version(), world.add_version()
+    for vid in (cancelled, lost, fine):
+        world.builder.begin(vid).epoch = await world.state.claim(vid)  # type: ignore[union-attr]
+    world.state.stall(lost)
+    await world.other_worker("builder@test:2").state.claim(lost)
+    assert await watch_once(world.builder) == [cancelled]
+    assert await fence_once(world.builder) == [lost]
+    flags = {vid: (a.cancelled.is_set(), a.lost) for vid, a in world.builder.active.items()}
+    assert flags == {cancelled: (True, False), lost: (True, True), fine: (False, False)}

@@ -9,7 +9,6 @@ so redoing the step after a crash is harmless.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from shared.events import Event, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded
@@ -28,7 +27,6 @@ from .pipeline.containers import blocking
 from .run import Run
 from .vcs import VcsError
 
-log = logging.getLogger(__name__)
 REPO_CHECK_WAIT = 10.0
 
 

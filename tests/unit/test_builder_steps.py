@@ -17,6 +17,7 @@ from services.builder.watch import fence_once, watch_once
 from shared.events import ImageBuilt
 from shared.events.versions import ImageBuiltPayload
 from tests.fixtures.builder_fakes import REPO_URL, BuilderWorld
+from tests.unit.test_package_boundaries import SERVICES, imported_names
 
 CLONE = [("clone", "started"), ("clone", "success")]
 BUILD = [("build", "started"), ("build", "success")]
@@ -50,6 +51,15 @@ def _ended_clean(w: BuilderWorld, vid: str) -> None:
     assert not w.builder.workspace(vid).exists()
     assert vid not in w.quota.reserved
     assert vid not in w.builder.active and vid not in w.builder.logs and vid not in w.builder.hosts.own
+
+
+def test_the_steps_do_not_import_each_other_nor_the_coordinator() -> None:
+    steps = {"build", "push", "tag"}
+    for step in sorted(steps):
+        names = {name for _, name in imported_names((SERVICES / "builder" / f"{step}.py").read_text(),
+                                                    f"services.builder.{step}")}
+        others = {f"services.builder.{m}" for m in steps - {step} | {"coordinator", "reaper", "app"}}
+        assert not names & others, (step, names & others)
 
 
 # -- the success path -------------------------------------------------------------------------------

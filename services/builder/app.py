@@ -1,4 +1,5 @@
-"""The builder worker: thin Faust agents over the plain handlers of check/build/push/tag.
+"""The builder worker: thin Faust agents over `check.on_service_event` and the coordinator's one entry
+point, `coordinator.handle` (VersionRequested, ImageBuilt, ImagePushed).
 
 Each agent acknowledges an event only after its handler returned, so an event whose handler was
 running when the worker died is redelivered to the worker that gets the partition. Builds of
@@ -18,12 +19,10 @@ from shared.events import Event, ImageBuilt, ImagePushed, ServiceCreated, Servic
 from shared.faust_app import decoded, make_app, topic
 from shared.settings import Settings
 
-from .build import on_version_requested
 from .check import on_service_event
+from .coordinator import handle
 from .core import Builder, bootstrap
-from .push import on_image_built
 from .reaper import reap_forever
-from .tag import on_image_pushed
 from .watch import watch_forever
 
 log = logging.getLogger(__name__)
@@ -58,17 +57,17 @@ def build_app(settings: Settings, builder: Builder | None = None) -> faust.App:
     @app.agent(versions, concurrency=parallel)
     async def build(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (VersionRequested,), on_version_requested)
+            await dispatch(b, raw, (VersionRequested,), handle)
 
     @app.agent(versions, concurrency=parallel)
     async def push(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (ImageBuilt,), on_image_built)
+            await dispatch(b, raw, (ImageBuilt,), handle)
 
     @app.agent(versions, concurrency=parallel)
     async def tag(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (ImagePushed,), on_image_pushed)
+            await dispatch(b, raw, (ImagePushed,), handle)
 
     @app.task
     async def background() -> None:

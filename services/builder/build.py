@@ -1,172 +1,33 @@
-"""VersionRequested → clone (SourceFetched), config, quota, integration, pre_build, docker build (ImageBuilt).
+"""The build step: VersionRequested → clone (SourceFetched), config, quota, integration, pre_build,
+docker build → ImageBuilt (or VersionSucceeded for a version that builds no image).
 
-Idempotent: a terminal version is skipped, a version whose image is already built is left to the
-push step (its ImageBuilt is in the log), a version another live worker is building is waited for
-(and taken over if that worker's heartbeat stops), and everything is named after the version id,
-so redoing a step after a crash is harmless.
+A step handler: it emits its stage events, progress events and log lines through the run and returns
+the events it ends with; the coordinator publishes them. Everything is named after the version id,
+so redoing the step after a crash is harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.events import Event, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded, utcnow
+from shared.events import Event, ImageBuilt, SourceFetched, VersionQueued, VersionSucceeded
 from shared.events.versions import (
     ImageBuiltPayload,
     SourceFetchedPayload,
     VersionQueuedPayload,
     VersionSucceededPayload,
 )
-from shared.status import VERSION_TERMINAL_STATUSES
 
 from . import pipeline
-from .core import Builder, Failed
+from .core import Builder, Cancelled, Failed
 from .engine import BuildError, image_name
 from .hosts import NoHost
 from .pipeline.containers import blocking
-from .run import Run, run_guarded
+from .run import Run
 from .vcs import VcsError
 
-log = logging.getLogger(__name__)
-PROJECTION_WAIT = 10.0
 REPO_CHECK_WAIT = 10.0
-
-
-async def acquire_version(
-    b: Builder, vid: str, *, skip: Any = None, fallback: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], Any] | None:
-    """Read the version, skip it if finished (or `skip(doc)`) or already worked on here, and own it:
-    (doc, Active) or None. `fallback` (from the event) stands in while the read model lags."""
-    doc = await b.state.version(vid)
-    if doc is None:
-        doc = fallback or await b.state.wait_version(vid, PROJECTION_WAIT)
-    if doc is None:
-        log.warning("version %s: not in the read model after %ss; skipped", vid, PROJECTION_WAIT)
-        return None
-    if doc.get("status") in VERSION_TERMINAL_STATUSES or (skip is not None and skip(doc)):
-        return None
-    # Being worked on here already: the running chain (build → push → tag) covers this step too,
-    # or this is a repeated delivery.
-    active = b.begin(vid)
-    if active is None:
-        return None
-    try:
-        waiting = False
-        while not (epoch := await b.state.claim(vid)):
-            hb = await b.state.heartbeat(vid) or {}
-            if hb.get("state") == "done":  # it ended (its end is on its way to the read model): a repeated delivery
-                b.end(vid)
-                return None
-            if not waiting:
-                log.info(
-                    "version %s: owned by %s; waiting (taken over if its heartbeat stops)",
-                    vid,
-                    hb.get("worker"),
-                )
-                waiting = True
-            # Another live worker has it (e.g. partitions moved while it builds): wait, take over if it dies.
-            await asyncio.sleep(2.0)
-            doc = await b.state.version(vid) or doc
-            if doc.get("status") in VERSION_TERMINAL_STATUSES or (skip is not None and skip(doc)):
-                b.end(vid)
-                return None
-    except BaseException:
-        b.end(vid)
-        raise
-    active.epoch = epoch
-    return doc, active
-
-
-def _built(doc: dict[str, Any]) -> bool:
-    return bool(doc.get("image_id")) and (doc.get("stages") or {}).get("build", {}).get("status") == "success"
-
-
-def _from_request(event: Event) -> dict[str, Any]:
-    p: Any = event.payload
-    return {
-        "_id": event.aggregate_id,
-        "status": "pending",
-        "stages": {},
-        "service_id": p.service_id,
-        "user_id": p.user_id,
-        "name": p.name,
-        "description": p.description,
-        "commit": p.commit,
-        "branch": p.branch,
-        "trigger": p.trigger,
-        "operations": p.operations,
-    }
-
-
-async def run_owned(
-    b: Builder,
-    event: Event,
-    step: Callable[[Run], Awaitable[None]],
-    *,
-    skip: Any = None,
-    fallback: dict[str, Any] | None = None,
-) -> None:
-    """Own the event's version (or return if finished / worked on here), run `step` guarded, release."""
-    if await _from_lost_claim(b, event):
-        return
-    owned = await acquire_version(b, event.aggregate_id, skip=skip, fallback=fallback)
-    if owned is None:
-        return
-    doc, active = owned
-    log.info(
-        "version %s: %s (status %s, %.3fs after the event)",
-        event.aggregate_id,
-        event.type,
-        doc.get("status"),
-        (utcnow() - event.occurred_at).total_seconds(),
-    )
-    run = Run(b, event, doc, active)
-    ended = False
-    try:
-        crashes = await b.state.start_attempt(run.vid) - 1
-        if crashes >= b.settings.builder_max_crashes:
-            step = _poisoned(crashes)
-        await run_guarded(b, run, step)
-        ended = True
-    finally:
-        b.end(run.vid, finished=ended)
-
-
-def _poisoned(crashes: int) -> Callable[[Run], Awaitable[None]]:
-    """The step for a version whose processing killed its worker `crashes` times: fail it, so one
-    hostile version cannot take the builders down again and again."""
-
-    async def fail(run: Run) -> None:
-        reason = (f"processing this version stopped its builder {crashes} times "
-                  "(limit builder_max_crashes); it is not retried")
-        stages = run.version.get("stages") or {}
-        running = [name for name, st in stages.items() if (st or {}).get("status") == "running"]
-        for name in running:
-            await run.finish(name, "failed", reason)
-        raise Failed(reason, running[-1] if running else None)
-
-    return fail
-
-
-async def _from_lost_claim(b: Builder, event: Event) -> bool:
-    """The event is a result of a builder whose claim was taken over since (a newer epoch exists)."""
-    epoch = getattr(event.payload, "epoch", None)
-    if epoch is None:
-        return False
-    hb = await b.state.heartbeat(event.aggregate_id) or {}
-    if int(hb.get("epoch") or 0) > epoch:
-        log.warning("version %s: %s from lost claim epoch %s ignored", event.aggregate_id, event.type, epoch)
-        return True
-    return False
-
-
-async def on_version_requested(b: Builder, event: Event) -> None:
-    await run_owned(
-        b, event, lambda r: build_version(b, r, event), skip=_built, fallback=_from_request(event)
-    )
 
 
 async def _service(b: Builder, run: Run) -> dict[str, Any]:
@@ -185,8 +46,9 @@ async def _service(b: Builder, run: Run) -> dict[str, Any]:
     return service
 
 
-async def build_version(b: Builder, run: Run, event: Event) -> None:
-    payload: Any = event.payload
+async def build(b: Builder, run: Run, requested: Event) -> list[Event]:
+    """VersionRequested → [ImageBuilt], or [VersionSucceeded] when the version's stages build no image."""
+    payload: Any = requested.payload
     run.service = service = await _service(b, run)
     await run.open_log()
     repo = await b.state.repo_spec(service)
@@ -245,17 +107,14 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
 
     if "build" not in stages:  # integration only: nothing to publish
         deploy = config.deploy if "deploy" in stages else []
-        await run.teardown()
-        if await run.still_wanted():
-            await run.emit(VersionSucceeded, VersionSucceededPayload(deploy=deploy))
-        return
+        return [run.make(VersionSucceeded, VersionSucceededPayload(deploy=deploy))]
 
     image = image_name(
         b.settings.registry_location, run.version["user_id"], service["name"], run.version["name"]
     )
     memory, cpu = config.container_limits(b.settings)
 
-    async def build() -> str:
+    async def docker_build() -> str:
         try:
             dockerfile, context = config.dockerfile(workspace)
         except pipeline.ConfigError as exc:
@@ -268,7 +127,7 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         # Again here: pre_build may have written the Dockerfile.
         uses = _check_dockerfile(b, run, dockerfile, workspace)
         await _pull_own(b, run, client, uses)
-        network = await blocking(pipeline.ensure_network, client, run.vid)
+        network = await blocking(b.network, client, run.vid)
         return await b.images.build(
             client,
             context=context,
@@ -283,16 +142,9 @@ async def build_version(b: Builder, run: Run, event: Event) -> None:
         )
 
     image_id = await run.stage(
-        "build", build, timeout=config.timeout("build", b.settings.stage_timeout), errors=(BuildError,)
+        "build", docker_build, timeout=config.timeout("build", b.settings.stage_timeout), errors=(BuildError,)
     )
-    built = run.make(ImageBuilt, ImageBuiltPayload(image=image, image_id=image_id, host=run.host))
-    await run.publish_once(built)
-    # Go on with push and tag right here (one broker round trip less per step). Their agents skip
-    # the events while this version is active here, and handle them after a crash or a takeover.
-    from .push import push_image
-
-    run.cause = built
-    await push_image(b, run, built)
+    return [run.make(ImageBuilt, ImageBuiltPayload(image=image, image_id=image_id, host=run.host))]
 
 
 def _check_dockerfile(b: Builder, run: Run, dockerfile: Any, workspace: Any) -> list[Any]:
@@ -345,8 +197,7 @@ async def _reserve_quota(b: Builder, run: Run, config: Any) -> None:
         await run.emit(VersionQueued, VersionQueuedPayload(reason=reason))
 
     try:
-        got = await pipeline.acquire(
-            b.store,
+        got = await b.quotas.acquire(
             run.version["user_id"],
             run.vid,
             memory,
@@ -359,7 +210,5 @@ async def _reserve_quota(b: Builder, run: Run, config: Any) -> None:
         raise Failed(str(exc), "quota") from None
     if not got:
         if run.active.cancelled.is_set():
-            from .core import Cancelled
-
             raise Cancelled()
         raise Failed("timed out waiting for quota", "quota")

@@ -1,5 +1,6 @@
 """The builder's adapters and per-process state (`Builder`), the outcomes of a run (`Failed`,
-`Cancelled`, `Lost`) and the claim it works under (`Active`); one run of a version is `run.Run`.
+`Cancelled`, `Lost`) and the claim it works under (`Active`); one run of a version is `run.Run`,
+driven by `coordinator.handle`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import os
 import shutil
 import socket
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shared.bus import EventBus
 from shared.events import (
@@ -28,6 +29,7 @@ from shared.store import Store
 from . import pipeline
 from .engine import DockerImageBuilder, DockerRegistry, ImageBuilder, Registry
 from .hosts import HostPool
+from .ports import Publisher, Quota, State
 from .state import BuilderState
 from .vcs import RepoSpec, Vcs
 from .vcs.clients import GitSvn
@@ -67,21 +69,61 @@ def worker_id() -> str:
 
 
 @dataclass
+class StoreQuota:
+    """The quota port over the `quotas` collection (pipeline.quota: atomic across builder processes)."""
+
+    store: Any
+
+    async def acquire(
+        self,
+        user_id: str,
+        version_id: str,
+        memory_mb: int,
+        cpu: int,
+        *,
+        on_wait: Callable[[str], Awaitable[None]] | None = None,
+        cancelled: asyncio.Event | None = None,
+        deadline: float | None = None,
+    ) -> bool:
+        return await pipeline.acquire(
+            self.store, user_id, version_id, memory_mb, cpu, on_wait=on_wait, cancelled=cancelled, deadline=deadline
+        )
+
+    async def release(self, user_id: str, version_id: str) -> bool:
+        return await pipeline.release(self.store, user_id, version_id)
+
+
+@dataclass
 class Builder:
+    """The ports a run works through, and what this process is working on."""
+
     settings: Settings
     store: Any
-    bus: Any  # EventBus (anything with `async publish(*events)`)
+    bus: Publisher
     vcs: Vcs
     images: ImageBuilder
     registry: Registry
     hosts: HostPool
-    state: BuilderState
+    state: State
     worker: str = field(default_factory=worker_id)
     active: dict[str, Active] = field(default_factory=dict)
     logs: dict[str, LogWriter] = field(default_factory=dict)
     resuming: set[str] = field(default_factory=set)  # versions the reaper is resuming here
     finished: OrderedDict[str, None] = field(default_factory=OrderedDict)  # runs that ended here (recent)
-    cleanup: Callable[[Any, str], None] = pipeline.cleanup_version
+    quota: Quota | None = None  # None: StoreQuota(store)
+    # Docker-side calls on a host's client: remove a version's containers and network (with an epoch:
+    # only that claim's containers), create the version's network.
+    cleanup: Callable[..., None] = pipeline.cleanup_version
+    network: Callable[[Any, str], Any] = pipeline.ensure_network
+
+    def __post_init__(self) -> None:
+        if self.quota is None:
+            self.quota = StoreQuota(self.store)
+
+    @property
+    def quotas(self) -> Quota:
+        assert self.quota is not None
+        return self.quota
 
     async def emit(self, *events: Event) -> None:
         await self.bus.publish(*events)
@@ -112,7 +154,8 @@ class Builder:
             if service_id:
                 secrets += await self.state.secret_values(service_id)
             writer = LogWriter(
-                self.bus, version_id, secrets=secrets, start_seq=await self.state.next_log_seq(version_id),
+                cast(EventBus, self.bus),  # it only calls `publish`
+                version_id, secrets=secrets, start_seq=await self.state.next_log_seq(version_id),
                 max_line=self.settings.log_max_line, max_bytes=self.settings.log_max_bytes,
             )
             writer.start()
@@ -155,7 +198,7 @@ class Builder:
         """Only the containers a run of this claim epoch started (after a takeover)."""
         for h in [host] if host else self.hosts.hosts:
             try:
-                await asyncio.to_thread(pipeline.cleanup_version, self.hosts.client(h), version_id, epoch)
+                await asyncio.to_thread(self.cleanup, self.hosts.client(h), version_id, epoch)
             except Exception as exc:  # noqa: BLE001 - the reaper removes them once the version ended
                 log.warning("cleanup of %s epoch %s on %s failed: %s", version_id, epoch, h, exc)
 

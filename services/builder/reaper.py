@@ -5,8 +5,8 @@ Runs at start and every settings.builder_reap_every seconds. Only objects of ver
 installation's read model are touched (the Docker engine may be shared with other installations).
 - An active (pending/queued/running) version not worked on here whose heartbeat (or, without one,
   its creation) is older than builder_lost_after is claimed (atomically: one worker wins) and resumed
-  at its next step from the read model: tag if pushed, push if built, else the build from the
-  clone. This does not rely on Kafka redelivering the event (Faust may skip events fetched during
+  through the coordinator at its next step from the read model: tag if pushed, push if built, else
+  the build from the clone. This does not rely on Kafka redelivering the event (Faust may skip events fetched during
   a rebalance). After MAX_TAKEOVERS takeovers the version fails with "worker lost".
 - Containers and networks labelled `fornax.version` of versions that are no longer active, and
   workspaces of finished versions, are removed.
@@ -20,22 +20,13 @@ import shutil
 import time
 from typing import Any
 
-from shared.events import ImageBuilt, ImagePushed, StageFinished, VersionFailed, VersionRequested
-from shared.events.versions import (
-    ImageBuiltPayload,
-    ImagePushedPayload,
-    StageFinishedPayload,
-    VersionFailedPayload,
-    VersionRequestedPayload,
-)
+from shared.events import StageFinished, VersionFailed
+from shared.events.versions import StageFinishedPayload, VersionFailedPayload
 from shared.status import VERSION_ACTIVE_STATUSES
 
-from . import pipeline
-from .build import on_version_requested
+from . import coordinator
 from .core import Builder
-from .push import on_image_built
 from .state import age_of
-from .tag import on_image_pushed
 
 log = logging.getLogger(__name__)
 LABEL = "fornax.version"
@@ -47,9 +38,7 @@ async def reap_lost(b: Builder) -> list[str]:
     """Take over active versions nobody works on: resume them at their next step, or fail them
     ("worker lost") once they were taken over MAX_TAKEOVERS times already. Returns their ids."""
     limit = b.settings.builder_lost_after
-    docs = await asyncio.to_thread(
-        lambda: list(b.store.versions.find({"status": {"$in": list(VERSION_ACTIVE_STATUSES)}}))
-    )
+    docs = await b.state.active_versions()
     taken = []
     for doc in docs:
         vid = doc["_id"]
@@ -83,46 +72,12 @@ def _done_resuming(b: Builder, vid: str) -> Any:
     return done
 
 
-def _stage_ok(doc: dict[str, Any], stage: str) -> bool:
-    return ((doc.get("stages") or {}).get(stage) or {}).get("status") == "success"
-
-
 async def _resume(b: Builder, doc: dict[str, Any]) -> None:
-    """Run the version's next step as if its event had just been delivered."""
-    vid, user = doc["_id"], doc.get("user_id")
+    """Run the version from its next step, as if that step's event had just been delivered."""
     try:
-        if doc.get("digest") and _stage_ok(doc, "push"):
-            pushed = ImagePushed.make(
-                vid,
-                ImagePushedPayload(image=doc["image"], digest=doc["digest"]),
-                correlation_id=vid,
-                actor=user,
-            )
-            await on_image_pushed(b, pushed)
-        elif doc.get("image_id") and _stage_ok(doc, "build"):
-            built = ImageBuilt.make(
-                vid,
-                ImageBuiltPayload(
-                    image=doc["image"], image_id=doc["image_id"], host=doc.get("host") or b.hosts.hosts[0]
-                ),
-                correlation_id=vid,
-                actor=user,
-            )
-            await on_image_built(b, built)
-        else:
-            payload = VersionRequestedPayload(
-                service_id=doc["service_id"],
-                user_id=str(user),
-                name=doc["name"],
-                description=doc.get("description") or "",
-                commit=doc.get("commit"),
-                branch=doc.get("branch"),
-                trigger=doc.get("trigger") or "api",
-                operations=doc.get("operations"),
-            )
-            await on_version_requested(b, VersionRequested.make(vid, payload, correlation_id=vid, actor=user))
+        await coordinator.handle(b, coordinator.resume_event(doc, b.hosts.hosts[0]))
     except Exception:
-        log.exception("version %s: resume failed", vid)
+        log.exception("version %s: resume failed", doc["_id"])
 
 
 async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
@@ -147,7 +102,7 @@ async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:
     await b.remove_leftovers(vid, None)
     if doc.get("user_id"):
         try:
-            await pipeline.release(b.store, doc["user_id"], vid)
+            await b.quotas.release(doc["user_id"], vid)
         except Exception:  # noqa: BLE001 - reclaimed later by the quota itself
             pass
     fresh = await b.state.version(vid)

@@ -1,4 +1,4 @@
-"""One handler run of a version (`Run`): a build, push or tag step.
+"""One run of a version (`Run`), from the step the coordinator started it at to the version's end.
 
 A Run emits stage events, writes the version's log, races each long step against the version's
 cancel flag and deadline, and on the way out (failure, cancel, success) removes everything the
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 class Run:
-    """One handler's work on one version (build, push or tag step)."""
+    """One worker's work on one version under one claim: the steps the coordinator runs share it."""
 
     def __init__(self, b: Builder, cause: Event, version: dict[str, Any], active: Active) -> None:
         self.b = b
@@ -194,7 +194,7 @@ class Run:
         user = self.version.get("user_id")
         if user:
             with contextlib.suppress(Exception):
-                await pipeline.release(self.b.store, user, self.vid)
+                await self.b.quotas.release(user, self.vid)
         await self.b.state.finish_claim(self.vid)
         self.active.released = True  # held until here; the claim is marked done now
         await self.b.close_log(self.vid)

@@ -28,6 +28,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import oauth
 from shared.secretbox import SecretBox
+from shared.status import VERSION_ACTIVE_STATUSES
 
 from .vcs import RepoSpec
 
@@ -73,6 +74,16 @@ class BuilderState:
 
     async def service(self, service_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.store.services.find_one, {"_id": service_id})
+
+    async def active_versions(self) -> list[dict[str, Any]]:
+        """The versions the read model shows pending, queued or running."""
+        query = {"status": {"$in": list(VERSION_ACTIVE_STATUSES)}}
+        return await asyncio.to_thread(lambda: list(self.store.versions.find(query)))
+
+    async def cancelled(self, version_ids: list[str]) -> list[str]:
+        """Of these versions, the ones the read model shows cancelled."""
+        query = {"_id": {"$in": version_ids}, "status": "cancelled"}
+        return await asyncio.to_thread(lambda: [d["_id"] for d in self.store.versions.find(query, {"_id": 1})])
 
     async def secrets(self, service_id: str) -> dict[str, Any]:
         """The service's secrets document, decrypted."""

@@ -1,4 +1,5 @@
-"""ImagePushed → tag the commit with the version name (VersionTagged) → post_build → VersionSucceeded.
+"""The last two steps: tag (ImagePushed → tag the commit with the version name → VersionTagged) and
+finish (post_build → VersionSucceeded with the pushed image).
 
 Tagging is idempotent (the same tag at the same commit is fine), so a repeated ImagePushed redoes
 nothing harmful. The workspace is re-cloned when this process did not build the version itself.
@@ -12,7 +13,6 @@ from shared.events import Event, VersionSucceeded, VersionTagged
 from shared.events.versions import VersionSucceededPayload, VersionTaggedPayload
 
 from . import pipeline
-from .build import run_owned
 from .core import Builder, Failed
 from .run import Run
 from .vcs import VcsError
@@ -20,12 +20,8 @@ from .vcs import VcsError
 TAG_TIMEOUT = 300.0
 
 
-async def on_image_pushed(b: Builder, event: Event) -> None:
-    await run_owned(b, event, lambda r: tag_version(b, r, event))
-
-
-async def tag_version(b: Builder, run: Run, event: Event) -> None:
-    p: Any = event.payload
+async def tag(b: Builder, run: Run, pushed: Event) -> list[Event]:
+    """ImagePushed → [VersionTagged]."""
     version = run.version
     service = await b.state.service(version["service_id"])
     if service is None:
@@ -44,14 +40,21 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
     if not commit:
         raise Failed("the version has no resolved commit to tag", "tag")
 
-    async def tag() -> None:
+    async def vcs_tag() -> None:
         if not workspace.is_dir():
             await b.vcs.clone(repo, workspace, commit, version.get("branch"), run.line_writer("tag"))
         await b.vcs.tag(repo, workspace, version["name"], commit, run.line_writer("tag"))
 
-    await run.stage("tag", tag, timeout=TAG_TIMEOUT, errors=(VcsError, OSError))
-    await run.publish_once(run.make(VersionTagged, VersionTaggedPayload(tag=version["name"], commit=commit)))
+    await run.stage("tag", vcs_tag, timeout=TAG_TIMEOUT, errors=(VcsError, OSError))
+    return [run.make(VersionTagged, VersionTaggedPayload(tag=version["name"], commit=commit))]
 
+
+async def finish(b: Builder, run: Run, pushed: Event) -> list[Event]:
+    """post_build (if the config has it) → [VersionSucceeded] naming the pushed image."""
+    p: Any = pushed.payload
+    version = run.version
+    service = run.service or await b.state.service(version["service_id"]) or {}
+    workspace = b.workspace(run.vid)
     try:
         config = await pipeline.read_config(workspace, service.get("config_file"), b.settings)
     except pipeline.ConfigError as exc:
@@ -75,8 +78,4 @@ async def tag_version(b: Builder, run: Run, event: Event) -> None:
 
     deploy = config.deploy if "deploy" in stages else []
     await run.write("tag", f"version {version['name']} succeeded: {p.image}@{p.digest}", "system")
-    await run.teardown()
-    if await run.still_wanted():
-        await run.emit(
-            VersionSucceeded, VersionSucceededPayload(image=p.image, digest=p.digest, deploy=deploy)
-        )
+    return [run.make(VersionSucceeded, VersionSucceededPayload(image=p.image, digest=p.digest, deploy=deploy))]

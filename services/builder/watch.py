@@ -22,16 +22,13 @@ async def watch_once(b: Builder) -> list[str]:
     ids = list(b.active)
     if not ids:
         return []
-    docs = await asyncio.to_thread(
-        lambda: list(b.store.versions.find({"_id": {"$in": ids}, "status": "cancelled"}, {"_id": 1}))
-    )
     flagged = []
-    for doc in docs:
-        act = b.active.get(doc["_id"])
+    for vid in await b.state.cancelled(ids):
+        act = b.active.get(vid)
         if act is not None and not act.cancelled.is_set():
-            log.info("version %s cancelled: stopping it", doc["_id"])
+            log.info("version %s cancelled: stopping it", vid)
             act.cancelled.set()
-            flagged.append(doc["_id"])
+            flagged.append(vid)
     return flagged
 
 

@@ -35,7 +35,7 @@ from shared.status import VERSION_TERMINAL_STATUSES
 
 from . import build, push, tag
 from .core import Active, Builder, Failed
-from .run import Run, run_guarded
+from .run import MILESTONES, Run, run_guarded
 
 log = logging.getLogger(__name__)
 PROJECTION_WAIT = 10.0
@@ -57,7 +57,6 @@ STEPS: tuple[Step, ...] = (
     Step("tag", "ImagePushed", tag.tag),
     Step("finish", "ImagePushed", tag.finish),
 )
-MILESTONES = frozenset({"ImageBuilt", "ImagePushed", "VersionTagged"})  # published once per version
 TERMINAL = frozenset({"VersionSucceeded"})
 ENTRY = {step.takes: step for step in reversed(STEPS)}  # an event type → the first step it starts
 

@@ -212,3 +212,31 @@ def test_a_milestone_is_published_once_across_resumed_runs() -> None:
         assert state.marks == {("v1", "VersionTagged")}
 
     asyncio.run(scenario())
+
+
+def test_a_milestone_published_again_after_a_crash_before_it_was_noted_is_the_same_event() -> None:
+    """The window publish_once cannot close: acknowledged, then the worker dies before noting it. The
+    resumed run publishes it again, with the same event id (the archive keeps one)."""
+    from shared.events import VersionTagged
+    from shared.events.versions import VersionTaggedPayload
+
+    published: list[Any] = []
+
+    async def emit(*events: Any) -> None:
+        published.extend(events)
+
+    state = _EmittedState()
+    b = SimpleNamespace(settings=SimpleNamespace(version_timeout=3600), emit=emit, state=state)
+
+    async def scenario() -> None:
+        for _worker in range(2):
+            r = Run(b, None, {"_id": "v1", "user_id": "u"}, Active("v1"))  # type: ignore[arg-type]
+            await r.publish_once(r.make(VersionTagged, VersionTaggedPayload(tag="v1", commit="a" * 40)))
+            state.marks.clear()  # the note is lost with the crash
+        other = Run(b, None, {"_id": "v2", "user_id": "u"}, Active("v2"))  # type: ignore[arg-type]
+        await other.publish_once(other.make(VersionTagged, VersionTaggedPayload(tag="v2", commit="a" * 40)))
+
+    asyncio.run(scenario())
+    first, again, other = published
+    assert first.event_id == again.event_id
+    assert other.event_id != first.event_id

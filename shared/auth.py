@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from pymongo.errors import DuplicateKeyError
+
+from .store import ReadModelStore
 
 
 class UserExists(ValueError):
@@ -22,7 +23,7 @@ def new_token() -> str:
     return "fx_" + secrets.token_urlsafe(32)
 
 
-def create_user(store: Any, name: str) -> str:
+def create_user(store: ReadModelStore, name: str) -> str:
     """Create user `name` and return its token (shown once; only the hash is stored)."""
     token = new_token()
     try:
@@ -32,7 +33,7 @@ def create_user(store: Any, name: str) -> str:
     return token
 
 
-def rotate_token(store: Any, name: str) -> str | None:
+def rotate_token(store: ReadModelStore, name: str) -> str | None:
     """Give user `name` a new token (the old one stops working at once); None when there is no such user."""
     token = new_token()
     changes = {"token_hash": hash_token(token), "rotated_at": datetime.now(UTC)}
@@ -40,7 +41,7 @@ def rotate_token(store: Any, name: str) -> str | None:
     return token if result.matched_count else None
 
 
-def revoke_token(store: Any, name: str) -> bool:
+def revoke_token(store: ReadModelStore, name: str) -> bool:
     """Revoke user `name`'s token: no request authenticates as it until `fornax user token NAME` issues one."""
     # token_hash is unique-indexed: a revoked user keeps a value no token hashes to, not a shared null.
     result = store.users.update_one(
@@ -49,7 +50,7 @@ def revoke_token(store: Any, name: str) -> bool:
     return bool(result.matched_count)
 
 
-def user_for_token(store: Any, token: str | None) -> str | None:
+def user_for_token(store: ReadModelStore, token: str | None) -> str | None:
     """The user id owning `token`, or None."""
     if not token:
         return None

@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import ReadModelStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def line_of(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_lines(
-    store: Store, version_id: str, since: int = 0, limit: int = 0, until: int | None = None
+    store: ReadModelStore, version_id: str, since: int = 0, limit: int = 0, until: int | None = None
 ) -> list[dict[str, Any]]:
     """Archived lines with since < seq (<= until), in sequence order; `limit` 0 means all."""
     seq: dict[str, int] = {"$gt": since}
@@ -50,16 +50,16 @@ def read_lines(
     return [line_of(d) for d in cursor]
 
 
-def count_lines(store: Store, version_id: str) -> int:
+def count_lines(store: ReadModelStore, version_id: str) -> int:
     return store.logs.count_documents({"version_id": version_id})
 
 
-def version_info(store: Store, version_id: str) -> dict[str, Any] | None:
+def version_info(store: ReadModelStore, version_id: str) -> dict[str, Any] | None:
     """{user_id, service_id, status} of a version, or None when it is unknown."""
     return store.versions.find_one({"_id": version_id}, {"user_id": 1, "service_id": 1, "status": 1})
 
 
-def statuses(store: Store, version_ids: list[str]) -> dict[str, str]:
+def statuses(store: ReadModelStore, version_ids: list[str]) -> dict[str, str]:
     """Current status of each known version (one query, for the fallback poll)."""
     if not version_ids:
         return {}

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .secretbox import SecretBox, SecretsKeyError
+from .store import ReadModelStore
 
 PROVIDERS = ("github", "gitlab")
 
@@ -50,31 +51,31 @@ def _hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-def new_state(store: Any, user_id: str, provider: str, ttl: float) -> str:
+def new_state(store: ReadModelStore, user_id: str, provider: str, ttl: float) -> str:
     state = secrets.token_urlsafe(32)
-    store.db["oauth_states"].insert_one(
+    store["oauth_states"].insert_one(
         {"_id": _hash(state), "user_id": user_id, "provider": provider, "expires_at": time.time() + ttl})
     return state
 
 
-def take_state(store: Any, state: str, provider: str) -> str | None:
+def take_state(store: ReadModelStore, state: str, provider: str) -> str | None:
     """The user the state was issued to, once (it is deleted); None if unknown, used or expired."""
-    doc = store.db["oauth_states"].find_one_and_delete({"_id": _hash(state)})
+    doc = store["oauth_states"].find_one_and_delete({"_id": _hash(state)})
     if doc is None or doc.get("provider") != provider or float(doc.get("expires_at", 0)) < time.time():
         return None
     return str(doc["user_id"])
 
 
-def save_token(store: Any, settings: Any, user_id: str, provider: str, token: str) -> None:
-    store.db["oauth_tokens"].replace_one(
+def save_token(store: ReadModelStore, settings: Any, user_id: str, provider: str, token: str) -> None:
+    store["oauth_tokens"].replace_one(
         {"_id": f"{user_id}:{provider}"},
         {"_id": f"{user_id}:{provider}", "user_id": user_id, "provider": provider,
          "token": _box(settings).seal(token), "created_at": datetime.now(UTC)},
         upsert=True)
 
 
-def load_token(store: Any, settings: Any, user_id: str, provider: str) -> str | None:
-    doc = store.db["oauth_tokens"].find_one({"_id": f"{user_id}:{provider}"})
+def load_token(store: ReadModelStore, settings: Any, user_id: str, provider: str) -> str | None:
+    doc = store["oauth_tokens"].find_one({"_id": f"{user_id}:{provider}"})
     if doc is None:
         return None
     try:
@@ -83,8 +84,8 @@ def load_token(store: Any, settings: Any, user_id: str, provider: str) -> str | 
         raise TokensUnavailable(str(exc)) from None
 
 
-def delete_token(store: Any, user_id: str, provider: str) -> bool:
-    return store.db["oauth_tokens"].delete_one({"_id": f"{user_id}:{provider}"}).deleted_count > 0
+def delete_token(store: ReadModelStore, user_id: str, provider: str) -> bool:
+    return store["oauth_tokens"].delete_one({"_id": f"{user_id}:{provider}"}).deleted_count > 0
 
 
 def repo_entry(provider: str, item: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .settings import Settings
+from .store import ReadModelStore
 
 PREFIX = "fernet:"
 SEALED_FIELDS = ("webhook_secret", "repo_password", "repo_token")
@@ -90,7 +91,7 @@ class SecretBox:
         return out
 
 
-def seal_stored(store: Any, box: SecretBox) -> int:
+def seal_stored(store: ReadModelStore, box: SecretBox) -> int:
     """Seal the plaintext values of older secrets documents in place; the number of documents changed.
     Each write is conditional on the value read, so a concurrent update (or another gateway doing the
     same) is never overwritten."""

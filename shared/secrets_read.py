@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .secretbox import SecretBox
+from .store import ReadModelStore
 
 
-def service_secret(store: Any, service_id: str, name: str) -> str | None:
+def service_secret(store: ReadModelStore, service_id: str, name: str) -> str | None:
     """The value of secret `name` of a service, opened, or None."""
     doc = store.secrets.find_one({"_id": service_id}, {"values": 1})
     value = ((doc or {}).get("values") or {}).get(name)

@@ -35,10 +35,11 @@ type everywhere; ISO strings sort correctly on both nx-27017 and MongoDB.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import pymongo
-from pymongo.collection import Collection
+from pymongo.collection import Collection as MongoCollection
 from pymongo.database import Database
 
 from .settings import Settings
@@ -46,8 +47,63 @@ from .settings import Settings
 PROJECTIONS = ("services", "versions", "deployments", "targets")
 
 
+class Collection(Protocol):
+    """The part of a pymongo collection that Fornax uses. Filters and updates are MongoDB's own
+    documents (the operators used: $in $nin $ne $exists $gt $gte $lt $lte $or; $set $setOnInsert
+    $inc $unset), so code written against this port runs unchanged on MongoDB and nx-27017; the
+    in-memory fake (tests/fakes/store.py) evaluates the same documents."""
+
+    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any: ...
+    def find(self, *args: Any, **kwargs: Any) -> Any: ...  # a cursor: sort, skip, limit, iteration
+    def count_documents(self, filter: Mapping[str, Any], **kwargs: Any) -> int: ...
+    def insert_one(self, document: Any) -> Any: ...
+    def insert_many(self, documents: Any, ordered: bool = True) -> Any: ...
+    def update_one(self, filter: Mapping[str, Any], update: Any, upsert: bool = False) -> Any: ...
+    def replace_one(self, filter: Mapping[str, Any], replacement: Any, upsert: bool = False) -> Any: ...
+    def delete_one(self, filter: Mapping[str, Any]) -> Any: ...
+    def find_one_and_update(self, filter: Mapping[str, Any], update: Any, **kwargs: Any) -> Any: ...
+    def find_one_and_delete(self, filter: Mapping[str, Any], **kwargs: Any) -> Any: ...
+    def create_index(self, keys: Any, **kwargs: Any) -> Any: ...
+
+
+class ReadModelStore(Protocol):
+    """The read-model and secret-store port that routes and handlers take: the named collections
+    above (read models, users and tokens, secrets, reservations, the outbox, the log archive).
+    `Store` is the pymongo implementation; tests/fakes/store.py `MemoryStore` is the in-memory one."""
+
+    settings: Settings
+
+    @property
+    def services(self) -> Collection: ...
+    @property
+    def versions(self) -> Collection: ...
+    @property
+    def deployments(self) -> Collection: ...
+    @property
+    def targets(self) -> Collection: ...
+    @property
+    def events(self) -> Collection: ...
+    @property
+    def logs(self) -> Collection: ...
+    @property
+    def users(self) -> Collection: ...
+    @property
+    def secrets(self) -> Collection: ...
+    @property
+    def reservations(self) -> Collection: ...
+    @property
+    def commit_statuses(self) -> Collection: ...
+
+    def __getitem__(self, name: str) -> Collection: ...  # any other collection (oauth_states, oauth_tokens)
+    def ensure_indexes(self) -> None: ...
+    def drop(self, name: str) -> None: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class Store:
-    """Holds the Mongo client; nothing connects until first use."""
+    """The pymongo implementation of ReadModelStore. Holds the Mongo client; nothing connects until
+    first use. Any other collection is an attribute too (`store.builder_heartbeats`)."""
 
     def __init__(self, settings: Settings, timeout_ms: int = 3000) -> None:
         self.settings = settings
@@ -59,13 +115,59 @@ class Store:
         )
         self.db: Database[dict[str, Any]] = self.client[settings.mongo_db]
 
-    def __getattr__(self, name: str) -> Collection[dict[str, Any]]:
+    def __getattr__(self, name: str) -> MongoCollection[dict[str, Any]]:
         if name.startswith("_"):
             raise AttributeError(name)
         return self.db[name]
 
-    def __getitem__(self, name: str) -> Collection[dict[str, Any]]:
+    def __getitem__(self, name: str) -> MongoCollection[dict[str, Any]]:
         return self.db[name]
+
+    @property
+    def services(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["services"]
+
+    @property
+    def versions(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["versions"]
+
+    @property
+    def deployments(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["deployments"]
+
+    @property
+    def targets(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["targets"]
+
+    @property
+    def events(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["events"]
+
+    @property
+    def logs(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["logs"]
+
+    @property
+    def users(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["users"]
+
+    @property
+    def secrets(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["secrets"]
+
+    @property
+    def reservations(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["reservations"]
+
+    @property
+    def commit_statuses(self) -> MongoCollection[dict[str, Any]]:
+        return self.db["commit_statuses"]
+
+    def drop(self, name: str) -> None:
+        self.db.drop_collection(name)
+
+    def ping(self) -> None:
+        self.client.admin.command("ping")
 
     def ensure_indexes(self) -> None:
         db = self.db
@@ -83,3 +185,8 @@ class Store:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _implements_the_port(store: Store) -> ReadModelStore:
+    return store  # (mypy checks here that Store implements ReadModelStore)
+

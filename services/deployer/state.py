@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.events import Event
 from shared.status import DEPLOY_TERMINAL_STATUSES
-from shared.store import Store
+from shared.store import ReadModelStore
 
 # Started deploys are lost after the sweep horizon; never-started ones may sit in a backlog while the
 # deployer is down, so they get much longer.
@@ -98,7 +98,7 @@ class MemoryState:
 class MongoState(MemoryState):
     """Memory first, then the projector's read models."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ReadModelStore) -> None:
         super().__init__()
         self.store = store
 

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from shared.bus import BusUnavailable
+from shared.bus import BusUnavailable, EventBus
 from shared.secretbox import SecretBox, seal_stored
 from shared.settings import Settings, get_settings
-from shared.store import Store
+from shared.store import ReadModelStore, Store
 
 from .batching import BatchingEventBus
 from .errors import EXCEPTION_HANDLERS
@@ -57,7 +57,7 @@ class Gateway(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _seal_older_secrets(store: Store, box: SecretBox) -> None:
+async def _seal_older_secrets(store: ReadModelStore, box: SecretBox) -> None:
     """Encrypt the secrets stored in plaintext before encryption at rest (in the background)."""
     try:
         sealed = await run_in_threadpool(seal_stored, store, box)
@@ -68,15 +68,18 @@ async def _seal_older_secrets(store: Store, box: SecretBox) -> None:
         log.info("encrypted the secrets of %d older services", sealed)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the gateway; connections are made in the lifespan, never at import."""
+def create_app(
+    settings: Settings | None = None, *, store: ReadModelStore | None = None, bus: EventBus | None = None
+) -> Starlette:
+    """Build the gateway; connections are made in the lifespan, never at import. `store` and `bus`
+    replace the Mongo store and the Kafka bus (unit tests pass an in-memory store and a fake bus)."""
     cfg = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.settings = cfg
-        app.state.store = Store(cfg)
-        app.state.bus = BatchingEventBus(cfg, timeout=5.0)
+        app.state.store = store if store is not None else Store(cfg)
+        app.state.bus = bus if bus is not None else BatchingEventBus(cfg, timeout=5.0)
         app.state.repo_index = RepoIndex(app.state.store)
         if not SecretBox.of(cfg).enabled:
             log.warning("secrets_key is not set: repository credentials and webhook secrets are stored in plaintext")

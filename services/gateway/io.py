@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from shared.bus import BusUnavailable, EventBus, EventTooLarge
 from shared.events import Event
-from shared.store import Store
+from shared.store import ReadModelStore
 
 from .errors import ApiError
 
@@ -38,7 +38,7 @@ _mongo = _Breaker()
 _broker = _Breaker()
 
 
-def store_of(request: Request) -> Store:
+def store_of(request: Request) -> ReadModelStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 

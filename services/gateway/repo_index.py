@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.secretbox import SecretBox
+from shared.store import ReadModelStore
 
 from .io import db_call
 from .webhooks import normalize_url
@@ -48,7 +49,7 @@ def lookup_queries(keys: list[str]) -> list[dict[str, Any]]:
 
 
 class RepoIndex:
-    def __init__(self, store: Any, ttl: float = 2.0, max_cached: int = 10_000) -> None:
+    def __init__(self, store: ReadModelStore, ttl: float = 2.0, max_cached: int = 10_000) -> None:
         self.store = store
         self.ttl = ttl
         self.max_cached = max_cached
@@ -122,7 +123,7 @@ class RepoIndex:
         ]
 
 
-def backfill(store: Any) -> int:
+def backfill(store: ReadModelStore) -> int:
     """Give older secrets documents (written before `repo_key`) their lookup fields, from the services
     read model; deleted services' documents are left alone. Runs once per gateway process."""
     done = 0

@@ -22,7 +22,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from shared.logs_read import group_id
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import ReadModelStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def log_doc(raw: bytes | None) -> dict[str, Any] | None:
         return None
 
 
-def insert_lines(store: Store, docs: list[dict[str, Any]]) -> int:
+def insert_lines(store: ReadModelStore, docs: list[dict[str, Any]]) -> int:
     """Insert, ignoring lines already archived; returns how many were new."""
     if not docs:
         return 0
@@ -65,7 +65,7 @@ def insert_lines(store: Store, docs: list[dict[str, Any]]) -> int:
 
 
 class Archiver:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: ReadModelStore) -> None:
         self.settings = settings
         self.store = store
         self.consumer: AIOKafkaConsumer | None = None

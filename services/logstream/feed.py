@@ -20,7 +20,7 @@ from typing import Any
 from shared.logs_read import ArchiveProgress, read_lines
 from shared.settings import Settings
 from shared.status import VERSION_TERMINAL_STATUSES
-from shared.store import Store
+from shared.store import ReadModelStore
 
 from .hub import Direct, Hub, Line, Subscriber
 from .tail import Tail
@@ -49,7 +49,7 @@ class Context:
     """What a subscription needs from its logstream instance."""
 
     settings: Settings
-    store: Store
+    store: ReadModelStore
     hub: Hub
     tail: Tail
     progress: ArchiveProgress
@@ -65,7 +65,7 @@ class SharedReads:
         self._running: dict[tuple[Any, ...], tuple[float, asyncio.Future[list[dict[str, Any]]]]] = {}
 
     async def read(
-        self, store: Store, version_id: str, since: int, limit: int, until: int | None
+        self, store: ReadModelStore, version_id: str, since: int, limit: int, until: int | None
     ) -> list[dict[str, Any]]:
         asked = time.monotonic()
         key = (id(store), version_id, since, limit, until)

@@ -11,6 +11,7 @@ import httpx
 
 from shared import oauth
 from shared.secrets_read import service_secret
+from shared.store import ReadModelStore
 
 from . import outbox
 from .providers import (
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 class Delivery:
     """One delivery loop: `step()` posts what is due now; `run()` repeats it."""
 
-    def __init__(self, store: Any, public_url: str, *, timeout: float = 10.0, max_backoff: float = 300.0,
+    def __init__(self, store: ReadModelStore, public_url: str, *, timeout: float = 10.0, max_backoff: float = 300.0,
                  every: float = 0.25, batch: int = 20, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")

@@ -6,13 +6,14 @@ from typing import Any
 
 from shared.events import Event
 from shared.status import VERSION_TERMINAL_STATUSES
+from shared.store import ReadModelStore
 
 from . import outbox
 
 _FINAL = {"VersionSucceeded": "success", "VersionFailed": "failed", "VersionCancelled": "cancelled"}
 
 
-def on_version_event(store: Any, event: Event) -> None:
+def on_version_event(store: ReadModelStore, event: Event) -> None:
     """Record the commit state this event asks for (idempotent: a repeated event changes nothing)."""
     p: Any = event.payload
     vid = event.aggregate_id
@@ -29,7 +30,7 @@ def on_version_event(store: Any, event: Event) -> None:
         outbox.want(store, vid, _FINAL[event.type], detail=detail)
 
 
-def reconcile(store: Any) -> int:
+def reconcile(store: ReadModelStore) -> int:
     """Versions that ended while their final state was not recorded get it now; returns how many."""
     fixed = 0
     for doc in outbox.unfinished(store):

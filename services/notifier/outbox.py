@@ -15,16 +15,18 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
+from shared.store import ReadModelStore
+
 from .providers import RANK
 
 LEASE = 30.0
 
 
-def ensure_indexes(store: Any) -> None:
+def ensure_indexes(store: ReadModelStore) -> None:
     store.commit_statuses.create_index([("due", 1), ("next_at", 1)])
 
 
-def want(store: Any, version_id: str, state: str, *, service_id: str | None = None,
+def want(store: ReadModelStore, version_id: str, state: str, *, service_id: str | None = None,
          commit: str | None = None, detail: str = "") -> None:
     """Record that `version_id`'s commit should show `state` (ignored if a later state is already wanted)."""
     base: dict[str, Any] = {"rank": -1, "delivered": None, "attempts": 0, "lease_until": 0.0, "due": False,
@@ -43,7 +45,7 @@ def want(store: Any, version_id: str, state: str, *, service_id: str | None = No
     )
 
 
-def claim_due(store: Any, now: float, limit: int) -> list[dict[str, Any]]:
+def claim_due(store: ReadModelStore, now: float, limit: int) -> list[dict[str, Any]]:
     """Documents due for a post, each leased to this process for LEASE seconds."""
     claimed = []
     for doc in store.commit_statuses.find({"due": True, "next_at": {"$lte": now}}, {"_id": 1}).limit(limit):
@@ -55,7 +57,7 @@ def claim_due(store: Any, now: float, limit: int) -> list[dict[str, Any]]:
     return claimed
 
 
-def delivered(store: Any, doc: dict[str, Any], provider_state: str | None, error: str | None = None) -> None:
+def delivered(store: ReadModelStore, doc: dict[str, Any], provider_state: str | None, error: str | None = None) -> None:
     """The post of `doc`'s state is done (or given up): not due again unless a later state is wanted."""
     # What was posted is recorded even if a later state became wanted meanwhile (it is then still due).
     store.commit_statuses.update_one({"_id": doc["_id"]}, {"$set": {
@@ -63,17 +65,17 @@ def delivered(store: Any, doc: dict[str, Any], provider_state: str | None, error
     store.commit_statuses.update_one({"_id": doc["_id"], "rank": doc["rank"]}, {"$set": {"due": False}})
 
 
-def retry(store: Any, doc: dict[str, Any], after: float, reason: str) -> None:
+def retry(store: ReadModelStore, doc: dict[str, Any], after: float, reason: str) -> None:
     store.commit_statuses.update_one(
         {"_id": doc["_id"]},
         {"$set": {"next_at": time.time() + after, "lease_until": 0.0, "error": reason},
          "$inc": {"attempts": 1}})
 
 
-def mark_uncertain(store: Any, doc: dict[str, Any]) -> None:
+def mark_uncertain(store: ReadModelStore, doc: dict[str, Any]) -> None:
     store.commit_statuses.update_one({"_id": doc["_id"]}, {"$set": {"uncertain": True}})
 
 
-def unfinished(store: Any) -> list[dict[str, Any]]:
+def unfinished(store: ReadModelStore) -> list[dict[str, Any]]:
     """Outbox documents not yet at a final state (for reconciling after a restart)."""
     return list(store.commit_statuses.find({"rank": {"$lt": 2}}, {"_id": 1}))

@@ -20,7 +20,7 @@ from shared.events import Event, decode
 from shared.faust_app import decoded, make_app, run_worker
 from shared.projections import apply, rebuild
 from shared.settings import Settings, get_settings
-from shared.store import Store
+from shared.store import ReadModelStore, Store
 
 from .trigger import mark_emitted, mark_reservation_emitted, plan_version, unemitted
 
@@ -39,7 +39,7 @@ def _with_retry(fn: Any, *args: Any) -> Any:
             delay = min(delay * 2, 10)
 
 
-def project_batch(store: Store, records: list[tuple[Event, dict[str, Any]]]) -> None:
+def project_batch(store: ReadModelStore, records: list[tuple[Event, dict[str, Any]]]) -> None:
     for event, position in records:
         try:
             _with_retry(apply, store, event, position)
@@ -63,7 +63,7 @@ async def publish_until_acknowledged(bus: Any, event: Event, max_delay: float = 
             delay = min(delay * 2, max_delay)
 
 
-async def trigger(store: Store, bus: Any, push: Event) -> None:
+async def trigger(store: ReadModelStore, bus: Any, push: Event) -> None:
     """Plan, publish (retrying while the broker is down), then mark: a crash in between re-publishes
     the same event (harmless: the version id is the delivery's)."""
     version = await asyncio.to_thread(_with_retry, plan_version, store, push)
@@ -73,7 +73,7 @@ async def trigger(store: Store, bus: Any, push: Event) -> None:
     await asyncio.to_thread(_with_retry, mark_emitted, store, push)
 
 
-async def resend_unemitted(store: Store, bus: Any, older_than: float) -> list[str]:
+async def resend_unemitted(store: ReadModelStore, bus: Any, older_than: float) -> list[str]:
     """Publish the planned version requests still unpublished after `older_than` seconds (a crash or
     an outage between planning and publishing); returns their version ids."""
     sent = []

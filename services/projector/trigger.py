@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.events import Event, EventDecodeError, VersionRequested, decode
 from shared.events.versions import VersionRequestedPayload
-from shared.store import Store
+from shared.store import ReadModelStore
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -27,7 +27,7 @@ def version_name(branch: str, sha: str) -> str:
     return f"{_UNSAFE.sub('-', branch).strip('-.') or 'branch'}-{sha[:7]}"
 
 
-def _reserve_name(store: Store, service_id: str, base: str, version_id: str) -> str:
+def _reserve_name(store: ReadModelStore, service_id: str, base: str, version_id: str) -> str:
     """Reserve the first free name base, base-2, base-3... (re-using our own earlier reservation)."""
     for n in range(1, 1000):
         name = base if n == 1 else f"{base}-{n}"
@@ -42,7 +42,7 @@ def _reserve_name(store: Store, service_id: str, base: str, version_id: str) -> 
     raise RuntimeError(f"no free version name for {base}")
 
 
-def plan_version(store: Store, push: Event) -> VersionRequested | None:
+def plan_version(store: ReadModelStore, push: Event) -> VersionRequested | None:
     """The VersionRequested for a push, or None (tag push, branch deletion, already handled)."""
     p: Any = push.payload
     if p.deleted or p.tag or not p.branch or not p.after or set(p.after) == {"0"}:
@@ -85,7 +85,7 @@ def _planned(reservation: dict[str, Any]) -> VersionRequested | None:
     return event if isinstance(event, VersionRequested) else None
 
 
-def unemitted(store: Store, older_than: float) -> list[tuple[str, VersionRequested]]:
+def unemitted(store: ReadModelStore, older_than: float) -> list[tuple[str, VersionRequested]]:
     """Planned version requests not published for `older_than` seconds: (reservation id, event)."""
     docs = store.reservations.find({"emitted": False, "at": {"$lt": time.time() - older_than}})
     found = []
@@ -96,11 +96,11 @@ def unemitted(store: Store, older_than: float) -> list[tuple[str, VersionRequest
     return found
 
 
-def mark_reservation_emitted(store: Store, key: str) -> None:
+def mark_reservation_emitted(store: ReadModelStore, key: str) -> None:
     store.reservations.update_one({"_id": key}, {"$set": {"emitted": True}})
 
 
-def mark_emitted(store: Store, push: Event) -> None:
+def mark_emitted(store: ReadModelStore, push: Event) -> None:
     p: Any = push.payload
     store.reservations.update_one(
         {"_id": f"delivery:{p.provider}/{p.delivery_id}/{p.service_id}"}, {"$set": {"emitted": True}}

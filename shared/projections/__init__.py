@@ -12,14 +12,14 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from ..events import Event
-from ..store import PROJECTIONS, Store
+from ..store import PROJECTIONS, ReadModelStore
 from . import deployments, services, versions  # noqa: F401  (importing them registers their folds)
 from .registry import FOLDS
 
 log = logging.getLogger(__name__)
 
 
-def apply(store: Store, event: Event, position: dict[str, Any] | None = None) -> None:
+def apply(store: ReadModelStore, event: Event, position: dict[str, Any] | None = None) -> None:
     """Fold one event into the read models, then archive it (log lines are archived elsewhere)."""
     fold = FOLDS.get(event.type)
     if fold is not None and not fenced_off(store, event):
@@ -28,7 +28,7 @@ def apply(store: Store, event: Event, position: dict[str, Any] | None = None) ->
         archive(store, event, position)
 
 
-def fenced_off(store: Store, event: Event) -> bool:
+def fenced_off(store: ReadModelStore, event: Event) -> bool:
     """True for a builder's result from a claim that was taken over (a newer epoch was seen for the
     version): archived, not folded. Otherwise the version remembers the newest epoch seen."""
     epoch = getattr(event.payload, "epoch", None)
@@ -42,7 +42,7 @@ def fenced_off(store: Store, event: Event) -> bool:
     return False
 
 
-def archive(store: Store, event: Event, position: dict[str, Any] | None = None) -> None:
+def archive(store: ReadModelStore, event: Event, position: dict[str, Any] | None = None) -> None:
     doc = event.to_doc()
     if position:
         doc["_pos"] = position
@@ -56,10 +56,10 @@ def archive(store: Store, event: Event, position: dict[str, Any] | None = None) 
 
 
 # -- rebuild -----------------------------------------------------------------------------------
-def rebuild(store: Store, decode: Callable[[dict[str, Any]], Event]) -> int:
+def rebuild(store: ReadModelStore, decode: Callable[[dict[str, Any]], Event]) -> int:
     """Drop every projection and fold the whole `events` archive again, in order. Returns the count."""
     for name in PROJECTIONS:
-        store.db.drop_collection(name)
+        store.drop(name)
     store.ensure_indexes()
     count = 0
     # Archives written before `_applied` existed have none: those sort first, by occurred_at.

@@ -8,14 +8,14 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from ..events import Event
-from ..store import Store
+from ..store import ReadModelStore
 from .registry import _ts, folds
 
 DEPLOY_TERMINAL = ["success", "failed", "skipped"]
 
 
 # -- deployments -------------------------------------------------------------------------------
-def _deployment(store: Store, deployment_id: str, changes: dict[str, Any], *, unless_done: bool = False,
+def _deployment(store: ReadModelStore, deployment_id: str, changes: dict[str, Any], *, unless_done: bool = False,
                 on_insert: dict[str, Any] | None = None) -> None:
     query: dict[str, Any] = {"_id": deployment_id}
     if unless_done:
@@ -30,7 +30,7 @@ def _deployment(store: Store, deployment_id: str, changes: dict[str, Any], *, un
 
 
 @folds("DeployRequested")
-def deploy_requested(store: Store, e: Event) -> None:
+def deploy_requested(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     _deployment(
         store,
@@ -50,7 +50,7 @@ def deploy_requested(store: Store, e: Event) -> None:
 
 
 @folds("RollbackRequested")
-def rollback_requested(store: Store, e: Event) -> None:
+def rollback_requested(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     _deployment(
         store,
@@ -67,7 +67,7 @@ def rollback_requested(store: Store, e: Event) -> None:
 
 
 @folds("DeployStarted")
-def deploy_started(store: Store, e: Event) -> None:
+def deploy_started(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     fields = {
         "service_id": p.service_id,
@@ -84,7 +84,7 @@ def deploy_started(store: Store, e: Event) -> None:
     _deployment(store, p.deployment_id, {"status": "running"}, unless_done=True)
 
 
-def _finish(store: Store, e: Event, status: str, extra: dict[str, Any]) -> None:
+def _finish(store: ReadModelStore, e: Event, status: str, extra: dict[str, Any]) -> None:
     p = e.payload
     doc = store.deployments.find_one({"_id": p.deployment_id}) or {}
     started = doc.get("started_at") or doc.get("requested_at")
@@ -113,17 +113,17 @@ def _finish(store: Store, e: Event, status: str, extra: dict[str, Any]) -> None:
 
 
 @folds("DeploySucceeded")
-def deploy_succeeded(store: Store, e: Event) -> None:
+def deploy_succeeded(store: ReadModelStore, e: Event) -> None:
     _finish(store, e, "success", {"reason": None, "detail": e.payload.detail})
 
 
 @folds("DeployFailed")
-def deploy_failed(store: Store, e: Event) -> None:
+def deploy_failed(store: ReadModelStore, e: Event) -> None:
     _finish(store, e, "failed", {"reason": e.payload.reason})
 
 
 @folds("DeploySkipped")
-def deploy_skipped(store: Store, e: Event) -> None:
+def deploy_skipped(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     _deployment(
         store,
@@ -141,7 +141,7 @@ def deploy_skipped(store: Store, e: Event) -> None:
 
 
 @folds("TargetPinChanged")
-def target_pin_changed(store: Store, e: Event) -> None:
+def target_pin_changed(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     store.targets.update_one(
         {"_id": f"{p.service_id}/{p.target}"},

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC
 
 from ..events import Event
-from ..store import Store
+from ..store import ReadModelStore
 
 
 def _ts(e: Event) -> str:
@@ -16,7 +16,7 @@ def _ts(e: Event) -> str:
     return at.replace(microsecond=at.microsecond // 1000 * 1000).isoformat(timespec="milliseconds")
 
 
-Fold = Callable[[Store, Event], None]
+Fold = Callable[[ReadModelStore, Event], None]
 FOLDS: dict[str, Fold] = {}
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..events import Event
-from ..store import Store
+from ..store import ReadModelStore
 from .registry import _ts, folds
 
 
 # -- services ----------------------------------------------------------------------------------
 @folds("ServiceCreated")
-def service_created(store: Store, e: Event) -> None:
+def service_created(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     store.services.update_one(
         {"_id": e.aggregate_id},
@@ -36,7 +36,7 @@ def service_created(store: Store, e: Event) -> None:
 
 
 @folds("RepositoryChecked")
-def repository_checked(store: Store, e: Event) -> None:
+def repository_checked(store: ReadModelStore, e: Event) -> None:
     store.services.update_one(
         {"_id": e.aggregate_id},
         {"$set": {"status": e.payload.status, "status_message": e.payload.message, "checked_at": _ts(e)}},
@@ -44,7 +44,7 @@ def repository_checked(store: Store, e: Event) -> None:
 
 
 @folds("ServiceUpdated")
-def service_updated(store: Store, e: Event) -> None:
+def service_updated(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     changes: dict[str, Any] = {"updated_at": _ts(e)}
     if p.description is not None:
@@ -67,5 +67,5 @@ def service_updated(store: Store, e: Event) -> None:
 
 
 @folds("ServiceDeleted")
-def service_deleted(store: Store, e: Event) -> None:
+def service_deleted(store: ReadModelStore, e: Event) -> None:
     store.services.update_one({"_id": e.aggregate_id}, {"$set": {"deleted": True, "deleted_at": _ts(e)}})

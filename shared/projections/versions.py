@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..events import Event
-from ..store import Store
+from ..store import ReadModelStore
 from .registry import _ts, folds
 
 TERMINAL = ["success", "failed", "cancelled"]
@@ -13,7 +13,7 @@ STAGE_DONE = ["success", "failed", "skipped", "cancelled"]
 
 
 # -- versions ----------------------------------------------------------------------------------
-def _version(store: Store, e: Event, changes: dict[str, Any], *, only_from: list[str] | None = None) -> None:
+def _version(store: ReadModelStore, e: Event, changes: dict[str, Any], *, only_from: list[str] | None = None) -> None:
     """Set fields on a version; with `only_from`, only while its status is one of those."""
     query: dict[str, Any] = {"_id": e.aggregate_id}
     if only_from is not None:
@@ -22,7 +22,7 @@ def _version(store: Store, e: Event, changes: dict[str, Any], *, only_from: list
 
 
 @folds("VersionRequested")
-def version_requested(store: Store, e: Event) -> None:
+def version_requested(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     store.versions.update_one(
         {"_id": e.aggregate_id},
@@ -46,7 +46,7 @@ def version_requested(store: Store, e: Event) -> None:
 
 
 @folds("VersionQueued")
-def version_queued(store: Store, e: Event) -> None:
+def version_queued(store: ReadModelStore, e: Event) -> None:
     # From running too: the builder knows a version's demand only after the clone (its config file), so
     # it may wait for quota after StageStarted(clone); the next StageStarted sets it running again.
     _version(store, e, {"status": "queued", "queued_reason": e.payload.reason},
@@ -54,14 +54,14 @@ def version_queued(store: Store, e: Event) -> None:
 
 
 @folds("SourceFetched")
-def source_fetched(store: Store, e: Event) -> None:
+def source_fetched(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     _version(store, e, {"commit": p.commit, "host": p.host, **({"branch": p.branch} if p.branch else {})})
     _version(store, e, {"status": "running", "started_at": _ts(e)}, only_from=["pending", "queued"])
 
 
 @folds("StageStarted")
-def stage_started(store: Store, e: Event) -> None:
+def stage_started(store: ReadModelStore, e: Event) -> None:
     stage = e.payload.stage
     store.versions.update_one(
         {"_id": e.aggregate_id, f"stages.{stage}.status": {"$nin": STAGE_DONE}},
@@ -71,7 +71,7 @@ def stage_started(store: Store, e: Event) -> None:
 
 
 @folds("StageFinished")
-def stage_finished(store: Store, e: Event) -> None:
+def stage_finished(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     _version(
         store,
@@ -85,23 +85,23 @@ def stage_finished(store: Store, e: Event) -> None:
 
 
 @folds("ImageBuilt")
-def image_built(store: Store, e: Event) -> None:
+def image_built(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     _version(store, e, {"image": p.image, "image_id": p.image_id, "host": p.host})
 
 
 @folds("ImagePushed")
-def image_pushed(store: Store, e: Event) -> None:
+def image_pushed(store: ReadModelStore, e: Event) -> None:
     _version(store, e, {"image": e.payload.image, "digest": e.payload.digest})
 
 
 @folds("VersionTagged")
-def version_tagged(store: Store, e: Event) -> None:
+def version_tagged(store: ReadModelStore, e: Event) -> None:
     _version(store, e, {"tag": e.payload.tag, "commit": e.payload.commit})
 
 
 @folds("VersionSucceeded")
-def version_succeeded(store: Store, e: Event) -> None:
+def version_succeeded(store: ReadModelStore, e: Event) -> None:
     p = e.payload
     extra = {k: v for k, v in (("image", p.image), ("digest", p.digest)) if v}
     _version(store, e, {"status": "success", "finished_at": _ts(e), "error": None, **extra},
@@ -109,7 +109,7 @@ def version_succeeded(store: Store, e: Event) -> None:
 
 
 @folds("VersionFailed")
-def version_failed(store: Store, e: Event) -> None:
+def version_failed(store: ReadModelStore, e: Event) -> None:
     _version(
         store,
         e,
@@ -119,7 +119,7 @@ def version_failed(store: Store, e: Event) -> None:
 
 
 @folds("VersionCancelled")
-def version_cancelled(store: Store, e: Event) -> None:
+def version_cancelled(store: ReadModelStore, e: Event) -> None:
     _version(
         store,
         e,

@@ -18,7 +18,7 @@ async def healthz(request: Request) -> Response:
 
 async def _mongo_ok(request: Request) -> str | None:
     try:  # straight to Mongo (not through db_call's fail-fast window): this is the probe
-        await run_in_threadpool(store_of(request).client.admin.command, "ping")
+        await run_in_threadpool(store_of(request).ping)
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return f"MongoDB unavailable: {type(exc).__name__}"

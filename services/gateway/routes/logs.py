@@ -26,7 +26,7 @@ from shared.logs_read import count_lines, read_lines, settle_archive, version_in
 from shared.query import MAX_POSITION, parse_int
 from shared.settings import Settings
 from shared.status import VERSION_TERMINAL_STATUSES
-from shared.store import Store
+from shared.store import ReadModelStore
 
 from ..auth import authorize
 from ..errors import ApiError
@@ -65,7 +65,7 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
-async def follow_lines(store: Store, settings: Settings, version_id: str, since: int) -> AsyncIterator[bytes]:
+async def follow_lines(store: ReadModelStore, settings: Settings, version_id: str, since: int) -> AsyncIterator[bytes]:
     """Every line after `since` as NDJSON until the version ends, then the final status object."""
     last = since
     while True:

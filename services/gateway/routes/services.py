@@ -203,7 +203,7 @@ async def create_service(request: Request) -> Response:
     service_id = uuid.uuid4().hex
     webhook_secret = body.webhook_secret or pysecrets.token_hex(20)
     if body.repository.oauth and not await db_call(
-            store.db["oauth_tokens"].find_one, {"_id": f"{user_id}:{body.repository.oauth}"}, {"_id": 1}):
+            store["oauth_tokens"].find_one, {"_id": f"{user_id}:{body.repository.oauth}"}, {"_id": 1}):
         raise ApiError(422, "validation_error", f"not connected to {body.repository.oauth}: authorize first "
                        f"(/{user_id}/services/{body.repository.oauth}/requesttoken)", "repository.oauth")
     reservation = f"service:{user_id}/{body.name}"

@@ -11,7 +11,7 @@ import faust
 from pymongo.errors import PyMongoError
 
 from shared.bus import BusUnavailable, EventBus
-from shared.events import Event, VersionSucceeded
+from shared.events import Event
 from shared.faust_app import decoded, make_app, topic
 from shared.settings import Settings
 from shared.store import Store
@@ -55,15 +55,15 @@ def build_app(settings: Settings) -> faust.App:
     async def deploys(stream: Any) -> None:
         async for raw in stream:
             event = decoded(raw)
-            if event is not None:
-                await _handle(deployer.on_deploy_event, event)
+            if event is not None and event.type in deployer.routes:
+                await _handle(deployer.handle, event)
 
     @app.agent(topic(app, settings, "versions"))
     async def versions(stream: Any) -> None:
         async for raw in stream:
             event = decoded(raw)
-            if isinstance(event, VersionSucceeded):
-                await _handle(deployer.on_version_succeeded, event)
+            if event is not None and event.type in deployer.routes:
+                await _handle(deployer.handle, event)
 
     @app.timer(interval=30.0)
     async def sweep() -> None:

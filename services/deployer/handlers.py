@@ -29,6 +29,7 @@ from shared.events import (
     Event,
     RollbackRequested,
     TargetPinChanged,
+    VersionSucceeded,
     utcnow,
 )
 from shared.events.deploys import (
@@ -40,6 +41,7 @@ from shared.events.deploys import (
     TargetPinChangedPayload,
 )
 from shared.rollback import rollback_target
+from shared.routing import Router
 
 from .resolve import Resolution, Resolver
 from .state import MemoryState
@@ -78,6 +80,12 @@ class Deployer:
         self.resolver = Resolver(state, timeout, projection_wait)
         self.slots: dict[tuple[str, str], _Slot] = {}
         self.active: set[str] = set()
+        # What the deployer does with each event it consumes (fornax.deploys and fornax.versions).
+        self.routes: Router[Callable[[Any], Awaitable[None]]] = Router("deployer")
+        self.routes.add(self.request_deploy, DeployRequested)
+        self.routes.add(self.request_rollback, RollbackRequested)
+        self.routes.add(self.fold, DeployStarted, DeploySucceeded, DeployFailed, DeploySkipped, TargetPinChanged)
+        self.routes.add(self.on_version_succeeded, VersionSucceeded)
 
     async def emit(self, *events: Event) -> None:
         """Publish (retrying a lost broker for a while: an outcome must not be dropped), then fold."""
@@ -94,14 +102,18 @@ class Deployer:
             self.state.fold(e)
 
     # -- entry points ------------------------------------------------------------------------------
+    async def handle(self, event: Event) -> None:
+        """Any consumed event, through `routes`: requests are queued, facts are folded, a succeeded
+        version asks for its automatic deploys; other types are ignored."""
+        await self.routes.adispatch(event)
+
     async def on_deploy_event(self, event: Event) -> None:
-        """Everything on fornax.deploys: requests are queued, facts are folded."""
-        if isinstance(event, DeployRequested):
-            await self.request_deploy(event)
-        elif isinstance(event, RollbackRequested):
-            await self.request_rollback(event)
-        else:
-            self.state.fold(event)
+        """Everything on fornax.deploys (`handle`)."""
+        await self.handle(event)
+
+    async def fold(self, event: Event) -> None:
+        """A deploy fact (started, finished, skipped, pin changed): remembered at once."""
+        self.state.fold(event)
 
     async def on_version_succeeded(self, event: Event) -> None:
         """A version with deploy specs: one automatic DeployRequested per spec, on fornax.deploys."""

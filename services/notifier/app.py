@@ -18,7 +18,7 @@ from shared.store import Store
 
 from . import outbox
 from .deliver import Delivery
-from .handlers import on_version_event, reconcile
+from .handlers import ROUTES, on_version_event, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def build_app(settings: Settings) -> faust.App:
     async def versions(stream: Any) -> None:
         async for raw in stream:
             event = decoded(raw)
-            if event is not None:
+            if event is not None and event.type in ROUTES:
                 await _retrying(on_version_event, store, event)
 
     @app.task

@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from shared.events import Event
+from shared.routing import Router
 from shared.status import VERSION_TERMINAL_STATUSES
 from shared.store import ReadModelStore
 
 from . import outbox
 
-_FINAL = {"VersionSucceeded": "success", "VersionFailed": "failed", "VersionCancelled": "cancelled"}
+ROUTES: Router[Callable[[ReadModelStore, Event], None]] = Router("notifier")
 
 
 def on_version_event(store: ReadModelStore, event: Event) -> None:
-    """Record the commit state this event asks for (idempotent: a repeated event changes nothing)."""
+    """Record the commit state this event asks for (idempotent: a repeated event changes nothing);
+    events of other types are ignored."""
+    ROUTES.dispatch(event, store)
+
+
+@ROUTES.on("VersionRequested")
+def requested(store: ReadModelStore, event: Event) -> None:
     p: Any = event.payload
-    vid = event.aggregate_id
-    if event.type == "VersionRequested":
-        outbox.want(store, vid, "pending", service_id=p.service_id, commit=p.commit)
-    elif event.type == "VersionQueued":
-        outbox.want(store, vid, "pending", detail=p.reason)
-    elif event.type == "SourceFetched":
-        outbox.want(store, vid, "running", commit=p.commit)
-    elif event.type == "StageStarted":
-        outbox.want(store, vid, "running", detail=p.stage)
-    elif event.type in _FINAL:
-        detail = getattr(p, "reason", "") if event.type == "VersionFailed" else ""
-        outbox.want(store, vid, _FINAL[event.type], detail=detail)
+    outbox.want(store, event.aggregate_id, "pending", service_id=p.service_id, commit=p.commit)
+
+
+@ROUTES.on("VersionQueued")
+def queued(store: ReadModelStore, event: Event) -> None:
+    outbox.want(store, event.aggregate_id, "pending", detail=event.payload.reason)
+
+
+@ROUTES.on("SourceFetched")
+def fetched(store: ReadModelStore, event: Event) -> None:
+    outbox.want(store, event.aggregate_id, "running", commit=event.payload.commit)
+
+
+@ROUTES.on("StageStarted")
+def stage_started(store: ReadModelStore, event: Event) -> None:
+    outbox.want(store, event.aggregate_id, "running", detail=event.payload.stage)
+
+
+@ROUTES.on("VersionSucceeded")
+def succeeded(store: ReadModelStore, event: Event) -> None:
+    outbox.want(store, event.aggregate_id, "success", detail="")
+
+
+@ROUTES.on("VersionFailed")
+def failed(store: ReadModelStore, event: Event) -> None:
+    outbox.want(store, event.aggregate_id, "failed", detail=event.payload.reason)
+
+
+@ROUTES.on("VersionCancelled")
+def cancelled(store: ReadModelStore, event: Event) -> None:
+    outbox.want(store, event.aggregate_id, "cancelled", detail="")
 
 
 def reconcile(store: ReadModelStore) -> int:

@@ -16,9 +16,10 @@ from typing import Any
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
 from shared.bus import BusUnavailable, EventBus
-from shared.events import Event, decode
+from shared.events import Event, PushReceived, decode
 from shared.faust_app import decoded, make_app, run_worker
 from shared.projections import apply, rebuild
+from shared.routing import Router
 from shared.settings import Settings, get_settings
 from shared.store import ReadModelStore, Store
 
@@ -73,6 +74,10 @@ async def trigger(store: ReadModelStore, bus: Any, push: Event) -> None:
     await asyncio.to_thread(_with_retry, mark_emitted, store, push)
 
 
+TRIGGERS: Router[Any] = Router("projector-trigger")  # the trigger agent's table (fornax.webhooks)
+TRIGGERS.add(trigger, PushReceived)
+
+
 async def resend_unemitted(store: ReadModelStore, bus: Any, older_than: float) -> list[str]:
     """Publish the planned version requests still unpublished after `older_than` seconds (a crash or
     an outage between planning and publishing); returns their version ids."""
@@ -125,9 +130,9 @@ def build_app(settings: Settings) -> Any:
     async def trigger_versions(stream: Any) -> None:
         async for raw in stream:
             event = decoded(raw)
-            if event is not None and event.type == "PushReceived":
+            if event is not None and event.type in TRIGGERS:
                 try:
-                    await trigger(store, bus, event)
+                    await TRIGGERS.adispatch(event, store, bus)
                 except Exception:
                     log.exception("trigger failed for delivery %s", event.payload.delivery_id)
 

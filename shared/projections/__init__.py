@@ -21,9 +21,8 @@ log = logging.getLogger(__name__)
 
 def apply(store: ReadModelStore, event: Event, position: dict[str, Any] | None = None) -> None:
     """Fold one event into the read models, then archive it (log lines are archived elsewhere)."""
-    fold = FOLDS.get(event.type)
-    if fold is not None and not fenced_off(store, event):
-        fold(store, event)
+    if event.type in FOLDS and not fenced_off(store, event):
+        FOLDS.dispatch(event, store)
     if event.type != "LogLine":
         archive(store, event, position)
 
@@ -66,8 +65,7 @@ def rebuild(store: ReadModelStore, decode: Callable[[dict[str, Any]], Event]) ->
     order = [("_applied", 1), ("occurred_at", 1), ("_pos.offset", 1)]
     for doc in store.events.find({}).sort(order):
         event = decode(doc)
-        fold = FOLDS.get(event.type)
-        if fold is not None and not fenced_off(store, event):
-            fold(store, event)
+        if event.type in FOLDS and not fenced_off(store, event):
+            FOLDS.dispatch(event, store)
         count += 1
     return count

@@ -1,4 +1,4 @@
-"""The fold registry: event type -> fold, and the read models' timestamp format."""
+"""The fold registry: event type -> fold (a shared/routing.py Router), and the read models' timestamp format."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC
 
 from ..events import Event
+from ..routing import Router
 from ..store import ReadModelStore
 
 
@@ -17,13 +18,5 @@ def _ts(e: Event) -> str:
 
 
 Fold = Callable[[ReadModelStore, Event], None]
-FOLDS: dict[str, Fold] = {}
-
-
-def folds(*types: str) -> Callable[[Fold], Fold]:
-    def register(fn: Fold) -> Fold:
-        for t in types:
-            FOLDS[t] = fn
-        return fn
-
-    return register
+FOLDS: Router[Fold] = Router("projections")  # FOLDS.dispatch(event, store) folds one event
+folds = FOLDS.on

@@ -12,15 +12,17 @@ Reading the archive and the group's progress (ArchiveProgress, settle_archive) i
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from shared.events import EventDecodeError, LogLine, decode
 from shared.logs_read import group_id
+from shared.routing import Router
 from shared.settings import Settings
 from shared.store import ReadModelStore
 
@@ -29,26 +31,34 @@ log = logging.getLogger(__name__)
 SMALL_BATCH = 500
 
 
+ARCHIVE: Router[Callable[[Any], dict[str, Any]]] = Router("log-archiver")
+
+
+@ARCHIVE.on(LogLine)
+def line_doc(event: LogLine) -> dict[str, Any]:
+    """The `logs` document of one LogLine."""
+    p = event.payload
+    return {
+        "_id": f"{p.version_id}:{p.seq:012d}",
+        "version_id": p.version_id,
+        "seq": p.seq,
+        "stage": p.stage,
+        "stream": p.stream,
+        "text": p.text,
+        "ts": p.ts,
+    }
+
+
 def log_doc(raw: bytes | None) -> dict[str, Any] | None:
-    """The `logs` document of one LogLine record, or None for anything else."""
+    """The `logs` document of one fornax.logs record (decoded by shared/events), or None for
+    anything else."""
     try:
-        event = json.loads(raw or b"")
-        if event.get("type") != "LogLine":
-            return None
-        p = event["payload"]
-        seq = int(p["seq"])
-        return {
-            "_id": f"{p['version_id']}:{seq:012d}",
-            "version_id": p["version_id"],
-            "seq": seq,
-            "stage": p["stage"],
-            "stream": p.get("stream", "stdout"),
-            "text": p["text"],
-            "ts": p["ts"],
-        }
-    except (ValueError, KeyError, TypeError, AttributeError):
+        event = decode(raw or b"")
+    except EventDecodeError:
         log.warning("archiver: skipping malformed log record")
         return None
+    doc: dict[str, Any] | None = ARCHIVE.dispatch(event)
+    return doc
 
 
 def insert_lines(store: ReadModelStore, docs: list[dict[str, Any]]) -> int:

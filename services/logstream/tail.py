@@ -5,12 +5,15 @@ sees every line of every version. Lines go to the hub, which never blocks."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.events import Event, EventDecodeError, LogLine, decode
+from shared.routing import Router
 from shared.settings import Settings
 
 from .hub import Hub
@@ -18,6 +21,7 @@ from .hub import Hub
 log = logging.getLogger(__name__)
 
 OUTCOMES = {"VersionSucceeded": "success", "VersionFailed": "failed", "VersionCancelled": "cancelled"}
+_LINE_FIELDS = ("seq", "stage", "stream", "text", "ts")
 
 
 class Tail:
@@ -33,6 +37,10 @@ class Tail:
         self._task: asyncio.Task[None] | None = None
         self._snapshot_lock = asyncio.Lock()
         self._snapshot: tuple[float, dict[TopicPartition, int]] = (0.0, {})
+        # Lines go to their viewers; a version's end closes its live streams.
+        self.routes: Router[Callable[[Any], None]] = Router("logstream-tail")
+        self.routes.add(self._line, LogLine)
+        self.routes.add(self._finished, *OUTCOMES)
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -92,32 +100,26 @@ class Tail:
                         self._dispatch_version(rec.value)
 
     def _dispatch_line(self, raw: bytes | None) -> None:
-        try:
-            event = json.loads(raw or b"")
-            if event.get("type") != "LogLine":
-                return
-            p = event["payload"]
-            data = {
-                "seq": int(p["seq"]),
-                "stage": p["stage"],
-                "stream": p.get("stream", "stdout"),
-                "text": p["text"],
-                "ts": p["ts"],
-            }
-            version_id = p["version_id"]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("skipping malformed log record")
-            return
-        self.hub.publish(version_id, data)
+        self._dispatch(raw, "skipping malformed log record")
 
     def _dispatch_version(self, raw: bytes | None) -> None:
+        self._dispatch(raw, None)
+
+    def _dispatch(self, raw: bytes | None, malformed: str | None) -> None:
         try:
-            event = json.loads(raw or b"")
-            outcome = OUTCOMES.get(event.get("type"))
-            if outcome:
-                self.hub.finish(event["aggregate_id"], outcome)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            event = decode(raw or b"")
+        except EventDecodeError:
+            if malformed:
+                log.warning(malformed)
             return
+        self.routes.dispatch(event)
+
+    def _line(self, event: LogLine) -> None:
+        p = event.payload
+        self.hub.publish(p.version_id, {name: getattr(p, name) for name in _LINE_FIELDS})
+
+    def _finished(self, event: Event) -> None:
+        self.hub.finish(event.aggregate_id, OUTCOMES[event.type])
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         """End offsets of fornax.logs taken after this call began (one broker request serves many callers)."""

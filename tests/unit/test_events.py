@@ -66,3 +66,22 @@ def test_decode_never_raises_anything_else(raw):
         decode(raw)
     except EventDecodeError:
         pass
+
+
+def test_pre_encoded_events_are_the_models_encoding() -> None:
+    import json
+
+    from shared.events import PushReceived
+    from shared.events.preencode import PreEncoder
+
+    encoder = PreEncoder(PushReceived)
+    values = {"provider": "gitlab", "delivery_id": "d", "service_id": "s", "user_id": "u", "repo_url": "r",
+              "ref": "refs/heads/x", "branch": "x"}  # the rest take the model's defaults
+    fast = encoder.encode("s", values, actor="u")
+    model = decode(fast.encode())
+    assert isinstance(model, PushReceived) and fast.TOPIC == "webhooks" and fast.key() == b"s"
+    assert json.loads(fast.encode()) == json.loads(model.encode())
+    assert list(json.loads(fast.encode())) == list(json.loads(model.encode()))
+    assert model.payload.after == "" and model.payload.deleted is False and model.correlation_id == "s"
+    with pytest.raises(TypeError, match="unknown payload fields"):
+        encoder.encode("s", {**values, "colour": "red"})

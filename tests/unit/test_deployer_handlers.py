@@ -335,3 +335,16 @@ def test_the_deployer_builds_one_adapter_per_target_name() -> None:
     assert isinstance(targets["prod"], KubernetesTarget)
     assert isinstance(targets["local"], DockerHostTarget) and isinstance(targets["both"], DockerHostTarget)
     assert target_names(Settings(docker_targets={})) == set()
+
+
+async def test_every_consumed_event_is_routed_through_one_table() -> None:
+    h = Harness()
+    assert h.deployer.routes.types == {
+        "DeployRequested", "RollbackRequested", "DeployStarted", "DeploySucceeded", "DeployFailed",
+        "DeploySkipped", "TargetPinChanged", "VersionSucceeded",
+    }
+    pin = TargetPinChanged.make(SID, TargetPinChangedPayload(service_id=SID, target="local", pinned=True, reason="r"))
+    await h.deployer.handle(pin)  # a fact is folded at once
+    assert await h.state.pinned(SID, "local")
+    await h.deployer.handle(VersionSucceeded.make("v1", VersionSucceededPayload()))  # no deploy specs: nothing
+    assert h.events == []

@@ -184,3 +184,61 @@ def test_gitlab_push_and_webhook_rejections(gw: Gateway) -> None:
 def test_health_and_openapi(gw: Gateway) -> None:
     assert gw.client.get("/healthz").status_code == 200
     assert gw.client.get("/openapi.json").json()["openapi"].startswith("3.1")
+
+
+def _successful_version(gw: Gateway) -> tuple[str, str]:
+    sid = gw.create_service()["service_id"]
+    vid = gw.post("/api/v1/alice/versions", {"service_id": sid, "name": "v1"}).json()["version_id"]
+    gw.store.versions.update_one({"_id": vid}, {"$set": {"status": "success", "digest": "sha256:d"}})
+    return sid, vid
+
+
+def test_deploy_rollback_and_unpin_emit_their_requests(gw: Gateway) -> None:
+    sid, vid = _successful_version(gw)
+    resp = gw.post(f"/api/v1/alice/services/{sid}/deploy", {"version_id": vid, "target": "local"})
+    assert resp.status_code == 202, resp.text  # an operation that goes on running
+    event = gw.bus.events[-1]
+    assert event.type == "DeployRequested" and event.payload.deployment_id == resp.json()["deployment_id"]
+    assert (event.payload.version_id, event.payload.target, event.payload.kind) == (vid, "local", "deploy")
+    listed = gw.get(f"/api/v1/alice/services/{sid}/deployments").json()
+    assert [d["deployment_id"] for d in listed["deployments"]] == [event.payload.deployment_id]
+    _error(gw.post(f"/api/v1/alice/services/{sid}/rollback", {"target": "local"}), 409, "nothing_to_roll_back")
+    resp = gw.post(f"/api/v1/alice/services/{sid}/rollback", {"target": "local", "to_version_id": vid})
+    assert resp.status_code == 202, resp.text
+    assert gw.bus.events[-1].type == "RollbackRequested" and gw.bus.events[-1].payload.to_version_id == vid
+    assert gw.post(f"/api/v1/alice/services/{sid}/unpin", {"target": "local"}).status_code == 202
+    assert gw.bus.events[-1].type == "TargetPinChanged" and gw.bus.events[-1].payload.pinned is False
+
+
+def test_deploy_refusals_name_the_field(gw: Gateway) -> None:
+    sid, vid = _successful_version(gw)
+    pending = gw.post("/api/v1/alice/versions", {"service_id": sid, "name": "v2"}).json()["version_id"]
+    count = len(gw.bus.events)
+    _error(gw.post(f"/api/v1/alice/services/{sid}/deploy", {"version_id": vid, "target": "mars"}), 422,
+           "unknown_target", "target")
+    _error(gw.post(f"/api/v1/alice/services/{sid}/deploy", {"version_id": pending, "target": "local"}), 409,
+           "version_not_successful", "version_id")
+    _error(gw.post(f"/api/v1/alice/services/{sid}/deploy", {"version_id": "nope", "target": "local"}), 404,
+           "version_not_found", "version_id")
+    _error(gw.post(f"/api/v1/alice/services/{sid}/deploy", {"target": "local"}), 422, "validation_error",
+           "version_id")
+    assert len(gw.bus.events) == count
+
+
+def test_archived_log_lines_are_paged(gw: Gateway) -> None:
+    sid = gw.create_service()["service_id"]
+    vid = gw.post("/api/v1/alice/versions", {"service_id": sid, "name": "v1"}).json()["version_id"]
+    gw.store.logs.insert_many([{"_id": f"{vid}:{n:012d}", "version_id": vid, "seq": n, "stage": "build",
+                                "stream": "stdout", "text": f"line {n}", "ts": float(n)} for n in range(1, 6)])
+    page = gw.get(f"/api/v1/alice/versions/{vid}/logs?since=1&limit=3").json()
+    assert [line["text"] for line in page["lines"]] == ["line 2", "line 3", "line 4"]
+    assert (page["next_since"], page["has_more"], page["total"], page["status"]) == (4, True, 5, "pending")
+    _error(gw.get(f"/api/v1/alice/versions/{vid}/logs?limit=0"), 422, "validation_error", "limit")
+
+
+def test_badge_of_a_public_service(gw: Gateway) -> None:
+    sid = gw.create_service(public=True)["service_id"]
+    vid = gw.post("/api/v1/alice/versions", {"service_id": sid, "name": "v1"}).json()["version_id"]
+    gw.store.versions.update_one({"_id": vid}, {"$set": {"status": "failed"}})
+    resp = gw.client.get("/badges/alice/shop.svg")
+    assert resp.status_code == 200 and "failing" in resp.text

@@ -3,6 +3,7 @@ event asks for in the outbox, never backwards, and reconciling versions that end
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from services.notifier import outbox
@@ -97,3 +98,36 @@ def test_reconcile_records_the_end_of_versions_that_ended_unrecorded() -> None:
     assert reconcile(store) == 1
     assert (wanted(store)["state"], wanted(store)["detail"]) == ("cancelled", "by alice")
     assert store.commit_statuses.find_one({"_id": "v2"})["state"] == "pending"
+
+
+async def test_delivery_posts_the_wanted_state_once_and_retries_a_refusal() -> None:
+    import httpx
+
+    from services.notifier.deliver import Delivery
+
+    store = MemoryStore()
+    store.services.insert_one({"_id": "svc1", "name": "shop", "user_id": "alice", "commit_status": {
+        "provider": "github", "api_url": "https://api.github.test", "repository": "alice/shop",
+        "token_secret": "GH"}})
+    store.secrets.insert_one({"_id": "svc1", "values": {"GH": "tok"}})
+    posted: list[tuple[str, dict[str, Any]]] = []
+    answers = [503, 201]
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        posted.append((str(request.url), json.loads(request.content)))
+        assert request.headers["Authorization"].endswith("tok")
+        return httpx.Response(answers.pop(0), json={})
+
+    delivery = Delivery(store, "https://fornax.test", transport=httpx.MockTransport(provider))
+    try:
+        on_version_event(store, requested())
+        assert await delivery.step() == 1  # refused (503): retried later
+        assert wanted(store)["attempts"] == 1 and wanted(store)["due"] is True
+        store.commit_statuses.update_one({"_id": VID}, {"$set": {"next_at": 0.0}})
+        assert await delivery.step() == 1
+        assert await delivery.step() == 0  # delivered: nothing due
+    finally:
+        await delivery.close()
+    assert [url for url, _ in posted] == ["https://api.github.test/repos/alice/shop/statuses/c0ffee"] * 2
+    assert posted[-1][1]["state"] == "pending" and posted[-1][1]["context"] == "fornax/shop"
+    assert (wanted(store)["delivered"], wanted(store)["due"]) == ("pending", False)

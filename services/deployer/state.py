@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.events import Event
+from shared.events import (
+    DeployFailed,
+    DeployRequested,
+    DeploySkipped,
+    DeployStarted,
+    DeploySucceeded,
+    Event,
+    RollbackRequested,
+    TargetPinChanged,
+)
+from shared.routing import Router
 from shared.status import DEPLOY_TERMINAL_STATUSES
 from shared.store import ReadModelStore
 
@@ -32,36 +43,11 @@ class MemoryState:
 
     # -- folding ---------------------------------------------------------------------------------
     def fold(self, event: Event) -> None:
-        p: Any = event.payload
-        if event.type == "TargetPinChanged":
-            self.pins[(p.service_id, p.target)] = p.pinned
-            return
-        if not hasattr(p, "deployment_id"):
-            return
-        doc = self.deployments.setdefault(p.deployment_id, {"_id": p.deployment_id, "status": "requested"})
-        if event.type == "DeployStarted":
-            doc.update(
-                service_id=p.service_id,
-                version_id=p.version_id,
-                target=p.target,
-                image=p.image,
-                digest=p.digest,
-                namespace=p.namespace,
-                application=p.application,
-                kind=p.kind,
-            )
-            if doc["status"] not in DEPLOY_TERMINAL_STATUSES:
-                doc["status"] = "running"
-        elif (
-            event.type in ("DeploySucceeded", "DeployFailed", "DeploySkipped")
-            and doc["status"] not in DEPLOY_TERMINAL_STATUSES
-        ):
-            doc["service_id"] = p.service_id
-            doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(
-                event.type, "skipped"
-            )
-            doc["finished_at"] = event.occurred_at
-            doc["_order"] = next(_ORDER)
+        """Remember a deploy fact at once (other event types are ignored)."""
+        _FOLDS.dispatch(event, self)
+
+    def _doc(self, deployment_id: str) -> dict[str, Any]:
+        return self.deployments.setdefault(deployment_id, {"_id": deployment_id, "status": "requested"})
 
     # -- queries (async: the Mongo subclass reads in a thread) -------------------------------------
     async def version(self, version_id: str) -> dict[str, Any] | None:
@@ -93,6 +79,50 @@ class MemoryState:
             and d.get("digest")
             and (target is None or d.get("target") == target)
         ]
+
+
+_FOLDS: Router[Callable[[MemoryState, Any], None]] = Router("deployer-state")
+
+
+@_FOLDS.on(TargetPinChanged)
+def _pin_changed(state: MemoryState, event: TargetPinChanged) -> None:
+    p = event.payload
+    state.pins[(p.service_id, p.target)] = p.pinned
+
+
+@_FOLDS.on(DeployRequested, RollbackRequested)
+def _requested(state: MemoryState, event: Event) -> None:
+    state._doc(event.payload.deployment_id)
+
+
+@_FOLDS.on(DeployStarted)
+def _started(state: MemoryState, event: DeployStarted) -> None:
+    p = event.payload
+    doc = state._doc(p.deployment_id)
+    doc.update(
+        service_id=p.service_id,
+        version_id=p.version_id,
+        target=p.target,
+        image=p.image,
+        digest=p.digest,
+        namespace=p.namespace,
+        application=p.application,
+        kind=p.kind,
+    )
+    if doc["status"] not in DEPLOY_TERMINAL_STATUSES:
+        doc["status"] = "running"
+
+
+@_FOLDS.on(DeploySucceeded, DeployFailed, DeploySkipped)
+def _finished(state: MemoryState, event: Event) -> None:
+    p: Any = event.payload
+    doc = state._doc(p.deployment_id)
+    if doc["status"] in DEPLOY_TERMINAL_STATUSES:
+        return
+    doc["service_id"] = p.service_id
+    doc["status"] = {"DeploySucceeded": "success", "DeployFailed": "failed"}.get(event.type, "skipped")
+    doc["finished_at"] = event.occurred_at
+    doc["_order"] = next(_ORDER)
 
 
 class MongoState(MemoryState):

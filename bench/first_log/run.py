@@ -16,7 +16,8 @@ builder and logstream, on free ports. Then:
      the time until a GET polled every 2 ms finds the service: the projection lag itself, which the
      first can only round up (its looks come 5, 10, 20, 40, then every 50 ms).
 
-Prints p50/p99/max of each; figures are never assertions.
+Prints p50/p99/max of each; figures are never assertions. `--durable`: the broker on S3 storage
+(SeaweedFS), as `make up` runs it.
 """
 
 from __future__ import annotations
@@ -207,8 +208,10 @@ def main() -> int:
     from shared.settings import Settings
     from shared.store import Store
 
+    durable = "--durable" in sys.argv[1:]  # the broker on S3 (SeaweedFS), as `make up` runs it
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-fl-"))
-    stack = Stack.on_free_ports(base, extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
+    stack = Stack.on_free_ports(base, durable=durable,
+                                extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
     try:
         stack.start_infra()
         os.environ.update(stack.env())
@@ -225,7 +228,8 @@ def main() -> int:
         token = create_user(store, "bench")
         store.close()
         print(
-            f"first log line: {RUNS} pushes, one at a time (logstream_version_wait "
+            f"first log line ({'durable' if durable else 'memory'} broker): {RUNS} pushes, one at a time "
+            f"(logstream_version_wait "
             f"{settings.logstream_version_wait:g} s)"
         )
         a = asyncio.run(part_a(stack, token, base))

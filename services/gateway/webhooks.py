@@ -235,13 +235,14 @@ _SCP = re.compile(r"^(?P<user>[^@/:]+@)?(?P<host>[^/:]+):(?P<path>(?!//).*)$")
 
 def normalize_url(url: str) -> str:
     """A comparison key for repository URLs: no trailing '/' or '.git', lower-case scheme and host."""
-    text = url.strip()
-    while text.endswith("/"):
-        text = text[:-1]
-    if text.lower().endswith(".git"):
-        text = text[:-4]
-    while text.endswith("/"):
-        text = text[:-1]
+    text = url
+    while True:  # until nothing changes, so the key of a key is the key itself
+        before = text
+        text = text.strip().rstrip("/")
+        if text.lower().endswith(".git"):
+            text = text[:-4]
+        if text == before:
+            break
     scheme, sep, rest = text.partition("://")
     if sep:
         authority, slash, path = rest.partition("/")

@@ -17,6 +17,7 @@ import faust
 
 from shared.events import Event, ImageBuilt, ImagePushed, ServiceCreated, ServiceUpdated, VersionRequested
 from shared.faust_app import decoded, make_app, topic
+from shared.routing import Router
 from shared.settings import Settings
 
 from .check import on_service_event
@@ -29,13 +30,27 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Builder, Event], Awaitable[Any]]
 
 
-async def dispatch(b: Builder, raw: bytes, kinds: tuple[type[Event], ...], handler: Handler) -> None:
-    """Decode, filter by type, run the handler; a handler error is logged, never kills the agent."""
+def routes(name: str, handler: Handler, *types: type[Event]) -> Router[Handler]:
+    router: Router[Handler] = Router(name)
+    router.add(handler, *types)
+    return router
+
+
+# One table per agent: the service check, and the coordinator's entry for each step's input event
+# (three agents, so a long build never holds up another version's push or tag).
+CHECK = routes("builder-check", on_service_event, ServiceCreated, ServiceUpdated)
+BUILD = routes("builder-build", handle, VersionRequested)
+PUSH = routes("builder-push", handle, ImageBuilt)
+TAG = routes("builder-tag", handle, ImagePushed)
+
+
+async def dispatch(b: Builder, raw: bytes, router: Router[Handler]) -> None:
+    """Decode, route by type, run the handler; a handler error is logged, never kills the agent."""
     event = decoded(raw)
-    if event is None or not isinstance(event, kinds):
+    if event is None or event.type not in router:
         return
     try:
-        await handler(b, event)
+        await router.adispatch(event, b)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -52,22 +67,22 @@ def build_app(settings: Settings, builder: Builder | None = None) -> faust.App:
     @app.agent(services, concurrency=2)
     async def check(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (ServiceCreated, ServiceUpdated), on_service_event)
+            await dispatch(b, raw, CHECK)
 
     @app.agent(versions, concurrency=parallel)
     async def build(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (VersionRequested,), handle)
+            await dispatch(b, raw, BUILD)
 
     @app.agent(versions, concurrency=parallel)
     async def push(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (ImageBuilt,), handle)
+            await dispatch(b, raw, PUSH)
 
     @app.agent(versions, concurrency=parallel)
     async def tag(stream: Any) -> None:
         async for raw in stream:
-            await dispatch(b, raw, (ImagePushed,), handle)
+            await dispatch(b, raw, TAG)
 
     @app.task
     async def background() -> None:

@@ -415,3 +415,11 @@ async def test_the_watch_loop_flags_cancelled_versions_and_runs_whose_claim_was_
     assert await fence_once(world.builder) == [lost]
     flags = {vid: (a.cancelled.is_set(), a.lost) for vid, a in world.builder.active.items()}
     assert flags == {cancelled: (True, False), lost: (True, True), fine: (False, False)}
+
+
+def test_each_builder_agent_routes_exactly_its_events() -> None:
+    from services.builder.app import BUILD, CHECK, PUSH, TAG
+
+    assert set(CHECK.types) == {"ServiceCreated", "ServiceUpdated"}
+    assert (set(BUILD.types), set(PUSH.types), set(TAG.types)) == (
+        {"VersionRequested"}, {"ImageBuilt"}, {"ImagePushed"})

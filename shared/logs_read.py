@@ -123,6 +123,44 @@ class ArchiveProgress:
             await asyncio.sleep(0.05)
 
 
+    async def level(self, tps: list[TopicPartition]) -> int | None:
+        """How far the archiver got (its committed offsets summed); None while they cannot be read."""
+        try:
+            committed = await self.committed(tps)
+        except Exception:  # noqa: BLE001 - broker restarting: no progress to see
+            return None
+        return sum(max(0, committed.get(tp, -1)) for tp in tps)
+
+    async def wait_advancing(self, ends: dict[TopicPartition, int], stall: float, bound: float) -> bool:
+        """`wait`, for as long as the archiver keeps advancing: False once it stood still for `stall`
+        seconds (a broker or store restart is a pause, not an end) or after `bound` seconds in all."""
+        began = time.monotonic()
+        progress = Stall(stall)
+        while True:
+            if await self.wait(ends, timeout=min(1.0, stall)):
+                return True
+            now = time.monotonic()
+            if progress.stalled(await self.level(list(ends)), now) or now - began > bound:
+                log.warning("log archiver did not catch up (stood still %.0fs, %.0fs in all)",
+                            now - progress.since, now - began)
+                return False
+
+
+class Stall:
+    """Tells progress from standing still: `stalled(level, now)` is True once `level` has not risen for
+    `seconds` (None counts as not risen)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.best: int | None = None
+        self.since = time.monotonic()
+
+    def stalled(self, level: int | None, now: float) -> bool:
+        if level is not None and (self.best is None or level > self.best):
+            self.best, self.since = level, now
+        return now - self.since > self.seconds
+
+
 async def log_end_offsets(settings: Settings) -> dict[TopicPartition, int]:
     """The current end offset of every fornax.logs partition (a short-lived client, for the gateway)."""
     consumer = AIOKafkaConsumer(

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.logs_read import ArchiveProgress, read_lines
+from shared.logs_read import ArchiveProgress, Stall, read_lines
 from shared.settings import Settings
 from shared.status import VERSION_TERMINAL_STATUSES
 from shared.store import ReadModelStore
@@ -28,7 +28,10 @@ from .tail import Tail
 log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 1000
-GAP_WAIT = 60.0
+# How long a missing line is waited for: while the archiver stands still at most GAP_STALL seconds (a
+# broker or Mongo restart pauses it), and GAP_BOUND in all.
+GAP_STALL = 60.0
+GAP_BOUND = 300.0
 CATCH_UP_WAIT = 10.0
 # A send that cannot complete for this long means the client stopped reading: cut it off.
 SEND_TIMEOUT = 10.0
@@ -135,9 +138,11 @@ class Feed:
 
     async def _fill_gap(self, first_live: int) -> None:
         """Lines last_sent+1 .. first_live-1 are older than the live ones: the archive has (or soon has) them.
-        Give up on a missing seq only once the archiver has stored everything written so far."""
+        Give up on a missing seq only once the archiver has stored everything written so far, or has
+        stood still for GAP_STALL seconds (GAP_BOUND in all)."""
         ends = await self.ctx.tail.end_offsets()
-        deadline = time.monotonic() + GAP_WAIT
+        began = time.monotonic()
+        progress = Stall(GAP_STALL)
         while True:
             await self._history(until=first_live - 1)
             if self.last_sent >= first_live - 1:
@@ -145,7 +150,9 @@ class Feed:
             archived = await self.ctx.progress.wait(ends, timeout=0)
             if archived:
                 await self._history(until=first_live - 1)
-            if archived or time.monotonic() > deadline:
+            now = time.monotonic()
+            given_up = progress.stalled(await self.ctx.progress.level(list(ends)), now) or now - began > GAP_BOUND
+            if archived or given_up:
                 if self.last_sent < first_live - 1:
                     log.warning(
                         "version %s: lines %d..%d are not in the log; continuing",
@@ -225,7 +232,7 @@ class Feed:
             ends = await self.ctx.tail.caught_up()
             self._check()
             await self._deliver(self.sub.take())
-            await self.ctx.progress.wait(ends, timeout=60.0)
+            await self.ctx.progress.wait_advancing(ends, stall=GAP_STALL, bound=GAP_BOUND)
             await self._history()
             self._check()
             return self.sub.final_status

@@ -159,3 +159,16 @@ async def test_history_reads_are_shared_only_when_begun_after_the_caller_asked()
     assert await first == [{"seq": 1}] and await other == [{"seq": 8}]
     assert [await t for t in later] == [[{"seq": 1}]] * 5
     assert calls == [("v1", 0), ("v1", 7), ("v1", 0)]  # the five waited for one newer query together
+
+
+def test_a_missing_line_is_waited_for_while_the_archiver_advances() -> None:
+    from shared.logs_read import Stall
+
+    stall = Stall(60)
+    stall.since = 0.0
+    assert not stall.stalled(100, 10.0)
+    assert not stall.stalled(None, 50.0)  # broker restarting: unreadable, not yet long
+    assert not stall.stalled(100, 69.0)  # no progress since 10 s: 59 s
+    assert stall.stalled(100, 71.0)  # 61 s standing still
+    assert not stall.stalled(101, 72.0)  # it moved again
+    assert not stall.stalled(101, 131.0) and stall.stalled(None, 133.0)

@@ -73,14 +73,18 @@ def _pushed(doc: dict[str, Any]) -> bool:
 DONE = {"VersionRequested": _built, "ImageBuilt": _pushed}
 
 
-async def handle(b: Builder, event: Event) -> None:
-    """Run the version of `event` from the step the event starts to its end (or nothing: see above)."""
-    if event.type not in ENTRY:
-        return
-    if await _from_lost_claim(b, event):
+async def handle(b: Builder, event: Event, reserved: Active | None = None) -> None:
+    """Run the version of `event` from the step the event starts to its end (or nothing: see above).
+    `reserved`: the reaper marked the version as worked on here (`b.begin`) before it claimed it, so no
+    agent of this process starts it meanwhile (its claim would make the agent's run a lost one)."""
+    if event.type not in ENTRY or await _from_lost_claim(b, event):
+        if reserved is not None:
+            b.end(event.aggregate_id)
         return
     fallback = _from_request(event) if isinstance(event, VersionRequested) else None
-    owned = await acquire_version(b, event.aggregate_id, skip=DONE.get(event.type), fallback=fallback)
+    owned = await acquire_version(
+        b, event.aggregate_id, skip=DONE.get(event.type), fallback=fallback, reserved=reserved
+    )
     if owned is None:
         return
     doc, active = owned
@@ -126,21 +130,32 @@ async def advance(b: Builder, run: Run, event: Event) -> None:
 
 
 async def acquire_version(
-    b: Builder, vid: str, *, skip: Any = None, fallback: dict[str, Any] | None = None
+    b: Builder,
+    vid: str,
+    *,
+    skip: Any = None,
+    fallback: dict[str, Any] | None = None,
+    reserved: Active | None = None,
 ) -> tuple[dict[str, Any], Active] | None:
     """Read the version, skip it if finished (or `skip(doc)`) or already worked on here, and own it:
     (doc, Active) or None. `fallback` (from the event) stands in while the read model lags."""
-    doc = await b.state.version(vid)
-    if doc is None:
-        doc = fallback or await b.state.wait_version(vid, PROJECTION_WAIT)
+    try:
+        doc = await b.state.version(vid)
+        if doc is None:
+            doc = fallback or await b.state.wait_version(vid, PROJECTION_WAIT)
+    except BaseException:
+        if reserved is not None:
+            b.end(vid)
+        raise
     if doc is None:
         log.warning("version %s: not in the read model after %ss; skipped", vid, PROJECTION_WAIT)
-        return None
-    if doc.get("status") in VERSION_TERMINAL_STATUSES or (skip is not None and skip(doc)):
+    if doc is None or doc.get("status") in VERSION_TERMINAL_STATUSES or (skip is not None and skip(doc)):
+        if reserved is not None:
+            b.end(vid)
         return None
     # Being worked on here already: the running chain (build → push → tag) covers this step too,
     # or this is a repeated delivery.
-    active = b.begin(vid)
+    active = reserved or b.begin(vid)
     if active is None:
         return None
     try:

@@ -25,7 +25,7 @@ from shared.events.versions import StageFinishedPayload, VersionFailedPayload
 from shared.status import VERSION_ACTIVE_STATUSES
 
 from . import coordinator
-from .core import Builder
+from .core import Active, Builder
 from .state import age_of
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,26 @@ async def reap_lost(b: Builder) -> list[str]:
         age = time.time() - float(hb["at"]) if hb else age_of(doc.get("started_at") or doc.get("created_at"))
         if age is None or age < limit:
             continue
-        if not await b.state.claim(vid):
-            continue  # someone else resumed or reaped it just now
-        taken.append(vid)
-        if await b.state.count_takeover(vid) > MAX_TAKEOVERS:
-            await fail_lost(b, doc)
+        # Marked as worked on here before the claim: an agent of this process that picks the version up
+        # meanwhile skips it, instead of running under a claim this one would then take from it.
+        reserved = b.begin(vid)
+        if reserved is None:
             continue
+        try:
+            if not await b.state.claim(vid):
+                b.end(vid)
+                continue  # someone else resumed or reaped it just now
+            taken.append(vid)
+            if await b.state.count_takeover(vid) > MAX_TAKEOVERS:
+                b.end(vid)
+                await fail_lost(b, doc)
+                continue
+        except BaseException:
+            b.end(vid)
+            raise
         log.warning("version %s: no worker for %.0fs; resuming it here", vid, age)
         b.resuming.add(vid)
-        task = asyncio.create_task(_resume(b, doc))
+        task = asyncio.create_task(_resume(b, doc, reserved))
         task.add_done_callback(_done_resuming(b, vid))
     return taken
 
@@ -72,11 +83,12 @@ def _done_resuming(b: Builder, vid: str) -> Any:
     return done
 
 
-async def _resume(b: Builder, doc: dict[str, Any]) -> None:
+async def _resume(b: Builder, doc: dict[str, Any], reserved: Active) -> None:
     """Run the version from its next step, as if that step's event had just been delivered."""
     try:
-        await coordinator.handle(b, coordinator.resume_event(doc, b.hosts.hosts[0]))
+        await coordinator.handle(b, coordinator.resume_event(doc, b.hosts.hosts[0]), reserved)
     except Exception:
+        b.end(doc["_id"])  # (a no-op when the run got as far as ending it itself)
         log.exception("version %s: resume failed", doc["_id"])
 
 

@@ -208,7 +208,9 @@ async def test_a_run_resumed_after_a_crash_publishes_each_milestone_once(world: 
     # lags), so the run starts from the clone again: the same image, not published a second time.
     other = world.other_worker("builder@test:2")
     world.state.stall(vid)
-    await reaper._resume(other.builder, world.records.versions[vid])
+    reserved = other.builder.begin(vid)
+    assert reserved is not None
+    await reaper._resume(other.builder, world.records.versions[vid], reserved)
     assert other.bus.stages() == CLONE + BUILD + PUSH + TAG
     assert other.bus.of("ImageBuilt") == []
     assert [e.type for e in other.bus.events if e.type in ("ImagePushed", "VersionTagged", "VersionSucceeded")] == [
@@ -423,3 +425,36 @@ def test_each_builder_agent_routes_exactly_its_events() -> None:
     assert set(CHECK.types) == {"ServiceCreated", "ServiceUpdated"}
     assert (set(BUILD.types), set(PUSH.types), set(TAG.types)) == (
         {"VersionRequested"}, {"ImageBuilt"}, {"ImagePushed"})
+
+
+async def test_an_agent_never_runs_under_a_claim_the_reaper_of_its_process_takes(world: BuilderWorld) -> None:
+    """The reaper finds a version nobody seems to work on; just before its claim lands, an agent of the
+    same process is handed the version. A claim by the same worker gets a new epoch, so the agent's
+    run would turn into a lost one (it stopped, nobody ran the version, and after repeated takeovers it
+    failed "worker lost"). The reaper marks the version as worked on here first: the agent skips it."""
+    vid = world.add_version(status="pending", created_at="2000-01-01T00:00:00+00:00")
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        await gate.wait()
+
+    world.registry.during = held  # a run waits in its push until the reaper is done
+    claim = world.state.claim
+    agent: list[asyncio.Future[None]] = []
+
+    async def claim_as_the_agent_is_handed_it(version_id: str) -> int | None:
+        if not agent:  # the reaper's claim: the agent's delivery arrives first
+            agent.append(asyncio.ensure_future(handle(world.builder, world.requested(vid))))
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+        return await claim(version_id)
+
+    world.state.claim = claim_as_the_agent_is_handed_it  # type: ignore[method-assign]
+    assert await reaper.reap_lost(world.builder) == [vid]
+    gate.set()
+    await agent[0]
+    while world.builder.resuming:
+        await asyncio.sleep(0.01)
+    assert world.bus.types() == SUCCESS_EVENTS  # one run, to the end
+    assert world.records.heartbeats[vid]["takeovers"] == 1
+    _ended_clean(world, vid)

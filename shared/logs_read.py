@@ -106,7 +106,7 @@ class ArchiveProgress:
             self._at = at
             return self._committed
 
-    async def wait(self, ends: dict[TopicPartition, int], timeout: float = 10.0) -> bool:
+    async def wait(self, ends: dict[TopicPartition, int], timeout: float = 10.0, warn: bool = True) -> bool:
         """Wait until the group has committed (so stored) every fornax.logs offset below `ends`."""
         deadline = time.monotonic() + timeout
         while True:
@@ -117,7 +117,7 @@ class ArchiveProgress:
             except Exception:  # group not there yet, broker blip
                 log.debug("archiver offsets not readable yet", exc_info=True)
             if time.monotonic() >= deadline:
-                if timeout:
+                if timeout and warn:
                     log.warning("log archiver did not catch up within %.1fs", timeout)
                 return False
             await asyncio.sleep(0.05)
@@ -137,7 +137,7 @@ class ArchiveProgress:
         began = time.monotonic()
         progress = Stall(stall)
         while True:
-            if await self.wait(ends, timeout=min(1.0, stall)):
+            if await self.wait(ends, timeout=min(1.0, stall), warn=False):
                 return True
             now = time.monotonic()
             if progress.stalled(await self.level(list(ends)), now) or now - began > bound:

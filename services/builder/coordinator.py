@@ -117,9 +117,9 @@ async def advance(b: Builder, run: Run, event: Event) -> None:
         run.cause = cause
         for out in await step.handler(b, run, cause):
             if out.type in TERMINAL:
-                await run.teardown()
+                await run.teardown()  # (closes the log: its last line's seq is known now)
                 if await run.still_wanted():
-                    await run.publish(out)
+                    await run.publish(run.with_log_seq(out))
                 return
             if out.type in MILESTONES:
                 await run.publish_once(out)

@@ -76,6 +76,17 @@ class Run:
             event = event.model_copy(update={"event_id": milestone_id(self.vid, event.type)})
         return event
 
+    def log_seq(self) -> int | None:
+        """The seq of the last log line this run's writer gave out (None without a writer)."""
+        return self.log.seq - 1 if self.log is not None else None
+
+    def with_log_seq(self, event: Event) -> Event:
+        """The version's end event carrying its last log seq (see VersionSucceededPayload.log_seq)."""
+        seq = self.log_seq()
+        if seq is None or "log_seq" not in type(event.payload).model_fields:
+            return event
+        return event.model_copy(update={"payload": event.payload.model_copy(update={"log_seq": seq})})
+
     async def emit(self, cls: type[Event], payload: Payload) -> None:
         await self.publish(self.make(cls, payload))
 
@@ -237,7 +248,7 @@ class Run:
         await self.teardown()
         if self.active.cancelled.is_set() or not await self.still_wanted():
             return
-        await self.emit(VersionFailed, VersionFailedPayload(reason=reason, stage=stage))
+        await self.emit(VersionFailed, VersionFailedPayload(reason=reason, stage=stage, log_seq=self.log_seq()))
 
     async def cancelled(self) -> None:
         if not self.active.lost:

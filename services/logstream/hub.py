@@ -69,6 +69,7 @@ class Subscriber:
         self.wakeup = asyncio.Event()
         self.overflowed = False
         self.final_status: str | None = None
+        self.final_seq: int | None = None
         self.last_sent = 0  # the last seq written to the connection: where a cut-off subscriber resumes
         self.direct = direct
         self.live = False
@@ -92,7 +93,10 @@ class Subscriber:
         if self._on_overflow is not None:
             self._on_overflow(self)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, log_seq: int | None = None) -> None:
+        """The version ended; `log_seq`, when its end event said, is the seq of its last build log line."""
+        if log_seq is not None and self.final_seq is None:
+            self.final_seq = log_seq
         if self.final_status is None:
             self.final_status = status
             self.wakeup.set()
@@ -168,9 +172,9 @@ class Hub:
                     # After the tail has handed over the rest of this fetch.
                     channel.timer = loop.call_soon(self._flush, version_id)
 
-    def finish(self, version_id: str, status: str) -> None:
+    def finish(self, version_id: str, status: str, log_seq: int | None = None) -> None:
         for sub in list(self.subscribers.get(version_id, ())):
-            sub.finish(status)
+            sub.finish(status, log_seq)
 
     # -- live mode --------------------------------------------------------------------------------
     def go_live(self, sub: Subscriber) -> None:

@@ -119,7 +119,7 @@ class Tail:
         self.hub.publish(p.version_id, {name: getattr(p, name) for name in _LINE_FIELDS})
 
     def _finished(self, event: Event) -> None:
-        self.hub.finish(event.aggregate_id, OUTCOMES[event.type])
+        self.hub.finish(event.aggregate_id, OUTCOMES[event.type], getattr(event.payload, "log_seq", None))
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         """End offsets of fornax.logs taken after this call began (one broker request serves many callers)."""

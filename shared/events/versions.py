@@ -128,6 +128,9 @@ class DeploySpec(Payload):
 class VersionSucceededPayload(FencedPayload):
     image: str | None = None
     digest: str | None = None
+    # The seq of the version's last build log line (its log is 1..log_seq): a viewer is done once it has
+    # them all, whatever the broker says of its offsets. None when unknown.
+    log_seq: int | None = None
     # The deploys to run now: the config's `deploy` section when the version's operations include
     # deploy (the builder decides; the deployer just runs them).
     deploy: list[DeploySpec] = []
@@ -142,6 +145,7 @@ class VersionSucceeded(Event):
 class VersionFailedPayload(FencedPayload):
     reason: str
     stage: str | None = None
+    log_seq: int | None = None  # as VersionSucceededPayload.log_seq
 
 
 class VersionFailed(Event):

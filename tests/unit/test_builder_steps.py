@@ -458,3 +458,18 @@ async def test_an_agent_never_runs_under_a_claim_the_reaper_of_its_process_takes
     assert world.bus.types() == SUCCESS_EVENTS  # one run, to the end
     assert world.records.heartbeats[vid]["takeovers"] == 1
     _ended_clean(world, vid)
+
+
+async def test_the_end_of_a_version_names_the_seq_of_its_last_log_line(world: BuilderWorld) -> None:
+    vid = world.add_version()
+    await handle(world.builder, world.requested(vid))
+    [succeeded] = world.bus.of("VersionSucceeded")
+    seqs = [e.payload.seq for e in world.bus.of("LogLine")]  # type: ignore[attr-defined]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert succeeded.payload.log_seq == seqs[-1]  # type: ignore[attr-defined]
+    failing = world.add_version("v2")
+    world.vcs.fail_clone[REPO_URL] = "git clone failed: repository not found"
+    await handle(world.builder, world.requested(failing))
+    [failed] = world.bus.of("VersionFailed")
+    assert failed.payload.log_seq == max(  # type: ignore[attr-defined]
+        e.payload.seq for e in world.bus.of("LogLine") if e.aggregate_id == failing)  # type: ignore[attr-defined]

@@ -44,13 +44,13 @@ def test_each_line_is_archived_once() -> None:
 class RecordingHub:
     def __init__(self) -> None:
         self.lines: list[tuple[str, dict[str, Any]]] = []
-        self.finished: list[tuple[str, str]] = []
+        self.finished: list[tuple[str, str, int | None]] = []
 
     def publish(self, version_id: str, data: dict[str, Any]) -> None:
         self.lines.append((version_id, data))
 
-    def finish(self, version_id: str, status: str) -> None:
-        self.finished.append((version_id, status))
+    def finish(self, version_id: str, status: str, log_seq: int | None = None) -> None:
+        self.finished.append((version_id, status, log_seq))
 
 
 def test_the_tail_hands_lines_to_the_hub_and_ends_finished_versions() -> None:
@@ -61,8 +61,8 @@ def test_the_tail_hands_lines_to_the_hub_and_ends_finished_versions() -> None:
     tail._dispatch_line(b"{broken")
     tail._dispatch_version(VersionRequested.make("v1", VersionRequestedPayload(service_id="s", user_id="a",
                                                                               name="v1")).encode())
-    tail._dispatch_version(VersionFailed.make("v1", VersionFailedPayload(reason="x")).encode())
+    tail._dispatch_version(VersionFailed.make("v1", VersionFailedPayload(reason="x", log_seq=7)).encode())
     tail._dispatch_version(b"not json")
     assert hub.lines == [("v1", {"seq": 7, "stage": "build", "stream": "stderr", "text": "compiling", "ts": 8.5})]
     assert list(hub.lines[0][1]) == ["seq", "stage", "stream", "text", "ts"]
-    assert hub.finished == [("v1", "failed")]
+    assert hub.finished == [("v1", "failed", 7)]  # with the seq of its last log line

@@ -24,6 +24,7 @@ takeover.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -117,9 +118,9 @@ async def advance(b: Builder, run: Run, event: Event) -> None:
         run.cause = cause
         for out in await step.handler(b, run, cause):
             if out.type in TERMINAL:
-                await run.teardown()  # (closes the log: its last line's seq is known now)
-                if await run.still_wanted():
-                    await run.publish(run.with_log_seq(out))
+                end = await run.teardown(functools.partial(run.with_log_seq, out))
+                if end is not None and await run.still_wanted():
+                    await run.publish(end)
                 return
             if out.type in MILESTONES:
                 await run.publish_once(out)

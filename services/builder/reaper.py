@@ -20,7 +20,7 @@ import shutil
 import time
 from typing import Any
 
-from shared.events import StageFinished, VersionFailed
+from shared.events import EventDecodeError, StageFinished, VersionFailed, decode
 from shared.events.versions import StageFinishedPayload, VersionFailedPayload
 from shared.status import VERSION_ACTIVE_STATUSES
 
@@ -48,7 +48,12 @@ async def reap_lost(b: Builder) -> list[str]:
             break  # resume at most as many at once as the agents build; the rest next round
         hb = await b.state.heartbeat(vid)
         if hb and hb.get("state") == "done":
-            continue  # it ended; the read model has not shown it yet (the projector lags or restarts)
+            # It ended; the read model has not shown it yet (the projector lags or restarts) — or its
+            # worker died between marking it done and publishing its end: publish that end again (the
+            # same event, by id: a repeat is one event to every consumer), at most every `limit` seconds.
+            if hb.get("end") and time.time() - float(hb.get("at") or 0) > limit:
+                await _publish_end(b, vid, hb["end"])
+            continue
         age = time.time() - float(hb["at"]) if hb else age_of(doc.get("started_at") or doc.get("created_at"))
         if age is None or age < limit:
             continue
@@ -90,6 +95,17 @@ async def _resume(b: Builder, doc: dict[str, Any], reserved: Active) -> None:
     except Exception:
         b.end(doc["_id"])  # (a no-op when the run got as far as ending it itself)
         log.exception("version %s: resume failed", doc["_id"])
+
+
+async def _publish_end(b: Builder, vid: str, end: dict[str, Any]) -> None:
+    try:
+        event = decode(end)
+    except EventDecodeError:
+        log.warning("version %s: the end noted on its claim is unreadable", vid)
+        return
+    log.warning("version %s: ended, but its end is not in the read model yet; publishing it again", vid)
+    await b.emit(event)
+    await b.state.touch_done(vid)
 
 
 async def fail_lost(b: Builder, doc: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ from .state import age_of
 
 log = logging.getLogger(__name__)
 MILESTONES = frozenset({"ImageBuilt", "ImagePushed", "VersionTagged"})  # published once per version
+ENDS = frozenset({"VersionSucceeded", "VersionFailed"})  # the builder's end of a version (also one id each)
 _MILESTONE_IDS = uuid.UUID("6b1f6c1e-5a8e-4c1b-9a57-0f0e2f4d6a11")
 
 
@@ -69,7 +70,7 @@ class Run:
         event = cls.make(
             self.vid, payload, cause=self.cause, correlation_id=self.vid, actor=self.version.get("user_id")
         )
-        if event.type in MILESTONES:
+        if event.type in MILESTONES or event.type in ENDS:
             # A crash after the broker acknowledged a milestone but before publish_once noted it leaves
             # a gap: the resumed run publishes it again. Its id is the same in every run, so that is the
             # same event delivered twice (the archive keeps one; every consumer takes events at least once).
@@ -210,20 +211,25 @@ class Run:
         await self.emit(StageFinished, StageFinishedPayload(stage=stage, status=status, error=error))  # type: ignore[arg-type]
 
     # -- endings -------------------------------------------------------------------------------------
-    async def teardown(self) -> None:
-        """Remove everything of the version and give back its quota, heartbeat and log writer."""
+    async def teardown(self, end: Callable[[], Event] | None = None) -> Event | None:
+        """Remove everything of the version and give back its quota, heartbeat and log writer. With
+        `end` (made once the log is closed, so it knows the last line's seq): the version's end event,
+        noted on the claim as it is marked done, so that a crash before it is published leaves it to the
+        reaper to publish (the same event: its id is the version's) instead of nobody. Returns it."""
         if await self.claim_gone():
             await self.teardown_lost()
-            return
+            return None
         await self.b.remove_leftovers(self.vid, self.host)
         user = self.version.get("user_id")
         if user:
             with contextlib.suppress(Exception):
                 await self.b.quotas.release(user, self.vid)
-        await self.b.state.finish_claim(self.vid)
-        self.active.released = True  # held until here; the claim is marked done now
         await self.b.close_log(self.vid)
+        event = end() if end is not None else None
+        await self.b.state.finish_claim(self.vid, event.to_doc() if event is not None else None)
+        self.active.released = True  # held until here; the claim is marked done now
         self.b.hosts.release(self.vid)
+        return event
 
     async def teardown_lost(self) -> None:
         """After a takeover: only what this claim alone owns (its containers, the local log writer)."""
@@ -245,10 +251,12 @@ class Run:
         if self.log is not None or self.version.get("service_id"):
             with contextlib.suppress(Exception):
                 await self.write(stage or "build", f"version failed: {reason}", "system")
-        await self.teardown()
-        if self.active.cancelled.is_set() or not await self.still_wanted():
+        end = await self.teardown(
+            lambda: self.make(VersionFailed, VersionFailedPayload(reason=reason, stage=stage, log_seq=self.log_seq()))
+        )
+        if end is None or self.active.cancelled.is_set() or not await self.still_wanted():
             return
-        await self.emit(VersionFailed, VersionFailedPayload(reason=reason, stage=stage, log_seq=self.log_seq()))
+        await self.publish(end)
 
     async def cancelled(self) -> None:
         if not self.active.lost:

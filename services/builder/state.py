@@ -220,7 +220,7 @@ class BuilderState:
         processes did, this one included (the earlier ones died or stopped without finishing it)."""
         return await asyncio.to_thread(self._start_attempt, version_id)
 
-    async def finish_claim(self, version_id: str) -> None:
+    async def finish_claim(self, version_id: str, end: dict[str, Any] | None = None) -> None:
         """The version ended under this claim: its record stays, marked `state: done`, until the read model shows the
         end (the reaper drops it then). Deleting it at once let a reaper resume a version whose end was
         still on its way to the read model (the projector lagging or restarting): a second tag, a second
@@ -228,7 +228,15 @@ class BuilderState:
         await asyncio.to_thread(
             self.store.builder_heartbeats.update_one,
             {"_id": version_id, "worker": self.worker},
-            {"$set": {"state": "done", "at": time.time()}},
+            {"$set": {"state": "done", "at": time.time(), **({"end": end} if end is not None else {})}},
+        )
+
+    async def touch_done(self, version_id: str) -> None:
+        """A done claim's end event was published again now (the reaper paces its retries by this)."""
+        await asyncio.to_thread(
+            self.store.builder_heartbeats.update_one,
+            {"_id": version_id, "state": "done"},
+            {"$set": {"at": time.time()}},
         )
 
     async def done_claims(self) -> list[str]:

@@ -473,3 +473,32 @@ async def test_the_end_of_a_version_names_the_seq_of_its_last_log_line(world: Bu
     [failed] = world.bus.of("VersionFailed")
     assert failed.payload.log_seq == max(  # type: ignore[attr-defined]
         e.payload.seq for e in world.bus.of("LogLine") if e.aggregate_id == failing)  # type: ignore[attr-defined]
+
+
+async def test_an_end_lost_with_its_worker_after_the_claim_was_marked_done_is_published_by_the_reaper(
+    world: BuilderWorld,
+) -> None:
+    """The worker marks the claim done and dies before publishing VersionSucceeded: nobody would resume
+    a done claim, so the end noted on it is published by a reaper (the same event, by id)."""
+    vid = world.add_version()
+    publish = world.bus.publish
+
+    async def dies_at_the_end(*events: Any) -> None:
+        if any(e.type == "VersionSucceeded" for e in events):
+            raise Crash()
+        await publish(*events)
+
+    world.bus.publish = dies_at_the_end  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await handle(world.builder, world.requested(vid))
+    world.bus.publish = publish  # type: ignore[method-assign]
+    assert world.bus.of("VersionSucceeded") == []
+    hb = world.records.heartbeats[vid]
+    assert hb["state"] == "done" and hb["end"]["type"] == "VersionSucceeded"
+    other = world.other_worker("builder@test:2")
+    assert await reaper.reap_lost(other.builder) == []  # too soon: the projector may only lag
+    hb["at"] = 0.0
+    await reaper.reap_lost(other.builder)
+    [end] = other.bus.of("VersionSucceeded")
+    assert end.event_id == hb["end"]["event_id"]
+    assert end.payload.log_seq == max(e.payload.seq for e in world.bus.of("LogLine"))  # type: ignore[attr-defined]

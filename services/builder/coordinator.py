@@ -32,6 +32,7 @@ from typing import Any
 
 from shared.events import Event, ImageBuilt, ImagePushed, VersionRequested, utcnow
 from shared.events.versions import ImageBuiltPayload, ImagePushedPayload, VersionRequestedPayload
+from shared.projections.versions import requested_fields
 from shared.status import VERSION_TERMINAL_STATUSES
 
 from . import build, push, tag
@@ -187,20 +188,7 @@ async def acquire_version(
 
 
 def _from_request(event: Event) -> dict[str, Any]:
-    p: Any = event.payload
-    return {
-        "_id": event.aggregate_id,
-        "status": "pending",
-        "stages": {},
-        "service_id": p.service_id,
-        "user_id": p.user_id,
-        "name": p.name,
-        "description": p.description,
-        "commit": p.commit,
-        "branch": p.branch,
-        "trigger": p.trigger,
-        "operations": p.operations,
-    }
+    return {"_id": event.aggregate_id, "status": "pending", "stages": {}, **requested_fields(event)}
 
 
 def _poisoned(crashes: int) -> Callable[[Run], Awaitable[None]]:

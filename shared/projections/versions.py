@@ -21,25 +21,29 @@ def _version(store: ReadModelStore, e: Event, changes: dict[str, Any], *, only_f
     store.versions.update_one(query, {"$set": changes})
 
 
+def requested_fields(e: Event) -> dict[str, Any]:
+    """What a VersionRequested says of its version (the fold's fields, and the builder's stand-in for a
+    version the read model does not show yet)."""
+    p: Any = e.payload
+    return {
+        "service_id": p.service_id,
+        "user_id": p.user_id,
+        "name": p.name,
+        "description": p.description,
+        "commit": p.commit,
+        "branch": p.branch,
+        "trigger": p.trigger,
+        "operations": p.operations,
+    }
+
+
 @folds("VersionRequested")
 def version_requested(store: ReadModelStore, e: Event) -> None:
-    p = e.payload
     store.versions.update_one(
         {"_id": e.aggregate_id},
         {
             "$setOnInsert": {"status": "pending", "stages": {}},
-            "$set": {
-                "service_id": p.service_id,
-                "user_id": p.user_id,
-                "name": p.name,
-                "description": p.description,
-                "commit": p.commit,
-                "branch": p.branch,
-                "trigger": p.trigger,
-                "operations": p.operations,
-                "delivery_id": p.delivery_id,
-                "created_at": _ts(e),
-            },
+            "$set": {**requested_fields(e), "delivery_id": e.payload.delivery_id, "created_at": _ts(e)},
         },
         upsert=True,
     )

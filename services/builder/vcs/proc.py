@@ -57,12 +57,12 @@ async def run_command(
             proc.stdin.close()
         assert proc.stdout is not None
         async for raw in proc.stdout:
-            for part in raw.decode("utf-8", "replace").replace("\r", "\n").splitlines():
-                if part.strip():
-                    text = mask(part, secrets or [])
-                    lines.append(text)
-                    if on_line is not None:
-                        await on_line(clean(text) if clean is not None else text)
+            part = shown(raw.decode("utf-8", "replace"))
+            if part.strip():
+                text = mask(part, secrets or [])
+                lines.append(text)
+                if on_line is not None:
+                    await on_line(clean(text) if clean is not None else text)
         await proc.wait()
 
     try:
@@ -76,6 +76,14 @@ async def run_command(
             with contextlib.suppress(Exception):
                 await proc.wait()
     return Ran(proc.returncode or 0, "\n".join(lines))
+
+
+def shown(line: str) -> str:
+    """What a terminal shows of one output line: a progress meter (git's "Receiving objects:  42%")
+    rewrites its line after each carriage return, and only the last state is kept. Each state as a log
+    line of its own made a clone of a thousand objects log 400 lines; they arrived together with the
+    line's newline, so the live view lost nothing."""
+    return next((seg for seg in reversed(line.rstrip("\r\n").split("\r")) if seg.strip()), "")
 
 
 def _command(argv: list[str]) -> str:

@@ -105,6 +105,9 @@ class Stack:
         }
         if self.durable:  # Tansu holds each fetch this long; on S3 a shorter hold floods it (settings.py)
             env["FORNAX_LOG_FETCH_WAIT_MS"] = "40"
+            # Each offset commit is an object put on S3: commit by the batch (settings.py)
+            env["FORNAX_FAUST_COMMIT_EVERY"] = "200"
+            env["FORNAX_FAUST_COMMIT_INTERVAL"] = "2"
         env.update(self.extra_env)
         return env
 

@@ -14,6 +14,7 @@ lost or twice.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+
+def cpu_seconds(stack: object) -> dict[str, float]:
+    """CPU seconds used so far by each process of the stack (with its children), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def total(pid: int) -> float:
+        return stats.get(pid, (0, 0.0))[1] + sum(total(c) for c in children.get(pid, []))
+
+    return {name: total(proc.pid) for name, proc in stack.procs.items()}  # type: ignore[attr-defined]
 
 
 def main() -> int:
@@ -36,17 +58,22 @@ def main() -> int:
     parser.add_argument("--only", choices=KILL_ORDER, action="append")
     parser.add_argument("--memory", action="store_true", help="memory broker (a broker kill loses everything)")
     parser.add_argument("--keep", action="store_true", help="keep the stack directory (logs)")
+    parser.add_argument("--partitions", type=int, help="partitions per topic (default: the stack's)")
+    parser.add_argument("--env", action="append", default=[], metavar="FORNAX_X=V",
+                        help="a setting for every process of the stack (repeatable)")
     args = parser.parse_args()
 
     from shared.settings import Settings
     from shared.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-chaos-"))
-    stack = Stack.on_free_ports(base, durable=not args.memory,
-                                extra_env={"FORNAX_WORKSPACE_ROOT": str(base / "workspaces")})
+    extra = {"FORNAX_WORKSPACE_ROOT": str(base / "workspaces"), **dict(e.split("=", 1) for e in args.env)}
+    sized = {"partitions": args.partitions} if args.partitions else {}
+    stack = Stack.on_free_ports(base, durable=not args.memory, extra_env=extra, **sized)
     order = [p for p in KILL_ORDER if not args.only or p in args.only]
     rows: list[str] = [f"chaos: {args.hooks} webhooks and one {args.step} s CI step per round, "
-                       f"{'memory' if args.memory else 'durable'} broker"]
+                       f"{'memory' if args.memory else 'durable'} broker, {stack.partitions} partitions per topic"
+                       + "".join(f", {e}" for e in args.env)]
     run = None
     store = None
     failed = False
@@ -60,12 +87,18 @@ def main() -> int:
         run.setup(rounds=len(KILL_ORDER))
         for process in order:
             started = time.monotonic()
+            before = cpu_seconds(stack)
             r = run.round(process, KILL_ORDER.index(process))
+            after = cpu_seconds(stack)
+            used = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
+            print("    cpu s: " + ", ".join(f"{k} {v:.0f}" for v, k in used if v >= 1), flush=True)
             rows.append(r.row() + f"  (round {time.monotonic() - started:.0f}s)")
             print(rows[-1], flush=True)
             for line in [*r.lost, *r.duplicates, *[f"stuck {v}" for v in r.stuck]]:
                 print(f"    ! {line}", flush=True)
                 failed = True
+            if r.lost_detail:
+                print(f"    lines: {r.lost_detail}", flush=True)
             for line in r.late:
                 print(f"    late: {line}", flush=True)
             for vid, reason in r.failed.items():

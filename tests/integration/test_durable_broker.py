@@ -153,3 +153,20 @@ def test_memory_stack_is_not_durable(tmp_path: Path) -> None:
         assert asyncio.run(_read_all(st, TOPIC)) == []
     finally:
         st.stop_all()
+
+
+def test_the_store_picks_new_ports_when_one_was_taken_since(tmp_path: Path) -> None:
+    """Free ports are picked when a test stack is made; another process may bind one before weed does."""
+    import socket
+
+    st = Stack.on_free_ports(tmp_path / "stack", durable=True)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", st.weed_ports["filer_grpc"]))
+    taken.listen()
+    try:
+        picked = dict(st.weed_ports)
+        st.start_store()
+        assert st.weed_ports != picked and "store" in st.procs
+    finally:
+        taken.close()
+        st.stop_all()

@@ -216,7 +216,7 @@ class Stack:
         for attempt in range(3):
             try:
                 return self._start_store()
-            except StackError as exc:
+            except StackError:
                 log = self.log_dir / "store.log"
                 taken = log.exists() and "address already in use" in log.read_text(errors="replace")
                 if not self.free_ports or not taken or attempt == 2:

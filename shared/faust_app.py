@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +88,7 @@ def decoded(raw: bytes) -> Event | None:
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:
-    """Run a Faust worker in the foreground until SIGTERM. SIGUSR1 writes every thread's stack to stderr
-    (the worker's log): where a worker that stopped making progress is waiting."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    """Run a Faust worker in the foreground until SIGTERM. SIGUSR1 makes mode (Faust's service library)
+    write every asyncio task's stack to the worker's log: where a worker that makes no progress waits."""
     worker = faust.Worker(app, loglevel=loglevel)
     worker.execute_from_commandline()

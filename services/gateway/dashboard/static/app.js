@@ -311,11 +311,17 @@ async function versionPage(vid) {
     onFinal: async (status) => {
       document.getElementById("status").innerHTML = pill(status);
       if (cancel) cancel.remove();
-      try {
-        const v = await api("GET", userPath(`versions/${vid}`));
-        drawStages(v);
-        drawMeta(v);
-      } catch (e) { /* the status is shown already */ }
+      // The log's end comes straight from the broker and can be ahead of the read model: read the
+      // version again until it shows the end too (at most 10 s), so the stages do not stay "running".
+      for (let tries = 0; tries < 20; tries++) {
+        try {
+          const v = await api("GET", userPath(`versions/${vid}`));
+          drawStages(v);
+          drawMeta(v);
+          if (!ACTIVE.includes(v.status)) break;
+        } catch (e) { break; /* the status is shown already */ }
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
       jump();
     },
     onHistory: jump,

@@ -14,7 +14,6 @@ lost or twice.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -25,29 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def cpu_seconds(stack: object) -> dict[str, float]:
-    """CPU seconds used so far by each process of the stack (with its children), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-
-    def total(pid: int) -> float:
-        return stats.get(pid, (0, 0.0))[1] + sum(total(c) for c in children.get(pid, []))
-
-    return {name: total(proc.pid) for name, proc in stack.procs.items()}  # type: ignore[attr-defined]
-
-
 def main() -> int:
     from infra.local.images import ensure_busybox_image
+    from infra.local.procs import cpu_seconds
     from infra.local.stack import Stack
     from tests.fixtures.chaos import KILL_ORDER, Chaos
 
@@ -87,9 +66,9 @@ def main() -> int:
         run.setup(rounds=len(KILL_ORDER))
         for process in order:
             started = time.monotonic()
-            before = cpu_seconds(stack)
+            before = {name: cpu_seconds(p.pid, children=True) for name, p in stack.procs.items()}
             r = run.round(process, KILL_ORDER.index(process))
-            after = cpu_seconds(stack)
+            after = {name: cpu_seconds(p.pid, children=True) for name, p in stack.procs.items()}
             used = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
             print("    cpu s: " + ", ".join(f"{k} {v:.0f}" for v, k in used if v >= 1), flush=True)
             rows.append(r.row() + f"  (round {time.monotonic() - started:.0f}s)")

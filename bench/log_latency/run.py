@@ -212,11 +212,6 @@ def floor(subscribers: int, versions: int, seconds: float) -> str:
 
 
 # -- the real logstream ------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -318,6 +313,8 @@ def scenario(
     while ready.value < subscribers and time.time() < deadline:
         time.sleep(0.1)
     print(f"  {ready.value}/{subscribers} subscribers ready", flush=True)
+    from infra.local.procs import cpu_seconds
+
     pids = {name: stack.procs[name].pid for name in ("logstream", "kafka", "mongo")}
     cpu0, t0 = {n: cpu_seconds(p) for n, p in pids.items()}, time.monotonic()
     asyncio.run(produce(settings, vids, seconds))

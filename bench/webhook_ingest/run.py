@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from infra.local.procs import free_port, port_open, wait_for  # noqa: E402
+from infra.local.procs import cpu_seconds, free_port, port_open, wait_for  # noqa: E402
 from infra.local.stack import Stack  # noqa: E402
 from shared.auth import create_user  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -106,12 +106,6 @@ def wrk(url: str, seconds: int, connections: int, env: dict[str, str], threads: 
     ).stdout
     line = next(line for line in out.splitlines() if line.startswith("BENCH "))
     return json.loads(line.removeprefix("BENCH "))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_pushes(settings: Settings, prefix: str) -> int:

@@ -114,3 +114,25 @@ def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
     (state_dir / "dockerd.pid").write_text(str(proc.pid))
     wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout,
              "dockerd", proc, log)
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds a process (and, with `children`, every process below it) used so far,
+    from /proc; 0 for a process that is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc") if children else [str(pid)]:
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    below: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        below.setdefault(parent, []).append(child)
+
+    def total(p: int) -> float:
+        return stats.get(p, (0, 0.0))[1] + (sum(total(c) for c in below.get(p, [])) if children else 0.0)
+
+    return total(pid)

@@ -46,8 +46,9 @@ WEED_PORTS = {
 S3_ACCESS_KEY = "fornax"
 S3_BUCKET = "tansu"
 STORE_STOP_SECONDS = 3.0
-# Stopped last (the broker writes to the store until it stops); started first.
-INFRA = ("registry", "mongo", "kafka", "store")
+# Stopped last (the broker writes to the store until it stops); started first. Retention (durable stack
+# only) deletes what every consumer group is done with from the store: it stops before the broker.
+INFRA = ("retention", "registry", "mongo", "kafka", "store")
 
 
 @dataclass
@@ -69,6 +70,9 @@ class Stack:
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(WEED_PORTS))
     # Ports picked free at creation (tests, benchmarks): the store may pick others if one was taken since.
     free_ports: bool = False
+    # Durable broker: a record batch every consumer group has committed past is deleted once this old
+    # (infra/local/retention.py); None keeps everything.
+    retention_seconds: float | None = 60.0
 
     @classmethod
     def on_free_ports(cls, base: Path, **kwargs: Any) -> Stack:
@@ -168,7 +172,7 @@ class Stack:
     def start(self, name: str) -> None:
         """Start one part again by its name (as its supervisor would after a crash)."""
         starters = {"store": self.start_store, "kafka": self.start_kafka, "mongo": self.start_mongo,
-                    "registry": self.start_registry}
+                    "registry": self.start_registry, "retention": self.start_retention}
         if name in starters:
             starters[name]()
         else:
@@ -225,6 +229,9 @@ class Stack:
                 self.procs.pop("store", None)
                 self._remove_store_sockets()
                 self.weed_ports = {name: free_port() for name in WEED_PORTS}
+                if "retention" in self.procs:  # it talks to the filer: follow it to its new port
+                    self.stop("retention")
+                    self.start_retention()
 
     def _start_store(self) -> None:
         exe = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
@@ -293,6 +300,18 @@ class Stack:
         )
         wait_for(lambda: port_open(self.kafka_port), 30, f"Tansu broker on 127.0.0.1:{self.kafka_port}", proc, log)
         self.bootstrap_topics()
+        if self.durable and self.retention_seconds is not None:
+            self.start_retention()
+
+    def start_retention(self) -> None:
+        """The durable broker's retention (Tansu has none): a process beside it, restarted with it."""
+        running = self.procs.get("retention")
+        if running is not None and running.poll() is None:
+            return
+        self._spawn("retention", [sys.executable, "-m", "infra.local.retention",
+                                  "--filer", f"http://127.0.0.1:{self.weed_ports['filer']}", "--bucket", S3_BUCKET,
+                                  "--keep-seconds", str(self.retention_seconds or 0)],
+                    cwd=Path(__file__).resolve().parents[2])
 
     def bootstrap_topics(self) -> None:
         from shared.bus import bootstrap_topics

@@ -170,3 +170,97 @@ def test_the_store_picks_new_ports_when_one_was_taken_since(tmp_path: Path) -> N
     finally:
         taken.close()
         st.stop_all()
+
+
+async def _send_each(st: Stack, topic: str, partition: int, values: list[str]) -> None:
+    """One record per request, so one batch (one object in the store) per record."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(st), acks="all")
+    await producer.start()
+    try:
+        for v in values:
+            await producer.send_and_wait(topic, v.encode(), partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def _commit(st: Stack, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(st), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in offsets])
+        await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def _read_from(st: Stack, topic: str, partition: int, group: str | None, count: int) -> list[tuple[int, str]]:
+    """(offset, value) of `count` records from the group's committed offset (the earliest without one)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(st), group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        committed = await consumer.committed(tp) if group else None
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+        out: list[tuple[int, str]] = []
+        for _ in range(30):
+            if len(out) >= count:
+                break
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                out.extend((r.offset, r.value.decode()) for r in records)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _batches(st: Stack, topic: str, partition: int) -> list[int]:
+    from infra.local.retention import Filer
+
+    filer = Filer(f"http://127.0.0.1:{st.weed_ports['filer']}", "tansu")
+    path = f"{filer.root}/clusters/tansu_cluster/topics/{topic}/partitions/{partition:0>10}/records"
+    return sorted(int(n[:20]) for n in filer.names(path))
+
+
+def test_retention_deletes_only_what_every_group_has_committed_past(durable: Stack) -> None:
+    """Tansu has no retention and its fetches get slower as a partition grows; the local stack's retention
+    deletes the batches below the lowest offset every group committed, and nothing a group still needs."""
+    from infra.local.retention import Filer, Retention
+
+    topic = "retention-check"
+    asyncio.run(_create_topic(durable, topic))
+    values = [f"r-{i}" for i in range(30)]
+    asyncio.run(_send_each(durable, topic, 0, values))
+    asyncio.run(_send_each(durable, topic, 1, values[:5]))  # a partition no group has committed on
+    asyncio.run(_commit(durable, "ret-fast", topic, {0: 25}))
+    asyncio.run(_commit(durable, "ret-slow", topic, {0: 12}))
+    assert _batches(durable, topic, 0) == list(range(30))
+
+    retention = Retention(Filer(f"http://127.0.0.1:{durable.weed_ports['filer']}", "tansu"), keep_seconds=0)
+    young = Retention(retention.filer, keep_seconds=3600)
+    assert young.run_once().deleted == 0  # consumed, but not yet old enough
+    assert _batches(durable, topic, 0) == list(range(30))
+
+    retention.run_once()
+    assert _batches(durable, topic, 0) == list(range(12, 30))  # the slow group still needs 12 onwards
+    assert _batches(durable, topic, 1) == list(range(5))
+    assert asyncio.run(_read_from(durable, topic, 0, "ret-slow", 18)) == [(i, f"r-{i}") for i in range(12, 30)]
+
+    asyncio.run(_commit(durable, "ret-slow", topic, {0: 30}))
+    retention.run_once()
+    assert _batches(durable, topic, 0) == list(range(25, 30))
+    # The fast group resumes exactly where it was, through a kill -9 of the broker too.
+    durable.kill("kafka")
+    durable.start("kafka")
+    assert asyncio.run(_read_from(durable, topic, 0, "ret-fast", 5)) == [(i, f"r-{i}") for i in range(25, 30)]
+    # A group with no offset starts at the oldest batch left; new records follow, and the last batch is kept.
+    asyncio.run(_send_each(durable, topic, 0, ["after"]))
+    assert asyncio.run(_read_from(durable, topic, 0, "ret-new", 6))[0] == (25, "r-25")
+    asyncio.run(_commit(durable, "ret-fast", topic, {0: 31}))
+    asyncio.run(_commit(durable, "ret-slow", topic, {0: 31}))
+    retention.run_once()
+    assert _batches(durable, topic, 0) == [30]
+    assert asyncio.run(_read_from(durable, topic, 0, None, 1)) == [(30, "after")]

@@ -27,6 +27,11 @@ if ! docker info >/dev/null 2>&1; then
   dockerd_pid=$!
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "fornax: dockerd did not start; see .fornax/dockerd-run.log" >&2; exit 1; }
+  # App networks an earlier run could not remove (dockerd keeps a stale endpoint until it restarts):
+  # a fresh engine removes them; one a deployed app still uses is refused and stays.
+  for net in $(docker network ls -q --filter label=fornax.deploy.target); do
+    docker network rm "$net" >/dev/null 2>&1 || true
+  done
 fi
 
 set +e

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     # (measured: 10 ms gave p99 73 s behind at 1,000 lines/s, 40 ms p99 0.14 s). The durable local stack
     # sets 40.
     log_fetch_wait_ms: int = Field(10, ge=1, le=5000, validation_alias=_alias("log_fetch_wait_ms"))
+    # How often a build's log writer publishes what it has queued (one record batch per flush). Tansu on S3
+    # stores each batch as an object and lists a partition's objects on every fetch: the durable local
+    # stack sets 50 (docs/logstream.md).
+    log_flush_ms: int = Field(10, ge=1, le=5000, validation_alias=_alias("log_flush_ms"))
     # The same for the Faust workers' consumers (Faust's own value is 1,500 ms; shared/faust_app.py).
     faust_fetch_wait_ms: int = Field(100, ge=1, le=5000, validation_alias=_alias("faust_fetch_wait_ms"))
     # How often a Faust worker commits its consumer offsets: after this many events, and at least every

@@ -6,8 +6,10 @@ Starts its own stack (Tansu, nx-27017, one logstream process) in a temp dir on f
   B. 1,000 subscribers across 100 versions (10 each) while the producer writes 1,000 lines/s spread
      over the 100 versions;
   F. the floor: a bare `websockets` broadcast server (no Kafka, no Mongo) in its own process sends the
-     same lines at the same rate with the same 10 ms batching (one frame per version per window,
+     same lines at the same rate with the same batching (one frame per version per window,
      `websockets.broadcast`) to 100 subscribers (and to 1,000 across 100 versions).
+The producer and the floor batch lines over the stack's `log_flush_ms`, as the builder does: 10 ms, or 50 ms
+on the durable stack (`--window-ms` overrides it).
 Reports p50/p99/max latency from produce time (the line's `ts`) to receipt, lines lost (must be 0),
 duplicates/out-of-order, and the logstream process's peak RSS (VmHWM). Subscribers run in several client
 processes so the client side is not the bottleneck. Version docs are inserted into `versions` directly
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 RATE = 1000
-WINDOW = 0.01
+WINDOW = 0.01  # the builder's log flush window: set from the stack's settings in main()
 CLIENT_PROCS = 4
 
 
@@ -249,7 +251,8 @@ async def produce(settings: Any, vids: list[str], seconds: float, warmup: bool =
             t_pub = time.monotonic()
             await bus.publish(*batch)
             pub_times.append(time.monotonic() - t_pub)
-            await asyncio.sleep(max(0.0, t0 + sent / RATE - time.monotonic()))
+            # The next flush: once the next line is due, and at most once per window (LogWriter's loop).
+            await asyncio.sleep(max(0.0, t0 + sent / RATE - time.monotonic(), t_pub + WINDOW - time.monotonic()))
         pub_times.sort()
         print(
             f"  producer: {len(pub_times)} publishes, "
@@ -336,11 +339,14 @@ def main() -> int:
     parser.add_argument("--b-subs", type=int, default=1000, help="subscribers across the 100 versions in B")
     parser.add_argument("--only", choices=["A", "B", "F"], action="append")
     parser.add_argument("--durable", action="store_true", help="the broker on S3 (SeaweedFS), as `make up` runs it")
+    parser.add_argument("--window-ms", type=int, help="the writer's flush window (default: the stack's log_flush_ms)")
     args = parser.parse_args()
     from infra.local.stack import Stack
 
+    global WINDOW
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-logs-"))
     stack = Stack.on_free_ports(base, durable=args.durable)
+    WINDOW = (args.window_ms or int(stack.env().get("FORNAX_LOG_FLUSH_MS", "10"))) / 1000
     report = [
         f"log_latency: {RATE} lines/s for {args.seconds:.0f} s, {WINDOW * 1000:.0f} ms batches, "
         f"{os.cpu_count()} CPUs"

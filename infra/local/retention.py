@@ -10,15 +10,17 @@ holding 1,600 batches, and 13 ms again once the consumed 1,500 were deleted (doc
 This process is the retention Tansu lacks, run beside the broker by the local stack (`make up`). Every
 `--every` seconds, for each partition, it deletes the batches that lie wholly below the lowest offset
 committed on that partition by any consumer group (read from the group offsets Tansu keeps in the same
-store), and that are older than `--keep-seconds`. Nothing a group has still to read is deleted, the last
-batch of a partition always stays (Tansu takes a partition's end from it), and a partition no group has
-committed on keeps everything. A consumer with no committed offset starts at the oldest batch left, as on
-Kafka once retention has run. The Fornax services keep what they need in Mongo (the event archive, the
-log archive), not in the broker's history.
+store), and that are older than `--keep-seconds`. A group that committed on one partition of a topic counts
+as 0 on the topic's other partitions until it commits there (it reads the whole topic). Nothing a group has
+still to read is deleted, the last batch of a partition always stays (Tansu takes a partition's end from it),
+and a topic no group has committed on keeps everything. A group that has never committed on a topic starts
+at the oldest batch left, as on Kafka once retention has run; a reader with no group (the logstream's live
+tail) that falls behind the archiver finds the lines it missed in the archive. The Fornax services keep
+what they need in Mongo (the event archive, the log archive), not in the broker's history.
 
 It talks to SeaweedFS's filer HTTP API (list a folder as JSON, DELETE an object) on 127.0.0.1.
 
-`python -m infra.local.retention --filer http://127.0.0.1:18888 --bucket tansu [--every 5] [--keep-seconds 60]`
+`python -m infra.local.retention --filer http://127.0.0.1:18888 --bucket tansu [--every 5] [--keep-seconds 10]`
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import httpx
 log = logging.getLogger("fornax.retention")
 
 EVERY_SECONDS = 5.0
-KEEP_SECONDS = 60.0
+KEEP_SECONDS = 10.0
 PAGE = 1000
 
 
@@ -61,13 +63,24 @@ def deletable(batches: Iterable[Batch], committed: int, older_than: float) -> li
     return out
 
 
-def lowest_committed(offsets: Iterable[tuple[str, str, int, int]]) -> dict[tuple[str, int], int]:
+def lowest_committed(offsets: Iterable[tuple[str, str, int, int]],
+                     partitions: dict[str, list[int]] | None = None) -> dict[tuple[str, int], int]:
     """(group, topic, partition, offset) rows -> the lowest committed offset per (topic, partition).
-    A negative offset (no position) counts as 0: that group still needs everything."""
+
+    A group that committed on some partition of a topic reads the whole topic (its members share the
+    partitions), so a partition of that topic it has not committed on yet (`partitions` lists them) counts
+    as 0 for it: it has still to read everything there. A negative offset (no position) counts as 0 too."""
+    by_group: dict[tuple[str, str], dict[int, int]] = {}
+    for group, topic, partition, offset in offsets:
+        by_group.setdefault((group, topic), {})[partition] = max(offset, 0)
+    known: dict[str, set[int]] = {}
+    for (_group, topic), committed in by_group.items():
+        known.setdefault(topic, set(partitions.get(topic, []) if partitions else [])).update(committed)
     low: dict[tuple[str, int], int] = {}
-    for _group, topic, partition, offset in offsets:
-        key = (topic, partition)
-        low[key] = min(low.get(key, max(offset, 0)), max(offset, 0))
+    for (_group, topic), committed in by_group.items():
+        for partition in known[topic]:
+            key = (topic, partition)
+            low[key] = min(low.get(key, committed.get(partition, 0)), committed.get(partition, 0))
     return low
 
 
@@ -147,7 +160,11 @@ class Retention:
         now = time.time() if now is None else now
         result = PassResult()
         for cluster in self.filer.names(f"{self.filer.root}/clusters"):
-            low = lowest_committed(self.committed(cluster))
+            rows = list(self.committed(cluster))
+            topics = f"{self.filer.root}/clusters/{cluster}/topics"
+            partitions = {topic: [int(p[:10]) for p in self.filer.names(f"{topics}/{topic}/partitions")]
+                          for topic in {row[1] for row in rows}}
+            low = lowest_committed(rows, partitions)
             for (topic, partition), committed in sorted(low.items()):
                 records = f"{self.filer.root}/clusters/{cluster}/topics/{topic}/partitions/{partition:0>10}/records"
                 batches = [Batch(int(e["FullPath"].rsplit("/", 1)[1][:20]), e["FullPath"], _mtime(e))

@@ -72,7 +72,7 @@ class Stack:
     free_ports: bool = False
     # Durable broker: a record batch every consumer group has committed past is deleted once this old
     # (infra/local/retention.py); None keeps everything.
-    retention_seconds: float | None = 60.0
+    retention_seconds: float | None = 10.0
 
     @classmethod
     def on_free_ports(cls, base: Path, **kwargs: Any) -> Stack:
@@ -114,6 +114,9 @@ class Stack:
             # Each offset commit is an object put on S3: commit by the batch (settings.py)
             env["FORNAX_FAUST_COMMIT_EVERY"] = "200"
             env["FORNAX_FAUST_COMMIT_INTERVAL"] = "2"
+            # Each flush of a build's log is a record batch, an object Tansu lists on every fetch of the
+            # partition: fewer, fuller batches (settings.py)
+            env["FORNAX_LOG_FLUSH_MS"] = "50"
         env.update(self.extra_env)
         return env
 

@@ -157,6 +157,7 @@ class Builder:
                 cast(EventBus, self.bus),  # it only calls `publish`
                 version_id, secrets=secrets, start_seq=await self.state.next_log_seq(version_id),
                 max_line=self.settings.log_max_line, max_bytes=self.settings.log_max_bytes,
+                flush_every=self.settings.log_flush_ms / 1000,
             )
             writer.start()
             self.logs[version_id] = writer

@@ -37,4 +37,11 @@ def test_order_of_listing_does_not_matter() -> None:
 
 def test_the_lowest_committed_offset_of_all_groups_bounds_each_partition() -> None:
     rows = [("a", "t", 0, 40), ("b", "t", 0, 12), ("a", "t", 1, 7), ("c", "u", 0, -1)]
-    assert lowest_committed(rows) == {("t", 0): 12, ("t", 1): 7, ("u", 0): 0}
+    # b has not committed on t/1 yet: it reads the whole topic, so it still needs all of t/1
+    assert lowest_committed(rows) == {("t", 0): 12, ("t", 1): 0, ("u", 0): 0}
+
+
+def test_a_partition_a_reading_group_has_not_committed_on_keeps_everything() -> None:
+    rows = [("a", "t", 0, 40), ("a", "t", 1, 30)]
+    assert lowest_committed(rows, {"t": [0, 1, 2, 3], "v": [0]}) == {
+        ("t", 0): 40, ("t", 1): 30, ("t", 2): 0, ("t", 3): 0}  # v: no group reads it, nothing listed

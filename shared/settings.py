@@ -106,10 +106,6 @@ class Settings(BaseSettings):
     # Processes
     gateway_host: str = Field("127.0.0.1", validation_alias=_alias("gateway_host"))
     gateway_port: int = Field(7099, validation_alias=_alias("gateway_port"))
-    # Producers the gateway sends its events on at once, a partition always on the same one
-    # (services/gateway/batching.py). The durable local stack sets 4: Tansu on S3 writes the partitions of
-    # one request in turn.
-    gateway_produce_lanes: int = Field(1, ge=1, le=64, validation_alias=_alias("gateway_produce_lanes"))
     logstream_host: str = Field("127.0.0.1", validation_alias=_alias("logstream_host"))
     logstream_port: int = Field(8000, validation_alias=_alias("logstream_port"))
     data_dir: Path = Field(Path(".fornax"), validation_alias=_alias("data_dir"))

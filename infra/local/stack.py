@@ -117,9 +117,6 @@ class Stack:
             # Each flush of a build's log is a record batch, an object Tansu lists on every fetch of the
             # partition: fewer, fuller batches (settings.py)
             env["FORNAX_LOG_FLUSH_MS"] = "50"
-            # Tansu on S3 writes the partitions of one produce request in turn: the gateway sends on one
-            # producer per partition (settings.py)
-            env["FORNAX_GATEWAY_PRODUCE_LANES"] = str(self.partitions)
         env.update(self.extra_env)
         return env
 

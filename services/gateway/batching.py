@@ -8,12 +8,6 @@ whatever arrived meanwhile; every caller still returns only after its own events
 Ordering is unchanged: one publish() call's events stay in call order, keyed by aggregate id, and a
 caller that waits for one 202 before sending the next request sees its events in that order.
 
-Lanes (`gateway_produce_lanes`, default 1): a partition's events go out on lane `partition % lanes`, each
-lane its own producer and flush loop, so that many record batches are in flight at once. aiokafka sends one
-request per broker per producer at a time, and a broker that writes each partition's batch in turn (Tansu on
-S3: a few ms per partition) then spends the sum of them on every round trip. A partition always uses the
-same lane, so events of one key keep their order.
-
 Timeouts: `asyncio.wait_for` per publish cost a timer (a heap push, a cancelled handle and a
 waiter future) on every webhook. Instead every caller's futures carry a deadline in one FIFO queue
 (all callers share one timeout, so it is in deadline order) and one sweep, scheduled only while
@@ -44,10 +38,8 @@ class BatchingEventBus(EventBus):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lanes = max(1, int(getattr(self.settings, "gateway_produce_lanes", 1)))
-        self._pending: list[list[_Item]] = [[] for _ in range(self._lanes)]
-        self._flushing = [False] * self._lanes
-        self._lane_producers: list[Any] = []  # lanes 1..n-1 (lane 0 is the bus's own producer)
+        self._pending: list[_Item] = []
+        self._flushing = False
         self.batches_sent = 0  # statistics: record batches and events handed to the producer
         self.events_sent = 0
         self._partitions: dict[str, list[int]] = {}
@@ -66,23 +58,18 @@ class BatchingEventBus(EventBus):
             await self.start()
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
-        lanes: set[int] = set()
         for e, d in zip(events, data, strict=True):
             fut: asyncio.Future[None] = loop.create_future()
-            topic, key = self.settings.topic(e.TOPIC), e.key()
-            lane = 0 if self._lanes == 1 else await self._partition(topic, key) % self._lanes
-            self._pending[lane].append((topic, key, d, fut))
-            lanes.add(lane)
+            self._pending.append((self.settings.topic(e.TOPIC), e.key(), d, fut))
             futures.append(fut)
         self._deadlines.append((time.monotonic() + self.timeout, futures))
         if self._sweep is None:
             self._sweep = loop.call_later(self.timeout / 10, self._expire)
-        for lane in lanes:
-            if not self._flushing[lane]:
-                self._flushing[lane] = True
-                task = asyncio.ensure_future(self._flush_loop(lane))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if not self._flushing:
+            self._flushing = True
+            task = asyncio.ensure_future(self._flush_loop())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             for fut in futures:
                 await fut
@@ -112,63 +99,43 @@ class BatchingEventBus(EventBus):
         if queue:
             self._sweep = asyncio.get_running_loop().call_later(self.timeout / 10, self._expire)
 
-    async def _flush_loop(self, lane: int = 0) -> None:
+    async def _flush_loop(self) -> None:
         """Group commit: send everything pending, wait for the acks, repeat while more arrived meanwhile."""
         try:
             await asyncio.sleep(0)  # let the other requests of this loop turn join the first batch
-            while self._pending[lane]:
+            while self._pending:
                 # A caller that already gave up (timed out: it answered 503) must not be published later.
-                items, self._pending[lane] = [i for i in self._pending[lane] if not i[3].done()], []
+                items, self._pending = [i for i in self._pending if not i[3].done()], []
                 if not items:
                     continue
                 try:
-                    acks = await self._send(items, await self._lane_producer(lane))
+                    acks = await self._send(items)
                 except Exception as exc:  # noqa: BLE001 - every waiting caller must get an answer
                     _fail(items, exc)
                     continue
                 if acks:
                     await asyncio.wait(acks)
         finally:
-            self._flushing[lane] = False
+            self._flushing = False
 
-    async def _lane_producer(self, lane: int) -> Any:
-        if lane == 0:
-            return self._producer
-        async with self._lock:
-            while len(self._lane_producers) < lane:
-                self._lane_producers.append(await self._new_producer())
-        return self._lane_producers[lane - 1]
-
-    async def stop(self) -> None:
-        producers, self._lane_producers = self._lane_producers, []
-        for producer in producers:
-            await producer.stop()
-        await super().stop()
-
-    async def _partition(self, topic: str, key: bytes) -> int:
-        cache_key = (topic, key)
-        partition = self._partition_of.get(cache_key)
-        if partition is None:  # murmur2 is pure Python (~25 us): remember it per key
-            parts = self._partitions.get(topic)
-            if parts is None:
-                producer = self._producer
-                if producer is None:
-                    raise BusUnavailable("event bus stopped")
-                found = await asyncio.wait_for(producer.partitions_for(topic), self.timeout)
-                parts = self._partitions[topic] = sorted(found)
-            if len(self._partition_of) > 100_000:
-                self._partition_of.clear()
-            partition = self._partition_of[cache_key] = self._partitioner(key, parts, parts)
-        return partition
-
-    async def _send(self, items: list[_Item], producer: Any = None) -> list[asyncio.Future[Any]]:
-        producer = producer or self._producer
+    async def _send(self, items: list[_Item]) -> list[asyncio.Future[Any]]:
+        producer = self._producer
         if producer is None:
             raise BusUnavailable("event bus stopped")
         groups: dict[tuple[str, int], list[_Item]] = {}
         for item in items:
-            partition = await self._partition(item[0], item[1])
-            groups.setdefault((item[0], partition), []).append(item)
+            topic = item[0]
+            parts = self._partitions.get(topic)
+            if parts is None:
+                found = await asyncio.wait_for(producer.partitions_for(topic), self.timeout)
+                parts = self._partitions[topic] = sorted(found)
+            cache_key = (topic, item[1])
+            partition = self._partition_of.get(cache_key)
+            if partition is None:  # murmur2 is pure Python (~25 us): remember it per key
+                if len(self._partition_of) > 100_000:
+                    self._partition_of.clear()
+                partition = self._partition_of[cache_key] = self._partitioner(item[1], parts, parts)
+            groups.setdefault((topic, partition), []).append(item)
         acks: list[asyncio.Future[Any]] = []
         for (topic, partition), group in groups.items():
             batch = producer.create_batch()

@@ -192,40 +192,6 @@ async def test_an_oversized_event_fails_its_own_caller_only() -> None:
     assert isinstance(big, EventTooLarge) and "exceeds the limit of 524288 bytes" in str(big)
 
 
-class _TwoPartitionProducer(_SilentProducer):
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0, 1}
-
-    async def send_batch(self, batch: _Batch, topic: str, partition: int) -> asyncio.Future[Any]:
-        fut = await super().send_batch(batch, topic, partition)
-        self.partitions = [*getattr(self, "partitions", []), partition]
-        return fut
-
-
-async def test_lanes_send_other_partitions_while_one_waits_for_its_ack() -> None:
-    """gateway_produce_lanes: a partition's events go on lane partition % lanes, each its own producer, so a
-    slow acknowledgement on one partition does not hold the others' (one request in flight per producer)."""
-    bus = BatchingEventBus(Settings(gateway_produce_lanes=2), timeout=5)
-    lane0, lane1 = _TwoPartitionProducer(), _TwoPartitionProducer()
-    bus._producer = lane0  # type: ignore[assignment]
-    bus._lane_producers = [lane1]
-    events = [_push_event(i).model_copy(update={"aggregate_id": f"svc{i}"}) for i in range(20)]
-    by_partition: dict[int, list[Any]] = {}
-    for e in events:
-        by_partition.setdefault(await bus._partition(bus.settings.topic(e.TOPIC), e.key()), []).append(e)
-    (e0, *_), (e1, *_) = by_partition[0], by_partition[1]
-    held = asyncio.ensure_future(bus.publish(e0))
-    await asyncio.sleep(0.05)
-    other = asyncio.ensure_future(bus.publish(e1))
-    await asyncio.sleep(0.05)
-    assert lane0.partitions == [0] and lane1.partitions == [1]  # sent at once, though lane 0 has no ack yet
-    lane1.acks[0].set_result(None)
-    await other
-    assert not held.done()
-    lane0.acks[0].set_result(None)
-    await held
-
-
 class _RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []

@@ -76,6 +76,8 @@ def main() -> int:
             for line in [*r.lost, *r.duplicates, *[f"stuck {v}" for v in r.stuck]]:
                 print(f"    ! {line}", flush=True)
                 failed = True
+            for line in r.traces:
+                print(f"    trace {line}", flush=True)
             if r.lost_detail:
                 print(f"    lines: {r.lost_detail}", flush=True)
             for line in r.late:

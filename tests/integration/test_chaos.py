@@ -64,7 +64,7 @@ def test_kill_each_process_in_turn(chaos: Chaos) -> None:
         print(r.row(), f"(kill round {r.began:.0f}s)")
     for r in rounds:
         assert r.accepted == r.sent, r.row()  # the sender delivers again until answered
-        assert r.lost == [], (r.process, r.lost)
+        assert r.lost == [], (r.process, r.lost, r.traces)
         assert r.duplicates == [], (r.process, r.duplicates)
         assert r.stuck == [], (r.process, r.stuck)
         assert r.late == [], (r.process, r.late)

@@ -51,6 +51,7 @@ class ComposeStack:
     builders: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
     secrets_key: str = ""  # Fernet key for the stored secrets; a new one per stack unless given
+    _picked: list[str] = field(default_factory=list, init=False, repr=False)  # ports picked free here
 
     def __post_init__(self) -> None:
         self.home = self.home.resolve()
@@ -58,8 +59,9 @@ class ComposeStack:
             from cryptography.fernet import Fernet
 
             self.secrets_key = Fernet.generate_key().decode()
-        for name in PORT_NAMES:
-            self.ports.setdefault(name, free_port())
+        self._picked = [name for name in PORT_NAMES if name not in self.ports]
+        for name in self._picked:
+            self.ports[name] = free_port()
 
     # -- configuration ---------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -129,7 +131,18 @@ class ComposeStack:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "workspaces").mkdir(exist_ok=True)
         self.write_htpasswd()
-        self.compose("up", "-d", "--no-build", "--scale", f"builder={self.builders}", timeout=timeout)
+        for attempt in range(3):
+            try:
+                self.compose("up", "-d", "--no-build", "--scale", f"builder={self.builders}", timeout=timeout)
+                break
+            except ComposeError as exc:
+                # A port picked free here may be taken by another process before Docker binds it: new ones
+                # (compose recreates the containers whose published ports changed).
+                taken = "port is already allocated" in str(exc) or "address already in use" in str(exc)
+                if not taken or not self._picked or attempt == 2:
+                    raise
+                for name in self._picked:
+                    self.ports[name] = free_port()
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -254,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "ports": stack.ports, "secrets_key": stack.secrets_key}))
         _saved(home).chmod(0o600)  # it holds the secrets key
         stack.up()
+        _saved(home).write_text(json.dumps({"project": stack.project, "images": stack.images,  # ports may
+                                            "ports": stack.ports, "secrets_key": stack.secrets_key}))  # change
         print(f"compose project {stack.project} is up: API {stack.api}  logs {stack.logs}  "
               f"registry 127.0.0.1:{stack.ports['registry']}  HAProxy stats "
               f"http://127.0.0.1:{stack.ports['stats']}/stats")

@@ -241,6 +241,12 @@ def _saved(home: Path) -> Path:
     return home / "compose.json"
 
 
+def _save(stack: ComposeStack) -> None:
+    _saved(stack.home).write_text(json.dumps({"project": stack.project, "images": stack.images,
+                                              "ports": stack.ports, "secrets_key": stack.secrets_key}))
+    _saved(stack.home).chmod(0o600)  # it holds the secrets key
+
+
 def load(home: Path) -> ComposeStack:
     data = json.loads(_saved(home).read_text())
     return ComposeStack(project=data["project"], home=home, images=data["images"], ports=data["ports"],
@@ -263,12 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         ports = {k: v for k, v in (("api", args.api_port), ("logs", args.logs_port)) if v}
         stack = ComposeStack(args.project, home, ensure_images().env(), ports=ports, builders=args.builders)
         home.mkdir(parents=True, exist_ok=True)
-        _saved(home).write_text(json.dumps({"project": stack.project, "images": stack.images,
-                                            "ports": stack.ports, "secrets_key": stack.secrets_key}))
-        _saved(home).chmod(0o600)  # it holds the secrets key
+        _save(stack)  # before `up`, so that `down` finds a stack that failed half way
         stack.up()
-        _saved(home).write_text(json.dumps({"project": stack.project, "images": stack.images,  # ports may
-                                            "ports": stack.ports, "secrets_key": stack.secrets_key}))  # change
+        _save(stack)  # `up` may have picked other ports
         print(f"compose project {stack.project} is up: API {stack.api}  logs {stack.logs}  "
               f"registry 127.0.0.1:{stack.ports['registry']}  HAProxy stats "
               f"http://127.0.0.1:{stack.ports['stats']}/stats")

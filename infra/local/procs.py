@@ -114,18 +114,18 @@ def ensure_dockerd(state_dir: Path, timeout: float = 60) -> None:
     (state_dir / "dockerd.pid").write_text(str(proc.pid))
     wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout,
              "dockerd", proc, log)
-    remove_stale_app_networks()
+    # dockerd 20.10 sometimes keeps a removed container's endpoint in memory ("has active endpoints" with
+    # none listed) until it restarts, so an app network can outlive its service's clean-up: a fresh engine
+    # removes the ones no container uses (one a deployed app still uses stays).
+    import docker
 
+    from services.deployer.targets.docker_host import remove_app_networks
 
-def remove_stale_app_networks() -> None:
-    """Right after this engine started: remove the Docker-host target's app networks no container uses.
-    dockerd 20.10 sometimes keeps a removed container's endpoint in memory ("has active endpoints" with
-    none listed) until it restarts, so such a network outlives its service's clean-up; a fresh engine
-    removes it. One a deployed app still uses (restarted by the engine) is refused and stays."""
-    listed = subprocess.run(["docker", "network", "ls", "-q", "--filter", "label=fornax.deploy.target"],
-                            capture_output=True, text=True)
-    for net in listed.stdout.split():
-        subprocess.run(["docker", "network", "rm", net], capture_output=True)
+    client = docker.from_env(timeout=10)
+    try:
+        remove_app_networks(client)
+    finally:
+        client.close()
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:

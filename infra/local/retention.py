@@ -148,7 +148,7 @@ class Retention:
         """(group, topic, partition, offset) for every offset any group has committed."""
         groups = f"{self.filer.root}/clusters/{cluster}/groups/consumers"
         for group in self.filer.entries(groups):
-            if not group["FullPath"].endswith(".json") and _is_dir(group):
+            if _is_dir(group):  # (beside each group's folder lies its <group>.json)
                 gpath = group["FullPath"]
                 for topic in self.filer.names(f"{gpath}/offsets"):
                     for part in self.filer.names(f"{gpath}/offsets/{topic}/partitions"):
@@ -166,7 +166,7 @@ class Retention:
                           for topic in {row[1] for row in rows}}
             low = lowest_committed(rows, partitions)
             for (topic, partition), committed in sorted(low.items()):
-                records = f"{self.filer.root}/clusters/{cluster}/topics/{topic}/partitions/{partition:0>10}/records"
+                records = f"{topics}/{topic}/partitions/{partition:0>10}/records"
                 batches = [Batch(int(e["FullPath"].rsplit("/", 1)[1][:20]), e["FullPath"], _mtime(e))
                            for e in self.filer.entries(records) if e["FullPath"].endswith(".batch")]
                 gone = deletable(batches, committed, now - self.keep_seconds)

@@ -129,6 +129,30 @@ class EventBus:
         await self.stop()
 
 
+async def publish_retrying(
+    bus: Any, *events: Event, give_up_after: float | None = None, max_delay: float = 10.0
+) -> None:
+    """Publish, retrying with backoff (0.5 s doubling up to max_delay) while the broker does not
+    acknowledge; BusUnavailable once give_up_after seconds have passed (None: never give up).
+
+    A retry sends the same events (the same ids): one whose first send was acknowledged late is
+    delivered twice, which every consumer tolerates (the archive keeps one per id)."""
+    loop = asyncio.get_running_loop()
+    until = None if give_up_after is None else loop.time() + give_up_after
+    delay = 0.5
+    while True:
+        try:
+            await bus.publish(*events)
+            return
+        except BusUnavailable as exc:
+            if until is not None and loop.time() + delay > until:
+                raise
+            what = ", ".join(sorted({e.type for e in events}))
+            log.warning("%s not published (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
 def topics_main(argv: list[str]) -> int:
     """`fornax topics create`: create every topic with its partition count (idempotent)."""
     from .settings import get_settings

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # trigger_resend_after seconds (broker down, crash in between); it looks every trigger_resend_every s.
     trigger_resend_after: float = Field(30.0, gt=0, validation_alias=_alias("trigger_resend_after"))
     trigger_resend_every: float = Field(15.0, gt=0, validation_alias=_alias("trigger_resend_every"))
+    # The builder keeps re-publishing a version's event for this long while the broker does not
+    # acknowledge (a broker restart) before it fails the version with BusUnavailable.
+    publish_retry_for: float = Field(60.0, ge=0, validation_alias=_alias("publish_retry_for"))
 
     @field_validator("mongo_url", mode="before")
     @classmethod

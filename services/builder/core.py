@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from shared.bus import EventBus
+from shared.bus import EventBus, publish_retrying
 from shared.events import (
     Event,
 )
@@ -126,7 +126,9 @@ class Builder:
         return self.quota
 
     async def emit(self, *events: Event) -> None:
-        await self.bus.publish(*events)
+        """Publish; through a broker restart it retries for publish_retry_for seconds before the
+        BusUnavailable fails the version."""
+        await publish_retrying(self.bus, *events, give_up_after=self.settings.publish_retry_for)
 
     def workspace(self, version_id: str) -> Path:
         return self.settings.workspaces / version_id

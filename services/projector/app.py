@@ -15,7 +15,7 @@ from typing import Any
 
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
-from shared.bus import BusUnavailable, EventBus
+from shared.bus import EventBus, publish_retrying
 from shared.events import Event, PushReceived, decode
 from shared.faust_app import decoded, make_app, run_worker
 from shared.projections import apply, rebuild
@@ -53,15 +53,7 @@ def project_batch(store: ReadModelStore, records: list[tuple[Event, dict[str, An
 async def publish_until_acknowledged(bus: Any, event: Event, max_delay: float = 10.0) -> None:
     """Publish, retrying with backoff while the broker is unavailable: the caller acknowledges its
     own input only after this returned (a push answered 202 must not vanish)."""
-    delay = 0.5
-    while True:
-        try:
-            await bus.publish(event)
-            return
-        except BusUnavailable as exc:
-            log.warning("%s %s not published (%s); retrying in %.1fs", event.type, event.aggregate_id, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+    await publish_retrying(bus, event, max_delay=max_delay)
 
 
 async def trigger(store: ReadModelStore, bus: Any, push: Event) -> None:

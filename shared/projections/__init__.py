@@ -33,7 +33,9 @@ def fenced_off(store: ReadModelStore, event: Event) -> bool:
     epoch = getattr(event.payload, "epoch", None)
     if epoch is None or event.TOPIC != "versions":
         return False
-    if store.versions.count_documents({"_id": event.aggregate_id, "epoch": {"$gt": epoch}}, limit=1):
+    # (find_one, not count_documents: a count is an aggregation, which a Mongo-wire server on SQLite
+    # runs as a scan of the whole collection — once per builder event, it grew with every version.)
+    if store.versions.find_one({"_id": event.aggregate_id, "epoch": {"$gt": epoch}}, {"_id": 1}) is not None:
         log.warning("%s %s from stale claim epoch %s: ignored", event.type, event.aggregate_id, epoch)
         return True
     for older in ({"$lt": epoch}, None):  # a smaller epoch, or none yet

@@ -56,9 +56,9 @@ class _Versions:
         self.running = running
         self.queries: list[dict] = []
 
-    def count_documents(self, query: dict) -> int:
+    def find(self, query: dict, projection: dict) -> list[dict]:
         self.queries.append(query)
-        return self.running.get(query["host"], 0)
+        return [{"_id": f"{query['host']}-{n}"} for n in range(self.running.get(query["host"], 0))]
 
 
 class _Client:

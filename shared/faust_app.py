@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from . import fetch_holes
 from .events import Event, EventDecodeError, decode
 from .settings import Settings
 
@@ -44,6 +45,7 @@ def _short_fetch_wait(wait_ms: int) -> None:
 def make_app(name: str, settings: Settings, **options: Any) -> faust.App:
     """A Faust app whose consumer group is `fornax-<name>`; topics must already exist (bootstrap)."""
     _short_fetch_wait(settings.faust_fetch_wait_ms)
+    fetch_holes.install(settings.fetch_hole_wait)
     app = faust.App(
         f"{settings.topic_prefix}-{name}",
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared import fetch_holes
 from shared.settings import Settings
 from shared.store import ReadModelStore
 
@@ -83,6 +84,7 @@ class ArchiveProgress:
         self._committed: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
+        fetch_holes.install(self.settings.fetch_hole_wait)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=group_id(self.settings),

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     log_flush_ms: int = Field(10, ge=1, le=5000, validation_alias=_alias("log_flush_ms"))
     # The same for the Faust workers' consumers (Faust's own value is 1,500 ms; shared/faust_app.py).
     faust_fetch_wait_ms: int = Field(100, ge=1, le=5000, validation_alias=_alias("faust_fetch_wait_ms"))
+    # A consumer handed a batch that starts past its fetch offset (a batch below it still being written:
+    # shared/fetch_holes.py) fetches again for up to this many seconds before it reads on; 0: off.
+    fetch_hole_wait: float = Field(2.0, ge=0, le=60, validation_alias=_alias("fetch_hole_wait"))
     # How often a Faust worker commits its consumer offsets: after this many events, and at least every
     # `faust_commit_interval` seconds. Each commit writes every changed partition's offset, and on Tansu's
     # S3 storage each is an object put (about 2.5 ms of the store's CPU); committing after every event

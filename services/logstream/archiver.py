@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from shared import fetch_holes
 from shared.events import EventDecodeError, LogLine, decode
 from shared.logs_read import group_id
 from shared.routing import Router
@@ -85,6 +86,7 @@ class Archiver:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="log-archiver")
 
     async def start(self) -> None:
+        fetch_holes.install(self.settings.fetch_hole_wait)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=group_id(self.settings),

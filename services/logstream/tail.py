@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared import fetch_holes
 from shared.events import Event, EventDecodeError, LogLine, decode
 from shared.routing import Router
 from shared.settings import Settings
@@ -43,6 +44,7 @@ class Tail:
         self.routes.add(self._finished, *OUTCOMES)
 
     async def start(self) -> None:
+        fetch_holes.install(self.settings.fetch_hole_wait)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=None,

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -281,3 +282,32 @@ def test_retention_deletes_only_what_every_group_has_committed_past(durable: Sta
         assert _batches(durable, topic, 0) == [31]
     finally:
         durable.stop("retention")
+
+
+def test_a_tail_gets_every_record_of_concurrent_producers_with_the_fetch_hole_guard(durable: Stack) -> None:
+    """Tansu takes an offset (the high watermark) before it writes the batch; a fetch in between can
+    list a later producer's batch first. Unguarded, the tail moves past the record still being written
+    (bench/broker_holes: 0-2 of 1,200 per run); guarded (shared/fetch_holes.py) it asks again."""
+    from shared import fetch_holes
+    from tests.fixtures.broker_tail import tail_while_producing
+
+    name = "holes-check"
+
+    async def run() -> Any:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(durable))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 1, 1)])
+        finally:
+            await admin.close()
+        return await tail_while_producing(bootstrap(durable), name, producers=6, per_producer=150)
+
+    before = fetch_holes._state["wait"]
+    fetch_holes.install(2.0)
+    try:
+        tail = asyncio.run(run())
+    finally:
+        fetch_holes.install(before)
+    assert len(tail.stored) == tail.produced == 900  # every acknowledged record is stored
+    assert tail.skipped == [] and tail.jumps == []  # and the tail got each one, in order
+    assert len(tail.seen) == tail.produced

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     # (measured: 10 ms gave p99 73 s behind at 1,000 lines/s, 40 ms p99 0.14 s). The durable local stack
     # sets 40.
     log_fetch_wait_ms: int = Field(10, ge=1, le=5000, validation_alias=_alias("log_fetch_wait_ms"))
+    # The same for the logstream's archiver (it writes the lines to Mongo and commits as a group).
+    log_archive_fetch_wait_ms: int = Field(50, ge=1, le=5000, validation_alias=_alias("log_archive_fetch_wait_ms"))
     # How often a build's log writer publishes what it has queued (one record batch per flush). Tansu on S3
     # stores each batch as an object and lists a partition's objects on every fetch: the durable local
     # stack sets 50 (docs/logstream.md).

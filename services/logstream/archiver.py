@@ -91,7 +91,7 @@ class Archiver:
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=group_id(self.settings),
             enable_auto_commit=False,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=self.settings.log_archive_fetch_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self._task = asyncio.create_task(self._run(), name="logstream-archiver")

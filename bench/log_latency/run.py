@@ -340,6 +340,8 @@ def main() -> int:
     parser.add_argument("--only", choices=["A", "B", "F"], action="append")
     parser.add_argument("--durable", action="store_true", help="the broker on S3 (SeaweedFS), as `make up` runs it")
     parser.add_argument("--window-ms", type=int, help="the writer's flush window (default: the stack's log_flush_ms)")
+    parser.add_argument("--retention", type=float, default=10.0,
+                        help="durable broker: seconds a consumed batch is kept (0: no retention process)")
     parser.add_argument("--env", action="append", default=[], metavar="FORNAX_X=V",
                         help="a setting for every process of the stack (repeatable)")
     args = parser.parse_args()
@@ -347,11 +349,13 @@ def main() -> int:
 
     global WINDOW
     base = Path(tempfile.mkdtemp(prefix="fornax-bench-logs-"))
-    stack = Stack.on_free_ports(base, durable=args.durable, extra_env=dict(e.split("=", 1) for e in args.env))
+    stack = Stack.on_free_ports(base, durable=args.durable, extra_env=dict(e.split("=", 1) for e in args.env),
+                                retention_seconds=args.retention or None)
     WINDOW = (args.window_ms or int(stack.env().get("FORNAX_LOG_FLUSH_MS", "10"))) / 1000
     report = [
         f"log_latency: {RATE} lines/s for {args.seconds:.0f} s, {WINDOW * 1000:.0f} ms batches, "
         f"{os.cpu_count()} CPUs" + "".join(f", {e}" for e in args.env)
+        + (f", retention {args.retention:g} s" if args.durable else "")
     ]
     only = set(args.only or ["A", "B", "F"])
     try:

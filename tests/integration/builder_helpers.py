@@ -220,16 +220,23 @@ def wait_clean(version_id: str, workspaces: Path, timeout: float = 30) -> None:
 
 
 def remove_images(reference_prefix: str) -> None:
-    """Remove local images whose tags start with the prefix (what a test built)."""
+    """Remove local images whose tags or digests start with the prefix (what a test built, and what a
+    Docker-host deploy pulled by digest: `repo@sha256:…`, an image with no tag)."""
     client = docker.from_env()
     try:
         for image in client.images.list():
+            digests = image.attrs.get("RepoDigests") or []
             if any(t.startswith(reference_prefix) for t in image.tags):
                 for t in image.tags:
                     try:
                         client.images.remove(t, force=True)
                     except docker.errors.APIError:
                         pass
+            if any(d.startswith(reference_prefix) for d in digests):
+                try:
+                    client.images.remove(image.id, force=True)
+                except docker.errors.APIError:
+                    pass
     except docker.errors.DockerException:
         pass  # the engine went away: nothing more to tidy
     finally:

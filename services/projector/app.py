@@ -50,19 +50,15 @@ def project_batch(store: ReadModelStore, records: list[tuple[Event, dict[str, An
             log.exception("could not project %s %s", event.type, event.event_id)
 
 
-async def publish_until_acknowledged(bus: Any, event: Event, max_delay: float = 10.0) -> None:
-    """Publish, retrying with backoff while the broker is unavailable: the caller acknowledges its
-    own input only after this returned (a push answered 202 must not vanish)."""
-    await publish_retrying(bus, event, max_delay=max_delay)
-
-
 async def trigger(store: ReadModelStore, bus: Any, push: Event) -> None:
     """Plan, publish (retrying while the broker is down), then mark: a crash in between re-publishes
     the same event (harmless: the version id is the delivery's)."""
     version = await asyncio.to_thread(_with_retry, plan_version, store, push)
     if version is None:
         return
-    await publish_until_acknowledged(bus, version)
+    # Retried for as long as the broker is away: the push is acknowledged only after this (a push
+    # answered 202 must not vanish).
+    await publish_retrying(bus, version)
     await asyncio.to_thread(_with_retry, mark_emitted, store, push)
 
 

@@ -225,16 +225,10 @@ def remove_images(reference_prefix: str) -> None:
     client = docker.from_env()
     try:
         for image in client.images.list():
-            digests = image.attrs.get("RepoDigests") or []
-            if any(t.startswith(reference_prefix) for t in image.tags):
-                for t in image.tags:
-                    try:
-                        client.images.remove(t, force=True)
-                    except docker.errors.APIError:
-                        pass
-            if any(d.startswith(reference_prefix) for d in digests):
+            names = [*image.tags, *(image.attrs.get("RepoDigests") or [])]
+            if any(n.startswith(reference_prefix) for n in names):
                 try:
-                    client.images.remove(image.id, force=True)
+                    client.images.remove(image.id, force=True)  # (every tag of it, too)
                 except docker.errors.APIError:
                     pass
     except docker.errors.DockerException:
